@@ -1,0 +1,77 @@
+"""The ``neurodecode`` command.
+
+LightningCLI provides ``fit``/``validate``/``test``/``predict`` (models and datamodules are chosen by
+``class_path`` in the YAML under ``experiments/``); the other subcommands are registered in
+:data:`COMMANDS`, each a module with ``add_arguments(parser)`` and ``run(args)``, imported only when
+used so that ``neurodecode --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a model from a YAML config (LightningCLI)",
+    "validate": "validate a model (LightningCLI)",
+    "test": "test a model (LightningCLI)",
+    "predict": "predict with a model (LightningCLI)",
+}
+
+#: subcommand -> (module implementing add_arguments/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("neurodecode.sim.command", "write a simulated NSD or THINGS-MEG data set"),
+}
+
+
+def _lightning_main(argv: list[str]) -> None:
+    from neurodecode.lightning_cli import run_lightning_cli
+
+    run_lightning_cli(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; subcommand parsers are filled lazily from :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="neurodecode",
+        description="Align brain recordings with DNN activations: decode, reconstruct, compare.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Lightning subcommands (take --config experiments/<name>.yaml):\n"
+        + "\n".join(f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()),
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    for name, text in LIGHTNING_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neurodecode`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        _lightning_main(argv)
+        return 0
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        parser = argparse.ArgumentParser(prog=f"neurodecode {argv[0]}")
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        result = module.run(args)
+        return int(result or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from neurodecode import __version__
+
+        print(__version__)
+        return 0
+    parser.print_help()
+    return 0 if not argv else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
