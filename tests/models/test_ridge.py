@@ -1,0 +1,160 @@
+"""Ridge solver and estimator: planted weights, agreement with scikit-learn, shapes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from neurodecode.models.ridge import RidgeRegression, RidgeSolution, solve_ridge_cv
+from neurodecode.validation import InvalidInputError
+
+ALPHAS = np.logspace(-2, 6, 17)
+
+
+def planted(n=240, p=30, noise=(0.05, 1.0, 5.0, 50.0), seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    W = rng.normal(size=(p, len(noise)))
+    Y = X @ W + 2.0 + rng.normal(size=(n, len(noise))) * np.asarray(noise)
+    return X, Y, W
+
+
+def test_recovers_planted_weights_and_regularises_noisier_targets_more():
+    X, Y, W = planted()
+    solution = solve_ridge_cv(X, Y, alphas=ALPHAS)
+    assert isinstance(solution, RidgeSolution)
+    assert solution.weights.shape == (30, 4)
+    assert solution.intercept.shape == solution.alpha.shape == solution.cv_score.shape == (4,)
+    weights = solution.weights.numpy()
+    # the clean target is recovered almost exactly, intercept included
+    np.testing.assert_allclose(weights[:, 0], W[:, 0], atol=0.02)
+    assert abs(solution.intercept[0].item() - 2.0) < 0.02
+    alphas = solution.alpha.numpy()
+    assert np.all(np.diff(alphas) >= 0), alphas  # noisier target -> no smaller alpha
+    assert alphas[-1] > 10 * alphas[0]
+    scores = solution.cv_score.numpy()
+    assert scores[0] > 0.99 and np.all(np.diff(scores) < 0)
+
+
+def test_fixed_alpha_matches_sklearn_ridge():
+    X, Y, _ = planted()
+    for alpha in (0.1, 10.0, 1e4):
+        ours = solve_ridge_cv(X, Y, alphas=[alpha])
+        theirs = Ridge(alpha=alpha).fit(X, Y)
+        np.testing.assert_allclose(ours.weights.numpy().T, theirs.coef_, atol=1e-5)
+        np.testing.assert_allclose(ours.intercept.numpy(), theirs.intercept_, atol=1e-5)
+
+
+def test_more_features_than_samples_matches_sklearn_ridge():
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(40, 120)), rng.normal(size=(40, 3))
+    ours = solve_ridge_cv(X, Y, alphas=[3.0])
+    theirs = Ridge(alpha=3.0).fit(X, Y)
+    np.testing.assert_allclose(ours.weights.numpy().T, theirs.coef_, atol=1e-5)
+    np.testing.assert_allclose(ours.intercept.numpy(), theirs.intercept_, atol=1e-5)
+
+
+def test_alpha_choice_matches_sklearn_ridgecv_with_the_same_folds():
+    # RidgeCV with cv=KFold(5) grid-searches by R² averaged over folds (and over targets), which
+    # is our criterion; its default leave-one-out mode would differ, so the folds are given.
+    X, Y, _ = planted()
+    shared = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=False)
+    reference = RidgeCV(alphas=ALPHAS, cv=KFold(5)).fit(X, Y)
+    assert np.all(shared.alpha.numpy() == reference.alpha_)
+    assert shared.cv_score.numpy().mean() == pytest.approx(reference.best_score_, abs=1e-8)
+
+    per_target = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=True)
+    for target in range(Y.shape[1]):
+        reference = RidgeCV(alphas=ALPHAS, cv=KFold(5)).fit(X, Y[:, target])
+        assert per_target.alpha[target].item() == pytest.approx(reference.alpha_)
+        assert per_target.cv_score[target].item() == pytest.approx(reference.best_score_, abs=1e-8)
+
+
+def test_float32_and_target_batches_agree_with_float64():
+    X, Y, _ = planted()
+    reference = solve_ridge_cv(X, Y, alphas=ALPHAS)
+    batched = solve_ridge_cv(X, Y, alphas=ALPHAS, n_targets_batch=3)
+    np.testing.assert_allclose(batched.weights.numpy(), reference.weights.numpy(), atol=1e-10)
+    single = solve_ridge_cv(torch.as_tensor(X, dtype=torch.float32), Y, alphas=ALPHAS)
+    assert single.weights.dtype == torch.float32
+    np.testing.assert_array_equal(single.alpha.numpy(), reference.alpha.numpy().astype(np.float32))
+    np.testing.assert_allclose(single.weights.numpy(), reference.weights.numpy(), atol=1e-3)
+    # the solution predicts in the type it is given
+    assert isinstance(single.predict(torch.as_tensor(X[:5], dtype=torch.float32)), torch.Tensor)
+    np.testing.assert_allclose(
+        reference.predict(X[:5]), X[:5] @ reference.weights.numpy() + reference.intercept.numpy()
+    )
+
+
+def test_groups_keep_repeats_out_of_validation():
+    # 60 stimuli shown 3 times; targets are stimulus-specific noise that X cannot explain but that
+    # a minimum-norm fit memorises (p > n). Splitting repeats across folds rewards memorising.
+    rng = np.random.default_rng(2)
+    stimuli = np.tile(np.arange(60), 3)
+    X = rng.normal(size=(60, 150))[stimuli] + 0.1 * rng.normal(size=(180, 150))
+    Y = rng.normal(size=(60, 2))[stimuli]
+    leaky = solve_ridge_cv(X, Y, alphas=ALPHAS)
+    grouped = solve_ridge_cv(X, Y, alphas=ALPHAS, groups=stimuli)
+    assert leaky.cv_score.min().item() > 0.5
+    assert grouped.cv_score.max().item() < 0.1
+    assert grouped.alpha.min().item() > leaky.alpha.max().item()
+
+
+def test_estimator_shapes_token_targets_and_flattened_epochs():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 4, 6))  # e.g. MEG epochs: channels x times, flattened inside
+    W = rng.normal(size=(24, 3 * 5))
+    Y = (X.reshape(80, -1) @ W).reshape(80, 3, 5)  # token-level targets (n, T, D)
+    model = RidgeRegression(alphas=[1e-3, 1.0]).fit(torch.as_tensor(X), torch.as_tensor(Y))
+    assert model.coef_.shape == (15, 24) and model.intercept_.shape == (15,)
+    assert model.alpha_.shape == (15,)
+    prediction = model.predict(X)
+    assert isinstance(prediction, np.ndarray) and prediction.shape == (80, 3, 5)
+    np.testing.assert_allclose(prediction, Y, atol=1e-3)  # noise-free: near-exact recovery
+    assert model.score(X, Y).shape == (3, 5) and model.score(X, Y).min() > 0.999
+
+
+def test_standardize_matches_scaled_sklearn_ridge():
+    X, Y, _ = planted()
+    X = X * np.linspace(0.1, 10, X.shape[1]) + 5.0
+    ours = RidgeRegression(alphas=[10.0], standardize=True).fit(X, Y)
+    theirs = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(X, Y)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-6)
+
+
+def test_estimator_is_sklearn_cloneable():
+    model = RidgeRegression(alphas=(1.0, 10.0), n_folds=3, per_target=False)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    copy.set_params(n_folds=4)
+    assert copy.n_folds == 4 and model.n_folds == 3
+    assert "n_folds=3" in repr(model)
+
+
+def test_errors_are_clear():
+    X, Y, _ = planted()
+    with pytest.raises(InvalidInputError, match=r"X has 240 samples .* Y has 200"):
+        solve_ridge_cv(X, Y[:200])
+    with pytest.raises(InvalidInputError, match=r"X has 240 samples .* Y has 200"):
+        RidgeRegression().fit(X, Y[:200])
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InvalidInputError, match=r"X has 1 NaN/inf values \(first rows: \[3\]\)"):
+        solve_ridge_cv(bad, Y)
+    with pytest.raises(InvalidInputError, match="alphas"):
+        solve_ridge_cv(X, Y, alphas=[1.0, -1.0])
+    with pytest.raises(InvalidInputError, match="n_folds"):
+        solve_ridge_cv(X, Y, n_folds=1)
+    with pytest.raises(InvalidInputError, match="Y has 3 dimensions"):
+        solve_ridge_cv(X, Y[:, :, None])
+    with pytest.raises(InvalidInputError, match="not fitted"):
+        RidgeRegression().predict(X)
+    model = RidgeRegression(alphas=[1.0]).fit(X, Y)
+    with pytest.raises(InvalidInputError, match="29 features; expected 30"):
+        model.predict(X[:, :29])
