@@ -1,0 +1,110 @@
+"""The oracle: maximum-likelihood retrieval under the true simulated model.
+
+It knows what no decoder can: every voxel's noise-free response to every candidate image, its noise
+variance and the per-session drift. For an averaged test trial ``y`` (n repeats, drift removed) the
+log-likelihood of candidate image ``j`` is ``-sum_v (y_v - mu_jv)^2 / (sigma_v^2 / n)``; the oracle
+ranks candidates by it. Its n-way top-1 is the physical limit every decoder is reported against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from neurodecode.sim.fmri import betas_dir
+from neurodecode.validation import check_file
+
+
+def oracle_scores(observed: np.ndarray, responses: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
+    """Log-likelihood scores (up to a constant).
+
+    Parameters
+    ----------
+    observed : ndarray, shape (n_trials, n_voxels)
+        Drift-corrected, repeat-averaged responses, percent signal change.
+    responses : ndarray, shape (n_candidates, n_voxels)
+        Noise-free responses of the candidates.
+    noise_var : ndarray, shape (n_voxels,)
+        Variance of the averaged noise per voxel (single-trial variance / n repeats).
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_candidates)
+        Higher = more likely.
+    """
+    w = 1.0 / noise_var
+    quad_obs = (observed**2 * w).sum(axis=1, keepdims=True)
+    quad_cand = (responses**2 * w).sum(axis=1)[None, :]
+    cross = (observed * w) @ responses.T
+    return -(quad_obs - 2 * cross + quad_cand)
+
+
+def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Averaged, drift-corrected test trials of one subject with the matching truth.
+
+    Reads the written betas (h5py, (trials, Z, Y, X), int16 / 300) at the subject's nsdgeneral voxels.
+
+    Returns
+    -------
+    observed : ndarray, shape (n_shared, n_voxels)
+        Test trials averaged over repeats, in ``sharedix`` order.
+    responses : ndarray, shape (n_shared, n_voxels)
+        Noise-free responses to the same images.
+    noise_var : ndarray, shape (n_voxels,)
+        Noise variance of the average.
+    """
+    root = Path(root)
+    gt_path = check_file(root / "ground_truth.h5", "simulation ground truth")
+    design = scipy.io.loadmat(root / "nsddata/experiments/nsd/nsd_expdesign.mat")
+    master = design["masterordering"].ravel().astype(int) - 1
+    subject_index = int(subject[-2:]) - 1
+    subjectim = design["subjectim"].astype(int)[subject_index] - 1
+    shared = design["sharedix"].ravel().astype(int) - 1
+    with h5py.File(gt_path, "r") as gt:
+        g = gt[subject]
+        ijk = g["voxel_ijk"][:]
+        ids = g["stimulus_ids"][:]
+        responses_all = g["responses"][:]
+        noise_sd = g["noise_sd"][:]
+        offset, gain = g["drift_offset"][:], g["drift_gain"][:]
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    sums = np.zeros((len(shared), len(ijk)))
+    counts = np.zeros(len(shared))
+    index_of = {int(i): k for k, i in enumerate(shared)}
+    files = sorted(betas_dir(root, subject).glob("betas_session*.hdf5"))
+    t0 = 0
+    for sess, path in enumerate(files):
+        with h5py.File(path, "r") as f:
+            betas = f["betas"]
+            n = betas.shape[0]
+            trial_ids = subjectim[master[t0 : t0 + n]]
+            rows = np.nonzero(np.isin(trial_ids, shared))[0]
+            if len(rows):
+                data = betas[rows.tolist()][:, ijk[:, 2], ijk[:, 1], ijk[:, 0]] / 300.0
+                data = (data - offset[sess]) / gain[sess]
+                for r, values in zip(rows, data):
+                    k = index_of[int(trial_ids[r])]
+                    sums[k] += values
+                    counts[k] += 1
+        t0 += n
+    observed = sums / np.maximum(counts, 1)[:, None]
+    responses = responses_all[[row_of[int(i)] for i in shared]]
+    n_rep = max(int(np.median(counts)), 1)
+    return observed, responses, noise_sd**2 / n_rep
+
+
+def oracle_retrieval(root: str | Path, subject: str = "subj01", n_way: int = 300,
+                     n_draws: int = 30, seed: int = 0) -> dict:
+    """The oracle's n-way identification of averaged test trials (MindEye protocol).
+
+    ``n_way`` is capped at the number of shared images. Returns the keys of
+    :func:`neurodecode.evaluate.retrieval.n_way_identification`.
+    """
+    from neurodecode.evaluate.retrieval import n_way_identification
+
+    observed, responses, noise_var = oracle_test_data(root, subject)
+    scores = oracle_scores(observed, responses, noise_var)
+    return n_way_identification(scores, n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed)
