@@ -7,3 +7,5 @@ trials), :mod:`neurodecode.features` (stimuli -> activations), :mod:`neurodecode
 """
 
 __version__ = "0.1.0"
+
+from neurodecode.pretrained import load_pretrained  # noqa: E402

@@ -1,0 +1,538 @@
+"""MindEye-style contrastive retrieval head for fMRI: brain voxels -> CLIP image embeddings.
+
+Owns :class:`RetrievalModule` (LightningModule), its building blocks (:class:`ResidualMLP`,
+:class:`TokenProjector`) and the optimiser recipe shared by the fMRI models
+(:func:`adamw_onecycle`).
+
+Architecture (MindEye1, Scotti et al. 2023; shared latent from MindEye2, Scotti et al. 2024)
+-------------------------------------------------------------------------------------------
+- Subject adapter ``Linear(V_s, h)`` (one per subject) -> LayerNorm -> GELU -> Dropout(0.5);
+  ``n_blocks`` residual blocks ``h + Dropout(GELU(LN(Linear(h, h))))`` with dropout 0.15;
+  ``Linear(h, prod(target_shape))``. This is the *backbone*; its output conditions the diffusion
+  prior. With one subject this is exactly MindEye1's MLP (its first layer is the adapter).
+  ``shared_latent=True`` allows several subjects: each has its own linear adapter into the shared
+  ``h``-dimensional latent and everything after it is shared (MindEye2's design, with MindEye1's
+  residual MLP in place of the MLP-mixer); :meth:`RetrievalModule.add_subject` adds a new subject.
+- Projector, applied per token: LN, GELU, Linear(D, P), LN, GELU, Linear(P, P), LN, GELU,
+  Linear(P, D). Its output is the *retrieval embedding* scored by the contrastive losses and
+  returned by :meth:`RetrievalModule.embed`.
+- Losses (:mod:`neurodecode.models.losses`): BiMixCo for the first ``mixco_fraction`` of epochs
+  (temperature 0.006), then SoftCLIP with τ cosine-annealed 0.004 -> 0.0075 over the remaining
+  epochs; plus ``prior_weight`` x the diffusion prior's loss when a prior is configured
+  (MindEye1: 30). During BiMixCo epochs the prior sees only the rows that were not mixed (their
+  targets are the true embeddings); MindEye1 feeds it the mixed rows too.
+- AdamW (weight decay 0.01, none on biases and norm weights, i.e. parameters with < 2 dims),
+  OneCycle learning rate (max 3e-4, ``pct_start = 2 / epochs`` as MindEye1, at most 0.3) over
+  ``trainer.estimated_stepping_batches``.
+
+Batches are dicts with ``brain`` (B, V_s), ``subject`` (B,) (all rows one subject), ``target``
+(B, *target_shape) and ``stimulus_id`` (B,).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neurodecode.models.base import PretrainedMixin, check_subject_name, parse_fmri_geometry
+from neurodecode.models.losses import (
+    clip_loss,
+    cosine_temperature,
+    mixco_loss,
+    mixco_voxels,
+    normalize_flat,
+    soft_clip_loss,
+)
+from neurodecode.models.prior import DiffusionPrior
+from neurodecode.validation import InvalidInputError, check_option
+
+__all__ = ["ResidualMLP", "RetrievalModule", "TokenProjector", "adamw_onecycle"]
+
+
+def adamw_onecycle(
+    module: L.LightningModule, lr: float, weight_decay: float, pct_start: float | None = None
+) -> dict[str, Any]:
+    """AdamW without decay on biases/norms plus a per-step OneCycle schedule (MindEye1 recipe).
+
+    Parameters
+    ----------
+    module : LightningModule
+        Attached to a trainer (``trainer.estimated_stepping_batches`` sets the schedule length).
+        Only parameters with ``requires_grad`` are optimised.
+    lr : float
+        Peak learning rate.
+    weight_decay : float
+        Decoupled weight decay on parameters with at least 2 dimensions.
+    pct_start : float, optional
+        Warm-up fraction; default ``min(0.3, 2 / max_epochs)``.
+
+    Returns
+    -------
+    dict
+        Lightning's ``{"optimizer", "lr_scheduler"}`` configuration.
+    """
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    total = module.trainer.estimated_stepping_batches
+    if not math.isfinite(total) or total < 1:
+        raise InvalidInputError(
+            "OneCycle needs a finite number of training steps; set trainer max_epochs or max_steps."
+        )
+    if pct_start is None:
+        epochs = module.trainer.max_epochs
+        pct_start = min(0.3, 2 / epochs) if epochs and epochs > 0 else 0.3
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=int(total), pct_start=pct_start, final_div_factor=1000
+    )
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+    }
+
+
+class ResidualMLP(nn.Module):
+    """MindEye1 residual MLP from a ``hidden_dim`` latent to ``out_dim`` outputs.
+
+    ``LN -> GELU -> Dropout(dropout_in)`` on the (adapter) input, then ``n_blocks`` residual
+    blocks ``h + Dropout(GELU(LN(Linear(h))))``, then ``Linear(hidden_dim, out_dim)``.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        out_dim: int,
+        n_blocks: int = 4,
+        dropout_in: float = 0.5,
+        dropout_blocks: float = 0.15,
+    ):
+        super().__init__()
+        self.input = nn.Sequential(nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout_in))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(hidden_dim, hidden_dim),
+                nn.LayerNorm(hidden_dim),
+                nn.GELU(),
+                nn.Dropout(dropout_blocks),
+            )
+            for _ in range(n_blocks)
+        )
+        self.head = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """Map (B, hidden_dim) adapter outputs to (B, out_dim)."""
+        h = self.input(latent)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+class TokenProjector(nn.Module):
+    """MindEye1 projector applied to each token: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, embed_dim: int, projector_dim: int = 2048):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(embed_dim),
+            nn.GELU(),
+            nn.Linear(embed_dim, projector_dim),
+            nn.LayerNorm(projector_dim),
+            nn.GELU(),
+            nn.Linear(projector_dim, projector_dim),
+            nn.LayerNorm(projector_dim),
+            nn.GELU(),
+            nn.Linear(projector_dim, embed_dim),
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Project each token of ``tokens`` (..., D)."""
+        return self.net(tokens)
+
+
+class RetrievalModule(PretrainedMixin, L.LightningModule):
+    """Contrastive fMRI -> CLIP decoder (MindEye1; MindEye2-style shared latent optional).
+
+    Parameters
+    ----------
+    geometry : dict
+        ``{"n_voxels": {subject: V_s}, "target_shape": [D] or [T, D]}`` (from the datamodule).
+    hidden_dim : int
+        Width ``h`` of the shared latent and residual blocks (MindEye1: 4096).
+    n_blocks : int
+        Residual blocks (MindEye1: 4).
+    dropout_in, dropout_blocks : float
+        Dropout after the adapter and in each block (MindEye1: 0.5, 0.15).
+    projector_dim : int
+        Projector width (MindEye1: 2048).
+    shared_latent : bool
+        Allow several subjects with per-subject adapters into one latent (MindEye2). When False
+        the geometry must hold exactly one subject.
+    lr, weight_decay : float
+        AdamW peak learning rate (OneCycle) and weight decay.
+    max_epochs_hint : int
+        Epoch count for the loss schedule when the trainer has no ``max_epochs``.
+    mixco_fraction : float
+        Fraction of epochs trained with BiMixCo before SoftCLIP (MindEye1: 1/3).
+    mixco_beta : float
+        Beta(β, β) parameter of the mixing weight (MindEye1: 0.15).
+    mixco_temperature : float
+        BiMixCo temperature (MindEye1: 0.006); also the InfoNCE temperature of ``val/clip_loss``.
+    soft_tau : (float, float)
+        SoftCLIP temperature at the first and last SoftCLIP epoch (MindEye1: 0.004, 0.0075).
+    prior : dict, optional
+        Keyword arguments of :class:`~neurodecode.models.prior.DiffusionPrior` (without
+        ``embed_shape``); ``None`` trains no prior, ``{}`` one with default sizes.
+    prior_weight : float
+        Weight of the prior loss (MindEye1: 30).
+    test_n_way, test_n_draws : int
+        Retrieval protocol of :meth:`on_test_epoch_end` (MindEye: 300-way, 30 draws; N-way when
+        fewer than 300 test items).
+    prior_inference_steps : int
+        Denoising steps when sampling the prior in tests and :meth:`embed`.
+    prior_guidance_scale : float
+        Classifier-free guidance scale for those samples.
+    """
+
+    def __init__(
+        self,
+        geometry: dict | None = None,
+        hidden_dim: int = 4096,
+        n_blocks: int = 4,
+        dropout_in: float = 0.5,
+        dropout_blocks: float = 0.15,
+        projector_dim: int = 2048,
+        shared_latent: bool = False,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        max_epochs_hint: int = 240,
+        mixco_fraction: float = 1 / 3,
+        mixco_beta: float = 0.15,
+        mixco_temperature: float = 0.006,
+        soft_tau: Sequence[float] = (0.004, 0.0075),
+        prior: dict | None = None,
+        prior_weight: float = 30.0,
+        test_n_way: int = 300,
+        test_n_draws: int = 30,
+        prior_inference_steps: int = 20,
+        prior_guidance_scale: float = 1.0,
+    ):
+        super().__init__()
+        geo = parse_fmri_geometry(geometry, "RetrievalModule")
+        if not shared_latent and len(geo.n_voxels) != 1:
+            raise InvalidInputError(
+                f"RetrievalModule with shared_latent=False takes one subject; geometry has "
+                f"{geo.subjects}. Set shared_latent=True for a multi-subject model."
+            )
+        if not 0.0 <= mixco_fraction <= 1.0:
+            raise InvalidInputError(f"mixco_fraction={mixco_fraction}; expected 0 <= f <= 1.")
+        if len(soft_tau) != 2 or min(soft_tau) <= 0:
+            raise InvalidInputError(f"soft_tau={soft_tau!r}; expected two positive temperatures.")
+        self.save_hyperparameters()
+        self.hparams["geometry"] = geo.to_dict()
+        self.hparams["soft_tau"] = [float(t) for t in soft_tau]
+        self._geo = geo
+        self.adapters = nn.ModuleDict(
+            {name: nn.Linear(n, hidden_dim) for name, n in geo.n_voxels.items()}
+        )
+        self.backbone = ResidualMLP(
+            hidden_dim, geo.target_dim, n_blocks, dropout_in, dropout_blocks
+        )
+        self.projector = TokenProjector(geo.token_shape[1], projector_dim)
+        self.prior = DiffusionPrior(geo.target_shape, **prior) if prior is not None else None
+        self._test_outputs: dict[int, dict[str, list[Tensor]]] = {}
+
+    # ------------------------------------------------------------------ geometry and subjects
+    @property
+    def subjects(self) -> list[str]:
+        """Subject names; position = the subject index used in batches."""
+        return self._geo.subjects
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one embedding, ``(D,)`` or ``(T, D)``."""
+        return self._geo.target_shape
+
+    def add_subject(self, name: str, n_voxels: int, freeze_shared: bool = False) -> int:
+        """Add a subject with its own linear adapter into the shared latent (MindEye2).
+
+        Parameters
+        ----------
+        name : str
+            New subject's name (e.g. ``"subj03"``).
+        n_voxels : int
+            Its voxel count.
+        freeze_shared : bool
+            Freeze every other parameter (other adapters, backbone, projector, prior) so that
+            training fits only the new adapter; otherwise everything is fine-tuned.
+
+        Returns
+        -------
+        int
+            The new subject's index (for ``batch["subject"]``).
+        """
+        if not self.hparams.shared_latent:
+            raise InvalidInputError(
+                "add_subject needs a model built with shared_latent=True (per-subject adapters)."
+            )
+        check_subject_name(name)
+        if name in self._geo.n_voxels:
+            raise InvalidInputError(f"subject {name!r} is already in the model ({self.subjects}).")
+        if isinstance(n_voxels, bool) or not isinstance(n_voxels, int | np.integer) or n_voxels < 1:
+            raise InvalidInputError(f"n_voxels={n_voxels!r}; expected a positive int.")
+        reference = next(self.parameters())
+        if freeze_shared:
+            self.requires_grad_(False)
+        self.adapters[name] = nn.Linear(int(n_voxels), self.hparams.hidden_dim).to(reference)
+        self._geo.n_voxels[name] = int(n_voxels)
+        self.hparams["geometry"] = self._geo.to_dict()
+        return len(self._geo.n_voxels) - 1
+
+    def _subject_name(self, subject: int | str | Tensor) -> str:
+        if isinstance(subject, str):
+            if subject not in self._geo.n_voxels:
+                raise InvalidInputError(
+                    f"subject {subject!r} is unknown; expected one of {self.subjects}."
+                )
+            return subject
+        if isinstance(subject, Tensor):
+            values = subject.reshape(-1).unique()
+            if values.numel() != 1:
+                raise InvalidInputError(
+                    f"batch mixes subjects {values.tolist()}; expected all rows of a batch to "
+                    "belong to one subject."
+                )
+            subject = int(values.item())
+        index = int(subject)
+        if not 0 <= index < len(self.subjects):
+            raise InvalidInputError(
+                f"subject index {index} is out of range; the model knows {self.subjects}."
+            )
+        return self.subjects[index]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, brain: Tensor, subject: int | str | Tensor) -> tuple[Tensor, Tensor]:
+        """Backbone output and retrieval embedding.
+
+        Parameters
+        ----------
+        brain : Tensor, shape (B, V_s)
+            Voxels of one subject.
+        subject : int, str or Tensor (B,)
+            Subject index or name.
+
+        Returns
+        -------
+        backbone : Tensor, shape (B, *target_shape)
+            Backbone output (the prior's condition).
+        embedding : Tensor, shape (B, *target_shape)
+            Projected retrieval embedding.
+        """
+        name = self._subject_name(subject)
+        expected = self._geo.n_voxels[name]
+        if brain.ndim != 2 or brain.shape[1] != expected:
+            raise InvalidInputError(
+                f"brain has shape {tuple(brain.shape)}; expected (B, {expected}) for subject {name!r}."
+            )
+        flat = self.backbone(self.adapters[name](brain))
+        n_tokens, dim = self._geo.token_shape
+        tokens = flat.reshape(brain.shape[0], n_tokens, dim)
+        embedding = self.projector(tokens)
+        return flat.reshape(-1, *self.target_shape), embedding.reshape(-1, *self.target_shape)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        brain: Tensor | np.ndarray,
+        subject: int | str | Tensor,
+        output: str = "retrieval",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Decode new trials (eval mode, no gradients; the training mode is restored after).
+
+        Parameters
+        ----------
+        brain : Tensor or ndarray, shape (B, V_s)
+            Voxels of one subject, preprocessed as in training.
+        subject : int, str or Tensor
+            Subject index or name.
+        output : {"retrieval", "backbone", "prior"}
+            The projected retrieval embedding (for retrieval), the backbone output (the
+            prior's condition), or image embeddings sampled from the diffusion prior.
+        generator : torch.Generator, optional
+            Random source for ``output="prior"``.
+
+        Returns
+        -------
+        Tensor, shape (B, *target_shape)
+        """
+        check_option("output", output, ("retrieval", "backbone", "prior"))
+        if output == "prior" and self.prior is None:
+            raise InvalidInputError(
+                "output='prior' needs a model trained with a prior (prior=...)."
+            )
+        reference = next(self.parameters())
+        brain = torch.as_tensor(brain, dtype=reference.dtype, device=reference.device)
+        was_training = self.training
+        self.eval()
+        try:
+            backbone, embedding = self(brain, subject)
+            if output == "retrieval":
+                return embedding
+            if output == "backbone":
+                return backbone
+            return self.prior.sample(
+                backbone,
+                num_inference_steps=self.hparams.prior_inference_steps,
+                guidance_scale=self.hparams.prior_guidance_scale,
+                generator=generator,
+            )
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ schedule
+    def _total_epochs(self) -> int:
+        trainer = self._trainer
+        epochs = trainer.max_epochs if trainer is not None else None
+        if epochs is None or epochs < 1:
+            epochs = self.hparams.max_epochs_hint
+        return int(epochs)
+
+    def loss_phase(self, epoch: int | None = None) -> tuple[str, float]:
+        """Loss used at ``epoch`` (default: the current one) and its temperature.
+
+        Returns
+        -------
+        (str, float)
+            ``("mixco", mixco_temperature)`` during the first ``mixco_fraction`` of epochs,
+            else ``("softclip", τ)`` on the cosine schedule over the remaining epochs.
+        """
+        epoch = self.current_epoch if epoch is None else epoch
+        total = self._total_epochs()
+        n_mix = int(self.hparams.mixco_fraction * total)
+        if epoch < n_mix:
+            return "mixco", float(self.hparams.mixco_temperature)
+        start, end = self.hparams.soft_tau
+        return "softclip", cosine_temperature(epoch - n_mix, total - n_mix, start, end)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        brain, target = batch["brain"], batch["target"]
+        phase, temperature = self.loss_phase()
+        prior_rows = None
+        if phase == "mixco":
+            mixed = mixco_voxels(brain, beta=self.hparams.mixco_beta)
+            backbone, embedding = self(mixed.voxels, batch["subject"])
+            contrastive = mixco_loss(embedding, target, mixed.perm, mixed.lam, temperature)
+            prior_rows = ~mixed.selected
+        else:
+            backbone, embedding = self(brain, batch["subject"])
+            contrastive = soft_clip_loss(embedding, target, temperature)
+        loss = contrastive
+        bs = brain.shape[0]
+        if self.prior is not None:
+            if prior_rows is not None and bool(prior_rows.any()):
+                prior_loss = self.prior.loss(backbone[prior_rows], target[prior_rows])
+            elif prior_rows is None:
+                prior_loss = self.prior.loss(backbone, target)
+            else:
+                prior_loss = backbone.sum() * 0.0
+            loss = loss + self.hparams.prior_weight * prior_loss
+            self.log("train/prior_loss", prior_loss, batch_size=bs)
+        self.log(f"train/{phase}_loss", contrastive, batch_size=bs)
+        self.log("train/temperature", temperature, batch_size=bs)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        brain, target = batch["brain"], batch["target"]
+        backbone, embedding = self(brain, batch["subject"])
+        contrastive = clip_loss(embedding, target, self.hparams.mixco_temperature)
+        loss = contrastive
+        bs = brain.shape[0]
+        if self.prior is not None:
+            prior_loss = self.prior.loss(backbone, target)
+            loss = loss + self.hparams.prior_weight * prior_loss
+            self.log("val/prior_loss", prior_loss, batch_size=bs)
+        sims = normalize_flat(embedding) @ normalize_flat(target).T
+        labels = torch.arange(bs, device=sims.device)
+        self.log("val/clip_loss", contrastive, batch_size=bs)
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs)
+        self.log(
+            "val/top1_brain_to_image", (sims.argmax(1) == labels).float().mean(), batch_size=bs
+        )
+        self.log(
+            "val/top1_image_to_brain", (sims.argmax(0) == labels).float().mean(), batch_size=bs
+        )
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs = {}
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        backbone, embedding = self(batch["brain"], batch["subject"])
+        index = self.subjects.index(self._subject_name(batch["subject"]))
+        store = self._test_outputs.setdefault(index, {"brain": [], "image": [], "prior": []})
+        store["brain"].append(embedding.detach().cpu())
+        store["image"].append(batch["target"].detach().cpu())
+        if self.prior is not None:
+            sample = self.prior.sample(
+                backbone,
+                num_inference_steps=self.hparams.prior_inference_steps,
+                guidance_scale=self.hparams.prior_guidance_scale,
+            )
+            store["prior"].append(sample.detach().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        """Log N-way top-1/top-5 retrieval per subject (and their mean over subjects)."""
+        from neurodecode.evaluate.retrieval import retrieval_metrics
+
+        collected: dict[str, list[float]] = {}
+        for index, store in sorted(self._test_outputs.items()):
+            image = torch.cat(store["image"])
+            n_way = min(int(self.hparams.test_n_way), image.shape[0])
+            if n_way < 2:
+                continue
+            k = (1, 5) if n_way >= 5 else (1,)
+            sources = {"": torch.cat(store["brain"])}
+            if store["prior"]:
+                prior = torch.cat(store["prior"])
+                sources["prior_"] = prior
+                cos = F.cosine_similarity(prior.flatten(1), image.flatten(1), dim=-1).mean()
+                collected.setdefault("prior_cosine", []).append(float(cos))
+                self.log(f"test/{self.subjects[index]}/prior_cosine", float(cos))
+            for prefix, brain in sources.items():
+                metrics = retrieval_metrics(
+                    brain, image, n_way=n_way, n_draws=self.hparams.test_n_draws, k=k
+                )
+                for key, value in metrics.items():
+                    if key.startswith(("brain_to_image", "image_to_brain")):
+                        name = prefix + key
+                        self.log(f"test/{self.subjects[index]}/{name}", value)
+                        collected.setdefault(name, []).append(value)
+            self.log(f"test/{self.subjects[index]}/n_way", float(n_way))
+        for name, values in collected.items():
+            self.log(f"test/{name}", float(np.mean(values)))
+        self._test_outputs = {}
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        _, embedding = self(batch["brain"], batch["subject"])
+        out = {"embedding": embedding, "subject": batch["subject"]}
+        if "stimulus_id" in batch:
+            out["stimulus_id"] = batch["stimulus_id"]
+        return out
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return adamw_onecycle(self, self.hparams.lr, self.hparams.weight_decay)
