@@ -7,3 +7,18 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_nsd(tmp_path_factory) -> Path:
+    """The tiny simulated NSD world (datasets/sim/tiny.yaml), written once per test session."""
+    from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
+
+    config = FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml")
+    return simulate_fmri(config, tmp_path_factory.mktemp("sim") / "tiny", progress=False)

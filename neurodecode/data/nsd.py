@@ -237,9 +237,12 @@ def read_nsd_betas(
         trials_per_session = NSD_TRIALS_PER_SESSION
         first = available[next(iter(available))]
         if first.suffix == ".hdf5":
-            with h5py.File(first, "r") as f:
-                if "betas" in f:
-                    trials_per_session = f["betas"].shape[0]
+            try:
+                with h5py.File(first, "r") as f:
+                    if "betas" in f:
+                        trials_per_session = f["betas"].shape[0]
+            except OSError as err:
+                raise InvalidInputError(f"cannot read betas file {first}: {err}") from err
 
     blocks, session_col, trial_col = [], [], []
     for sess in tqdm(sessions, desc=f"{subject} betas", disable=not progress, leave=False):

@@ -1,0 +1,106 @@
+"""NSD reader on the simulated NSD tree: exact voxels, axis order, ids, splits, errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from neurodecode.data.nsd import read_captions, read_design, read_nsd_betas, read_stimuli
+from neurodecode.data.rois import read_label_table, read_roi_volume
+from neurodecode.validation import InvalidInputError
+
+BETAS = "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+
+
+def test_returns_exactly_the_written_voxels(tiny_nsd):
+    trials = read_nsd_betas(tiny_nsd, "subj01", sessions=[1], zscore=False, progress=False)
+    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
+        ijk = gt["subj01/voxel_ijk"][:]
+    assert np.array_equal(trials.info["voxel_ijk"], ijk)
+    with h5py.File(tiny_nsd / BETAS / "betas_session01.hdf5", "r") as f:
+        raw = f["betas"][:]
+    expected = raw[:, ijk[:, 2], ijk[:, 1], ijk[:, 0]] / 300.0  # (trials, Z, Y, X), psc x 300
+    np.testing.assert_allclose(trials.data, expected, rtol=1e-6)
+
+
+def test_trials_map_to_the_planted_images(tiny_nsd):
+    trials = read_nsd_betas(tiny_nsd, "subj01", zscore=False, progress=False)
+    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
+        g = gt["subj01"]
+        row = {int(i): k for k, i in enumerate(g["stimulus_ids"][:])}
+        planted = g["responses"][:][[row[int(i)] for i in trials.stimulus_id]]
+        offset = g["drift_offset"][:][trials.session - 1]
+        gain = g["drift_gain"][:][trials.session - 1]
+        noise_sd = g["noise_sd"][:]
+    residual = (trials.data - offset) / gain[:, None] - planted
+    # what is left is exactly the planted noise: unit SD in units of each voxel's noise SD
+    np.testing.assert_allclose((residual / noise_sd).std(), 1.0, atol=0.05)
+
+
+def test_splits_repeats_and_zscoring(tiny_nsd):
+    trials = read_nsd_betas(tiny_nsd, "subj01", progress=False)
+    design = read_design(tiny_nsd)
+    test = trials.split == "test"
+    assert set(trials.stimulus_id[test]) == set(design.sharedix)
+    assert not set(trials.stimulus_id[~test]) & set(design.sharedix)
+    assert np.bincount(trials.repeat).tolist() == [180, 180, 180]
+    for s in np.unique(trials.session):
+        block = trials.data[trials.session == s]
+        np.testing.assert_allclose(block.mean(0), 0, atol=1e-4)
+        np.testing.assert_allclose(block.std(0), 1, atol=1e-3)
+    averaged = trials.select(test).average_repeats()
+    assert len(averaged) == 60 and set(averaged.repeat) == {3}
+
+
+def test_roi_labels_come_from_the_ctab(tiny_nsd):
+    volume = read_roi_volume(tiny_nsd / "nsddata/ppdata/subj01/func1pt8mm/roi/floc-faces.nii.gz",
+                             "subj01")
+    assert volume.table[2] == "FFA-1"
+    ffa = read_nsd_betas(tiny_nsd, "subj01", sessions=[1], roi="floc-faces", roi_labels="FFA-1",
+                         progress=False)
+    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
+        planted = (gt["subj01/roi"][:].astype(str) == "FFA-1").sum()
+    assert ffa.data.shape[1] == planted > 0
+    with pytest.raises(InvalidInputError, match="FFA-9"):
+        volume.mask("FFA-9")
+
+
+def test_stimuli_and_captions(tiny_nsd):
+    images = read_stimuli(tiny_nsd, [5, 2, 5])
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[0], images[2])
+    assert len(read_captions(tiny_nsd)) == 60 + 2 * 120
+
+
+def test_missing_session_is_named(tiny_nsd, tmp_path):
+    root = tmp_path / "nsd"
+    shutil.copytree(tiny_nsd, root)
+    (root / BETAS / "betas_session02.hdf5").unlink()
+    with pytest.raises(InvalidInputError, match=r"sessions \[2\].*betas_sessionNN"):
+        read_nsd_betas(root, "subj01", sessions=[1, 2], progress=False)
+    present = read_nsd_betas(root, "subj01", progress=False)  # reads 1, 3, 4; logs the gap
+    assert sorted(set(present.session)) == [1, 3, 4]
+
+
+def test_bad_files_give_one_clear_error(tiny_nsd, tmp_path):
+    root = tmp_path / "nsd"
+    shutil.copytree(tiny_nsd, root)
+    path = root / BETAS / "betas_session01.hdf5"
+    with h5py.File(path, "r") as f:
+        data = f["betas"][:]
+    with h5py.File(path, "w") as f:  # wrong axis order: (trials, X, Y, Z)
+        f.create_dataset("betas", data=np.ascontiguousarray(data.transpose(0, 3, 2, 1)))
+    with pytest.raises(InvalidInputError, match=r"betas_session01\.hdf5.*\(trials, Z, Y, X\)"):
+        read_nsd_betas(root, "subj01", sessions=[1], progress=False)
+    path.write_bytes(b"not an hdf5 file")
+    with pytest.raises(InvalidInputError, match=r"cannot read betas file .*betas_session01"):
+        read_nsd_betas(root, "subj01", sessions=[1], progress=False)
+    ctab = root / "nsddata/freesurfer/subj01/label/floc-faces.mgz.ctab"
+    ctab.write_text("0 Unknown\nFFA\n")
+    with pytest.raises(InvalidInputError, match="index name"):
+        read_label_table(ctab)
+    with pytest.raises(InvalidInputError, match="subjNN"):
+        read_nsd_betas(root, "S1")
