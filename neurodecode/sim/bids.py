@@ -25,7 +25,8 @@ Ground truth (``*_desc-truth.npz``), in voxel (x, y, z) order of the NIfTI array
 every ``hrf_dt`` s; ``tr`` (s); ``noise`` (noise standard deviation, BOLD units).
 
 Everything is drawn from ``numpy.random.default_rng`` seeded by ``(seed, subject index)``, so the
-tree is byte-for-byte the same for the same arguments (NIfTI gzip headers carry no time stamp).
+same arguments give the same data: NIfTI and events files byte-for-byte (gzip headers carry no time
+stamp); the ``.npz`` holds the same arrays (its zip entries carry the write time).
 """
 
 from __future__ import annotations
