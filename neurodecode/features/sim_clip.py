@@ -1,0 +1,329 @@
+"""sim-clip: a small CLIP trained on the simulated stimuli and their captions.
+
+The embedded default image-text space of the project: no weights can be downloaded here, so a
+small open_clip model (configs ``sim-clip-default`` / ``sim-clip-tiny`` in
+:mod:`neurodecode.features.model_configs`: a vision transformer on 64 px (32 px) images with
+8 px patches and a small causal text transformer) is trained contrastively (open_clip's
+``ClipLoss``) on procedural scenes of :func:`neurodecode.sim.stimuli.generate_stimuli` drawn with
+their own seed (:data:`TRAIN_SEED`, not the seed the simulated experiments show), in fp32.
+
+:func:`get_sim_clip` trains on first use and caches the weights under
+``$NEURODECODE_CACHE/sim-clip/<preset>-<hash>/`` (default ``~/.cache/neurodecode``): the
+open_clip checkpoint (``open_clip_model.safetensors``), ``config.json`` (the preset) and
+``metrics.json`` (zero-shot scores on held-out scenes). The folder is written to a temporary
+name and renamed, so a killed training leaves no half-written cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurodecode.features.clip import ClipEncoder, load_clip
+from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
+from neurodecode.validation import InvalidInputError, check_option
+
+#: Seed of the stimulus stream sim-clip is trained and scored on (held out from experiments).
+TRAIN_SEED = 7919
+
+#: Category prompts for zero-shot classification, one per :data:`CATEGORIES` entry.
+CATEGORY_PROMPTS: dict[str, str] = {
+    "face": "a photo of a face",
+    "body": "a photo of a person",
+    "place": "a photo of a house in a field",
+    "word": "a photo of letters",
+    "food": "a photo of an apple",
+    "object": "a photo of a block",
+}
+
+#: Training recipes. ``n_train`` scenes are seen for ``steps`` steps of ``batch_size``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "model_name": "sim-clip-default",
+        "image_size": 64,
+        "n_train": 6000,
+        "n_eval": 600,
+        "steps": 320,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "warmup": 30,
+        "weight_decay": 0.05,
+        "seed": 0,
+    },
+    "tiny": {
+        "model_name": "sim-clip-tiny",
+        "image_size": 32,
+        "n_train": 1500,
+        "n_eval": 300,
+        "steps": 200,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "warmup": 20,
+        "weight_decay": 0.05,
+        "seed": 0,
+    },
+}
+
+_CHECKPOINT = "open_clip_model.safetensors"
+#: Bump when the training code changes in a way that changes the weights.
+_RECIPE_VERSION = 1
+
+
+def cache_root() -> Path:
+    """``$NEURODECODE_CACHE`` if set, else ``~/.cache/neurodecode``."""
+    env = os.environ.get("NEURODECODE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "neurodecode"
+
+
+def preset_config(preset: str) -> dict[str, Any]:
+    """The full training config of ``preset``: recipe, model config and stimulus seed."""
+    check_option("preset", preset, PRESETS)
+    import open_clip
+
+    import neurodecode.features.clip  # noqa: F401  (registers the sim-clip model configs)
+
+    recipe = dict(PRESETS[preset])
+    return {
+        "preset": preset,
+        "recipe_version": _RECIPE_VERSION,
+        "stimulus_seed": TRAIN_SEED,
+        "category_prompts": CATEGORY_PROMPTS,
+        **recipe,
+        "model_config": open_clip.get_model_config(recipe["model_name"]),
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short hash of a training config (names its cache folder)."""
+    text = json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir_for(preset: str, cache_dir: str | Path | None = None) -> Path:
+    """The folder holding ``preset``'s weights: ``<cache>/sim-clip/<preset>-<config hash>``."""
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "sim-clip"
+    return root / f"{preset}-{config_hash(preset_config(preset))}"
+
+
+def _cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def zero_shot_metrics(
+    encoder: ClipEncoder, images: np.ndarray, captions: list[str], categories: np.ndarray
+) -> dict[str, float]:
+    """Zero-shot scores of ``encoder`` on held-out scenes.
+
+    Parameters
+    ----------
+    images : ndarray (N, H, W, 3) uint8
+    captions : list of str, length N
+    categories : ndarray of str, shape (N,), entries of :data:`CATEGORIES`
+
+    Returns
+    -------
+    dict
+        ``category_accuracy`` (argmax over the :data:`CATEGORY_PROMPTS`, chance 1/6),
+        ``caption_top1`` / ``caption_top5``: image -> caption retrieval among the distinct
+        held-out captions (a hit when the retrieved caption is the image's own text; chance
+        1/``n_captions``), and ``n_images``, ``n_captions``, ``category_chance``, ``caption_chance``.
+    """
+    img = torch.cat(
+        [
+            encoder.encode_image(images[i : i + 256], normalize=True)
+            for i in range(0, len(images), 256)
+        ]
+    )
+    prompts = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
+    predicted = np.array(CATEGORIES)[(img @ prompts.T).argmax(dim=1).cpu().numpy()]
+    category_accuracy = float(np.mean(predicted == np.asarray(categories)))
+
+    bank = sorted(set(captions))
+    index = {c: i for i, c in enumerate(bank)}
+    txt = torch.cat(
+        [encoder.encode_text(bank[i : i + 512], normalize=True) for i in range(0, len(bank), 512)]
+    )
+    truth = torch.tensor([index[c] for c in captions])
+    ranking = (img @ txt.T).argsort(dim=1, descending=True).cpu()
+    top1 = float((ranking[:, 0] == truth).float().mean())
+    top5 = float((ranking[:, :5] == truth[:, None]).any(dim=1).float().mean())
+    return {
+        "category_accuracy": category_accuracy,
+        "category_chance": 1 / len(CATEGORIES),
+        "caption_top1": top1,
+        "caption_top5": top5,
+        "caption_chance": 1 / len(bank),
+        "n_images": len(images),
+        "n_captions": len(bank),
+    }
+
+
+def train_sim_clip(
+    preset: str = "default",
+    out_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Train sim-clip and write it to ``out_dir`` (atomically); return the folder.
+
+    Parameters
+    ----------
+    preset : {"default", "tiny"}
+        The recipe of :data:`PRESETS`.
+    out_dir : path, optional
+        Destination folder (default :func:`cache_dir_for`). It receives
+        ``open_clip_model.safetensors``, ``config.json`` and ``metrics.json`` (zero-shot scores on
+        ``n_eval`` held-out scenes and the training time in seconds).
+    device : str or torch.device
+        Where to train (fp32 everywhere).
+    progress : bool
+        Show a tqdm progress bar with the loss.
+    """
+    import open_clip
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    config = preset_config(preset)
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir_for(preset)
+    started = time.perf_counter()
+    n_train, n_eval, size = config["n_train"], config["n_eval"], config["image_size"]
+    stimuli = generate_stimuli(n_train + n_eval, size=size, seed=TRAIN_SEED)
+
+    torch.manual_seed(config["seed"])
+    encoder = load_clip(config["model_name"], None, device=device, seed=config["seed"])
+    model = encoder.model
+    pixels = encoder.preprocess_images(stimuli.images[:n_train])
+    tokens = encoder.tokenizer(stimuli.captions[:n_train]).to(pixels.device)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config["weight_decay"]},
+            {"params": rest, "weight_decay": 0.0},
+        ],
+        lr=config["lr"],
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    loss_fn = open_clip.ClipLoss()
+    generator = torch.Generator().manual_seed(config["seed"])
+    steps, batch_size = config["steps"], config["batch_size"]
+    order = torch.randperm(n_train, generator=generator)
+    cursor = 0
+    model.train()
+    bar = tqdm(range(steps), desc=f"sim-clip {preset}", disable=not progress)
+    for step in bar:
+        if cursor + batch_size > n_train:
+            order, cursor = torch.randperm(n_train, generator=generator), 0
+        batch = order[cursor : cursor + batch_size].to(pixels.device)
+        cursor += batch_size
+        lr = _cosine_lr(step, steps, config["warmup"], config["lr"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        image_features, text_features, logit_scale = model(pixels[batch], tokens[batch])[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    train_seconds = time.perf_counter() - started
+
+    metrics = zero_shot_metrics(
+        encoder,
+        stimuli.images[n_train:],
+        stimuli.captions[n_train:],
+        stimuli.category[n_train:],
+    )
+    metrics.update(
+        preset=preset,
+        train_seconds=round(train_seconds, 2),
+        final_loss=float(loss.item()),
+        torch_threads=torch.get_num_threads(),
+    )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / _CHECKPOINT)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if out_dir.exists():  # retraining, or another process finished first
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def get_sim_clip(
+    preset: str = "default",
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    retrain: bool = False,
+    output: str = "pooled",
+    progress: bool = True,
+) -> ClipEncoder:
+    """The sim-clip encoder of ``preset``, trained on first use and cached.
+
+    Parameters
+    ----------
+    preset : {"default", "tiny"}
+        ``default`` (embedding dim 128, 64 px; a few minutes on 2 CPU cores) or ``tiny``
+        (dim 64, 32 px; seconds, for tests).
+    cache_dir : path, optional
+        Parent of the preset folders (default ``$NEURODECODE_CACHE/sim-clip``).
+    device : str or torch.device
+        Where the encoder runs.
+    retrain : bool
+        Train again even if cached weights exist.
+    output : {"pooled", "tokens"}
+        See :meth:`ClipEncoder.encode_image`.
+    progress : bool
+        Show the training progress bar.
+
+    Returns
+    -------
+    ClipEncoder
+        Its ``settings`` name the model config and the checkpoint's SHA-256.
+    """
+    folder = cache_dir_for(preset, cache_dir)
+    checkpoint = folder / _CHECKPOINT
+    if retrain or not checkpoint.is_file():
+        train_sim_clip(preset, folder, device=device, progress=progress)
+    if not checkpoint.is_file():  # pragma: no cover - training writes it or raises
+        raise InvalidInputError(f"sim-clip checkpoint missing after training: {checkpoint}.")
+    config = json.loads((folder / "config.json").read_text())
+    encoder = load_clip(config["model_name"], checkpoint, device=device, output=output)
+    encoder.weights["sim_clip_preset"] = preset
+    return encoder
+
+
+def read_metrics(preset: str = "default", cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """The zero-shot metrics saved when ``preset`` was trained (raises if not trained yet)."""
+    path = cache_dir_for(preset, cache_dir) / "metrics.json"
+    if not path.is_file():
+        raise InvalidInputError(
+            f"sim-clip {preset!r} metrics not found: expected {path}; run "
+            f"`neurodecode train-clip --preset {preset}` first."
+        )
+    return json.loads(path.read_text())
