@@ -42,19 +42,22 @@ def test_recovers_planted_weights_and_regularises_noisier_targets_more():
     assert scores[0] > 0.99 and np.all(np.diff(scores) < 0)
 
 
-def test_fixed_alpha_matches_sklearn_ridge():
+@pytest.mark.parametrize("method", ["eigh", "svd"])
+def test_fixed_alpha_matches_sklearn_ridge(method):
     X, Y, _ = planted()
     for alpha in (0.1, 10.0, 1e4):
-        ours = solve_ridge_cv(X, Y, alphas=[alpha])
+        ours = solve_ridge_cv(X, Y, alphas=[alpha], method=method)
         theirs = Ridge(alpha=alpha).fit(X, Y)
         np.testing.assert_allclose(ours.weights.numpy().T, theirs.coef_, atol=1e-5)
         np.testing.assert_allclose(ours.intercept.numpy(), theirs.intercept_, atol=1e-5)
 
 
-def test_more_features_than_samples_matches_sklearn_ridge():
+@pytest.mark.parametrize("method", ["eigh", "svd"])
+def test_more_features_than_samples_matches_sklearn_ridge(method):
+    # eigh takes its kernel form (X X^T) here
     rng = np.random.default_rng(1)
     X, Y = rng.normal(size=(40, 120)), rng.normal(size=(40, 3))
-    ours = solve_ridge_cv(X, Y, alphas=[3.0])
+    ours = solve_ridge_cv(X, Y, alphas=[3.0], method=method)
     theirs = Ridge(alpha=3.0).fit(X, Y)
     np.testing.assert_allclose(ours.weights.numpy().T, theirs.coef_, atol=1e-5)
     np.testing.assert_allclose(ours.intercept.numpy(), theirs.intercept_, atol=1e-5)
@@ -149,6 +152,8 @@ def test_errors_are_clear():
         solve_ridge_cv(bad, Y)
     with pytest.raises(InvalidInputError, match="alphas"):
         solve_ridge_cv(X, Y, alphas=[1.0, -1.0])
+    with pytest.raises(InvalidInputError, match="method='qr' is not valid"):
+        solve_ridge_cv(X, Y, method="qr")
     with pytest.raises(InvalidInputError, match="n_folds"):
         solve_ridge_cv(X, Y, n_folds=1)
     with pytest.raises(InvalidInputError, match="Y has 3 dimensions"):
