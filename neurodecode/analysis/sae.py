@@ -1,0 +1,648 @@
+"""Sparse autoencoders and transcoders: one base class, small subclasses, a registry by name.
+
+Owns the architectures and their training losses; training itself (Lightning) lives in
+:mod:`neurodecode.analysis.sae_training` and the metrics in :mod:`neurodecode.analysis.sae_metrics`.
+
+Architectures (``architecture`` name -> class), each a subclass of :class:`SparseAutoencoder`:
+
+- ``relu_l1`` — ReLU latents, decoder-norm-weighted L1 penalty (Bricken et al. 2023; Anthropic's
+  April 2024 update).
+- ``topk`` — keep the k largest latents per sample, with the AuxK dead-latent loss (Gao et al.
+  2024, "Scaling and evaluating sparse autoencoders").
+- ``batchtopk`` — keep the ``k * batch`` largest latents over the batch; at inference a threshold
+  estimated during training (Bussmann et al. 2024).
+- ``jumprelu`` — JumpReLU latents with a learned threshold trained through a rectangle-kernel
+  straight-through estimator, L0 penalty (Rajamanoharan et al. 2024b).
+- ``gated`` — separate gate and magnitude paths with shared weights, auxiliary reconstruction
+  through a *frozen* copy of the decoder (Rajamanoharan et al. 2024a).
+
+Every architecture is also a **transcoder** (``transcoder=True``: reconstruct a component's output
+from its input, Dunefsky et al. 2024) and a **skip transcoder** (``skip_connection=True``: an affine
+skip path ``x W_skip`` added to the output, Paulo et al. 2025).
+
+Good practice by default: ``b_dec`` initialised at the geometric median of a sample, encoder
+initialised as the decoder's transpose, unit-norm decoder atoms kept by projection (gradient
+component along each atom removed before a step, rows renormalised after), dead latents tracked
+over a window of training rows, and activations normalised by a stored scale so that
+``E||x||² = d``. All losses are computed in the normalised space; :meth:`SparseAutoencoder.forward`
+takes and returns raw activations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from neurodecode.validation import InvalidInputError, check_dir, check_keys, check_option
+
+#: architecture name -> class; filled by :func:`register_sae`.
+SAE_REGISTRY: dict[str, type[SparseAutoencoder]] = {}
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def register_sae(cls: type[SparseAutoencoder]) -> type[SparseAutoencoder]:
+    """Class decorator: register an SAE subclass under its ``architecture`` name."""
+    if not cls.architecture:
+        raise TypeError(f"{cls.__name__} needs a non-empty `architecture` class attribute.")
+    SAE_REGISTRY[cls.architecture] = cls
+    return cls
+
+
+def create_sae(architecture: str, d_in: int, n_latents: int, **kwargs: Any) -> SparseAutoencoder:
+    """Build a registered SAE by name; unknown names or hyperparameters raise one clear error.
+
+    Parameters
+    ----------
+    architecture : str
+        A key of :data:`SAE_REGISTRY` (``relu_l1``, ``topk``, ``batchtopk``, ``jumprelu``,
+        ``gated``).
+    d_in, n_latents : int
+        Input width and number of latents (dictionary size).
+    **kwargs
+        Shared options of :class:`SparseAutoencoder` and the architecture's ``hyperparameters``.
+    """
+    check_option("architecture", architecture, sorted(SAE_REGISTRY))
+    return SAE_REGISTRY[architecture](d_in, n_latents, **kwargs)
+
+
+def geometric_median(points: Tensor, max_iter: int = 100, tol: float = 1e-6) -> Tensor:
+    """Geometric median of ``points`` by Weiszfeld's algorithm (float64 internally).
+
+    Parameters
+    ----------
+    points : Tensor, shape (n, d)
+
+    Returns
+    -------
+    Tensor, shape (d,)
+        The point minimising the sum of Euclidean distances to ``points``, in ``points``' dtype.
+    """
+    x = points.detach().to(torch.float64)
+    median = x.mean(0)
+    for _ in range(max_iter):
+        dist = torch.linalg.vector_norm(x - median, dim=1)
+        weights = 1.0 / dist.clamp_min(1e-12)
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        shift = torch.linalg.vector_norm(new - median)
+        median = new
+        if shift <= tol * (1.0 + torch.linalg.vector_norm(median)):
+            break
+    return median.to(points.dtype)
+
+
+@dataclass
+class SAEOutput:
+    """What a forward pass returns.
+
+    Attributes
+    ----------
+    output : Tensor, shape (batch, d_out)
+        Reconstruction (SAE) or predicted component output (transcoder), raw units.
+    latents : Tensor, shape (batch, n_latents)
+        Latent activations (normalised units).
+    """
+
+    output: Tensor
+    latents: Tensor
+
+
+class _JumpReLUFunction(torch.autograd.Function):
+    """``z * H(z - θ)`` with the rectangle-kernel pseudo-derivative for ``θ``.
+
+    d/dz = H(z - θ); d/dθ = -(θ/ε) K((z - θ)/ε), K(u) = 1 for |u| < ½ (Rajamanoharan et al. 2024b).
+    """
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        kernel = (((pre - threshold) / eps).abs() < 0.5).to(pre.dtype)
+        grad_pre = grad * (pre > threshold).to(pre.dtype)
+        grad_threshold = (-(threshold / eps) * kernel * grad).sum_to_size(threshold.shape)
+        return grad_pre, grad_threshold, None
+
+
+class _StepFunction(torch.autograd.Function):
+    """Heaviside ``H(z - θ)``: d/dz = 0; d/dθ = -(1/ε) K((z - θ)/ε)."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        kernel = (((pre - threshold) / eps).abs() < 0.5).to(pre.dtype)
+        grad_threshold = (-(1.0 / eps) * kernel * grad).sum_to_size(threshold.shape)
+        return torch.zeros_like(pre), grad_threshold, None
+
+
+def jumprelu(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """JumpReLU ``pre * H(pre - threshold)`` with the straight-through threshold gradient."""
+    return _JumpReLUFunction.apply(pre, threshold, bandwidth)
+
+
+def heaviside_step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    """Heaviside ``H(pre - threshold)`` with the straight-through threshold gradient."""
+    return _StepFunction.apply(pre, threshold, bandwidth)
+
+
+class SparseAutoencoder(nn.Module):
+    """Base SAE / transcoder: linear encoder, sparse activation, linear decoder.
+
+    ``latents = act(W_encᵀ(x̃ - b_pre) + b_enc)`` and
+    ``output = (latents W_dec + b_dec [+ x̃ W_skip]) / output_scale`` with
+    ``x̃ = x * input_scale``; ``b_pre = b_dec`` for an SAE and a fixed input centre (geometric
+    median of the inputs) for a transcoder.
+
+    Parameters
+    ----------
+    d_in : int
+        Input width.
+    n_latents : int
+        Number of latents (dictionary atoms).
+    transcoder : bool
+        Predict a different target (a component's output) from the input.
+    d_out : int, optional
+        Target width of a transcoder (default ``d_in``); must be omitted for an SAE.
+    skip_connection : bool
+        Add an affine skip path ``x W_skip`` (zero-initialised); transcoders only.
+    unit_norm_decoder : bool
+        Keep decoder rows at unit norm by projection.
+    normalize_activations : bool
+        Estimate ``input_scale``/``output_scale`` in :meth:`initialize_from_sample` so that the
+        normalised activations have ``E||x||² = d``.
+    dead_window : int
+        A latent that has not fired in this many training rows counts as dead (AuxK target).
+    **hyperparameters
+        The subclass's ``hyperparameters`` (see each class).
+    """
+
+    architecture: ClassVar[str] = ""
+    #: name -> default of the architecture-specific options.
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        d_in: int,
+        n_latents: int,
+        *,
+        transcoder: bool = False,
+        d_out: int | None = None,
+        skip_connection: bool = False,
+        unit_norm_decoder: bool = True,
+        normalize_activations: bool = True,
+        dead_window: int = 10_000_000,
+        **hyperparameters: Any,
+    ) -> None:
+        super().__init__()
+        check_keys(f"{self.architecture} SAE options", hyperparameters, self.hyperparameters)
+        if d_in < 1 or n_latents < 1:
+            raise InvalidInputError(f"d_in and n_latents must be >= 1; got {d_in}, {n_latents}.")
+        if d_out is not None and not transcoder:
+            raise InvalidInputError(
+                "d_out is only valid with transcoder=True (an SAE has d_out=d_in)."
+            )
+        if skip_connection and not transcoder:
+            raise InvalidInputError("skip_connection=True needs transcoder=True.")
+        self.d_in = int(d_in)
+        self.n_latents = int(n_latents)
+        self.transcoder = bool(transcoder)
+        self.d_out = int(d_out if d_out is not None else d_in)
+        self.skip_connection = bool(skip_connection)
+        self.unit_norm_decoder = bool(unit_norm_decoder)
+        self.normalize_activations = bool(normalize_activations)
+        self.dead_window = int(dead_window)
+        self.options = {**self.hyperparameters, **hyperparameters}
+
+        decoder = torch.randn(self.n_latents, self.d_out)
+        decoder = decoder / torch.linalg.vector_norm(decoder, dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(decoder)
+        if self.d_in == self.d_out:
+            encoder = decoder.T.clone()
+        else:
+            encoder = torch.randn(self.d_in, self.n_latents) / math.sqrt(self.d_in)
+        self.W_enc = nn.Parameter(encoder)
+        self.b_enc = nn.Parameter(torch.zeros(self.n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(self.d_out))
+        if self.skip_connection:
+            self.W_skip = nn.Parameter(torch.zeros(self.d_in, self.d_out))
+        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("output_scale", torch.ones(()))
+        # transcoders centre their input on a fixed point (an SAE uses b_dec)
+        self.register_buffer("input_centre", torch.zeros(self.d_in))
+        self.register_buffer("rows_since_fired", torch.zeros(self.n_latents, dtype=torch.long))
+
+    # --- configuration and persistence -----------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this module (JSON-serialisable)."""
+        config = {
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "n_latents": self.n_latents,
+            "transcoder": self.transcoder,
+            "skip_connection": self.skip_connection,
+            "unit_norm_decoder": self.unit_norm_decoder,
+            "normalize_activations": self.normalize_activations,
+            "dead_window": self.dead_window,
+            **self.options,
+        }
+        if self.transcoder:
+            config["d_out"] = self.d_out
+        return config
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {"format_version": FORMAT_VERSION, **self.config()}
+        (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE))
+        return folder
+
+    @staticmethod
+    def from_pretrained(folder: str | Path) -> SparseAutoencoder:
+        """Rebuild an SAE saved by :meth:`save_pretrained` (any registered architecture)."""
+        from safetensors.torch import load_file
+
+        folder = check_dir(folder, "SAE folder")
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise InvalidInputError(
+                f"SAE folder {folder} must hold {CONFIG_FILE} and {WEIGHTS_FILE}."
+            )
+        config = json.loads(config_path.read_text())
+        version = config.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise InvalidInputError(
+                f"{config_path} has format_version={version!r}; expected {FORMAT_VERSION}."
+            )
+        architecture = config.pop("architecture", None)
+        sae = create_sae(architecture, **config)
+        sae.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        return sae
+
+    # --- initialisation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def initialize_from_sample(self, inputs: Tensor, targets: Tensor | None = None) -> None:
+        """Set activation scales and ``b_dec`` (geometric median) from a sample of rows.
+
+        Parameters
+        ----------
+        inputs : Tensor, shape (n, d_in)
+        targets : Tensor, shape (n, d_out), optional
+            Transcoder targets (required when ``transcoder=True``).
+        """
+        if self.transcoder and targets is None:
+            raise InvalidInputError("a transcoder needs `targets` to initialise from a sample.")
+        targets = inputs if targets is None else targets
+        inputs = inputs.to(self.W_enc)
+        targets = targets.to(self.W_enc)
+        if self.normalize_activations:
+            self.input_scale.fill_(_unit_scale(inputs))
+            self.output_scale.fill_(_unit_scale(targets) if self.transcoder else self.input_scale)
+        self.b_dec.copy_(geometric_median(targets * self.output_scale))
+        if self.transcoder:
+            self.input_centre.copy_(geometric_median(inputs * self.input_scale))
+
+    # --- the forward pass ------------------------------------------------------------------------
+    def _centre(self) -> Tensor:
+        return self.input_centre if self.transcoder else self.b_dec
+
+    def pre_activations(self, x_normalised: Tensor) -> Tensor:
+        """Encoder pre-activations, shape (batch, n_latents), from normalised inputs."""
+        return (x_normalised - self._centre()) @ self.W_enc + self.b_enc
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """Inference-time sparse activation; overridden by each architecture."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent activations (inference rule), shape (batch, n_latents), from raw inputs."""
+        return self.activate(self.pre_activations(x * self.input_scale))
+
+    def _decode_normalised(self, latents: Tensor, x_normalised: Tensor | None) -> Tensor:
+        out = latents @ self.W_dec + self.b_dec
+        if self.skip_connection:
+            if x_normalised is None:
+                raise InvalidInputError("a skip transcoder needs the input `x` to decode.")
+            out = out + x_normalised @ self.W_skip
+        return out
+
+    def decode(self, latents: Tensor, x: Tensor | None = None) -> Tensor:
+        """Raw-unit output, shape (batch, d_out), from latents (and ``x`` for a skip transcoder)."""
+        xn = None if x is None else x * self.input_scale
+        return self._decode_normalised(latents, xn) / self.output_scale
+
+    def forward(self, x: Tensor) -> SAEOutput:
+        """Encode and decode raw inputs ``x`` (batch, d_in) with the inference rule."""
+        xn = x * self.input_scale
+        latents = self.activate(self.pre_activations(xn))
+        return SAEOutput(self._decode_normalised(latents, xn) / self.output_scale, latents)
+
+    # --- training --------------------------------------------------------------------------------
+    def training_latents(self, pre: Tensor) -> Tensor:
+        """Training-time activation (default: the inference rule)."""
+        return self.activate(pre)
+
+    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
+        """The sparsity penalty added to the reconstruction loss (default none)."""
+        return pre.new_zeros(())
+
+    def auxiliary_loss(
+        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor, output: Tensor
+    ) -> Tensor:
+        """Any auxiliary loss (AuxK, Gated's frozen-decoder term); default none."""
+        return pre.new_zeros(())
+
+    def training_loss(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """Loss terms on one batch of raw rows, in normalised units.
+
+        Returns
+        -------
+        dict
+            ``loss`` (the sum to minimise), ``mse`` (per-row squared error summed over
+            dimensions), ``sparsity``, ``auxiliary``, ``l0`` (mean active latents per row) and
+            ``dead_fraction`` (latents silent for ``dead_window`` rows).
+        """
+        if self.transcoder and target is None:
+            raise InvalidInputError("a transcoder needs a `target` batch.")
+        xn = x * self.input_scale
+        tn = (x if target is None else target) * self.output_scale
+        pre = self.pre_activations(xn)
+        latents = self.training_latents(pre)
+        output = self._decode_normalised(latents, xn)
+        mse = (output - tn).pow(2).sum(-1).mean()
+        self._track_firing(latents)
+        sparsity = self.sparsity_loss(pre, latents)
+        auxiliary = self.auxiliary_loss(xn, tn, pre, output)
+        return {
+            "loss": mse + sparsity + auxiliary,
+            "mse": mse.detach(),
+            "sparsity": sparsity.detach(),
+            "auxiliary": auxiliary.detach(),
+            "l0": (latents > 0).sum(-1).float().mean().detach(),
+            "dead_fraction": self.dead_mask().float().mean(),
+        }
+
+    @torch.no_grad()
+    def _track_firing(self, latents: Tensor) -> None:
+        fired = (latents > 0).any(0)
+        self.rows_since_fired += latents.shape[0]
+        self.rows_since_fired[fired] = 0
+
+    def dead_mask(self) -> Tensor:
+        """Boolean (n_latents,): latents that have not fired in the last ``dead_window`` rows."""
+        return self.rows_since_fired >= self.dead_window
+
+    def decoder_norms(self) -> Tensor:
+        """Norm of each decoder row, shape (n_latents,)."""
+        return torch.linalg.vector_norm(self.W_dec, dim=1)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the gradient component along each (unit) decoder row before an optimiser step."""
+        if not self.unit_norm_decoder or self.W_dec.grad is None:
+            return
+        atoms = self.W_dec / self.decoder_norms().clamp_min(1e-12)[:, None]
+        parallel = (self.W_dec.grad * atoms).sum(1, keepdim=True)
+        self.W_dec.grad -= parallel * atoms
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Project decoder rows back to unit norm (no-op if ``unit_norm_decoder`` is off)."""
+        if self.unit_norm_decoder:
+            self.W_dec /= self.decoder_norms().clamp_min(1e-12)[:, None]
+
+
+def _unit_scale(x: Tensor) -> float:
+    """Scale s with E||s x||² = d (Anthropic/OpenAI activation normalisation)."""
+    mean_sq = x.to(torch.float64).pow(2).sum(-1).mean().item()
+    return math.sqrt(x.shape[-1] / mean_sq) if mean_sq > 0 else 1.0
+
+
+@register_sae
+class ReLUL1SAE(SparseAutoencoder):
+    """ReLU latents with a decoder-norm-weighted L1 penalty ``λ Σ_i z_i ||W_dec,i||``.
+
+    Hyperparameters: ``l1_coefficient`` (λ, default 5.0 with ``E||x||² = d``).
+    """
+
+    architecture = "relu_l1"
+    hyperparameters: ClassVar[dict[str, Any]] = {"l1_coefficient": 5.0}
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.relu(pre)
+
+    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
+        weighted = latents * self.decoder_norms()
+        return self.options["l1_coefficient"] * weighted.sum(-1).mean()
+
+
+class _AuxKMixin(SparseAutoencoder):
+    """AuxK: reconstruct the residual from the top ``k_aux`` dead latents (Gao et al. 2024).
+
+    ``aux = coefficient · ||e - ê||² / ||e - mean(e)||²`` with residual ``e = x - x̂`` (stop
+    gradient; ``x̂`` already holds ``b_dec``) and ``ê = z_aux W_dec`` with **no** ``b_dec``, so the
+    bias is counted once. ``k_aux`` defaults to ``d_out // 2``.
+    """
+
+    def auxk_terms(
+        self, x: Tensor, target: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        """(residual, aux reconstruction), normalised units, or (None, None) if nothing is dead."""
+        xn = x * self.input_scale
+        tn = (x if target is None else target) * self.output_scale
+        pre = self.pre_activations(xn)
+        output = self._decode_normalised(self.training_latents(pre), xn)
+        return self._auxk_reconstruction(tn, pre, output)
+
+    def _auxk_reconstruction(
+        self, target_normalised: Tensor, pre: Tensor, output: Tensor
+    ) -> tuple[Tensor, Tensor] | tuple[None, None]:
+        dead = self.dead_mask()
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return None, None
+        k_aux = self.options["k_aux"] or self.d_out // 2
+        k_aux = min(int(k_aux), n_dead)
+        masked = pre.masked_fill(~dead, float("-inf"))
+        values, indices = masked.topk(k_aux, dim=-1)
+        aux_latents = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+        residual = (target_normalised - output).detach()
+        return residual, aux_latents @ self.W_dec
+
+    def auxiliary_loss(
+        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor, output: Tensor
+    ) -> Tensor:
+        residual, aux_output = self._auxk_reconstruction(target_normalised, pre, output)
+        if residual is None:
+            return pre.new_zeros(())
+        error = (aux_output - residual).pow(2).sum(-1).mean()
+        variance = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        return self.options["aux_coefficient"] * torch.nan_to_num(error / variance)
+
+
+@register_sae
+class TopKSAE(_AuxKMixin):
+    """Keep the ``k`` largest (ReLU'd) pre-activations of each row; AuxK for dead latents.
+
+    Hyperparameters: ``k`` (32), ``k_aux`` (None → ``d_out // 2``), ``aux_coefficient`` (1/32).
+    """
+
+    architecture = "topk"
+    hyperparameters: ClassVar[dict[str, Any]] = {"k": 32, "k_aux": None, "aux_coefficient": 1 / 32}
+
+    def activate(self, pre: Tensor) -> Tensor:
+        k = min(int(self.options["k"]), self.n_latents)
+        values, indices = pre.topk(k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+
+
+@register_sae
+class BatchTopKSAE(_AuxKMixin):
+    """Keep the ``k · batch`` largest activations over a training batch (Bussmann et al. 2024).
+
+    At inference latents pass where ``pre > threshold``; the threshold is an exponential moving
+    average (``threshold_momentum``) of the smallest activation kept in each training batch.
+    Hyperparameters: ``k`` (32), ``k_aux``, ``aux_coefficient`` (1/32), ``threshold_momentum``
+    (0.01).
+    """
+
+    architecture = "batchtopk"
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "k": 32,
+        "k_aux": None,
+        "aux_coefficient": 1 / 32,
+        "threshold_momentum": 0.01,
+    }
+
+    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
+        super().__init__(d_in, n_latents, **kwargs)
+        self.register_buffer("threshold", torch.full((), -1.0))  # < 0: not estimated yet
+
+    def activate(self, pre: Tensor) -> Tensor:
+        threshold = self.threshold.clamp_min(0.0)
+        return torch.relu(pre) * (pre > threshold).to(pre.dtype)
+
+    def training_latents(self, pre: Tensor) -> Tensor:
+        flat = torch.relu(pre).flatten()
+        n_keep = min(int(self.options["k"]) * pre.shape[0], flat.numel())
+        values, indices = flat.topk(n_keep)
+        latents = torch.zeros_like(flat).scatter(0, indices, values).view_as(pre)
+        if self.training:
+            with torch.no_grad():
+                positive = values[values > 0]
+                if positive.numel():
+                    smallest = positive.min()
+                    if self.threshold < 0:
+                        self.threshold.copy_(smallest)
+                    else:
+                        m = self.options["threshold_momentum"]
+                        self.threshold.mul_(1 - m).add_(m * smallest)
+        return latents
+
+
+@register_sae
+class JumpReLUSAE(SparseAutoencoder):
+    """JumpReLU latents ``z · H(z - θ)`` with a learned per-latent threshold and an L0 penalty.
+
+    ``θ = exp(log_threshold)`` is trained through the rectangle-kernel straight-through estimator
+    of bandwidth ``ε``. Hyperparameters: ``l0_coefficient`` (λ, 1.0), ``bandwidth`` (ε, default
+    0.001 as in the paper, on activations normalised to ``E||x||² = d``), ``initial_threshold``
+    (0.001).
+    """
+
+    architecture = "jumprelu"
+    hyperparameters: ClassVar[dict[str, Any]] = {
+        "l0_coefficient": 1.0,
+        "bandwidth": 0.001,
+        "initial_threshold": 0.001,
+    }
+
+    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
+        super().__init__(d_in, n_latents, **kwargs)
+        initial = math.log(float(self.options["initial_threshold"]))
+        self.log_threshold = nn.Parameter(torch.full((self.n_latents,), initial))
+
+    @property
+    def threshold(self) -> Tensor:
+        """Per-latent threshold θ, shape (n_latents,)."""
+        return self.log_threshold.exp()
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return jumprelu(pre, self.threshold, float(self.options["bandwidth"]))
+
+    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
+        l0 = heaviside_step(pre, self.threshold, float(self.options["bandwidth"])).sum(-1).mean()
+        return self.options["l0_coefficient"] * l0
+
+
+@register_sae
+class GatedSAE(SparseAutoencoder):
+    """Gated SAE: a gate path decides which latents fire, a magnitude path how much.
+
+    ``π_gate = W_encᵀ(x - b_dec) + b_gate``, ``π_mag = exp(r_mag) ⊙ W_encᵀ(x - b_dec) + b_mag``,
+    ``z = H(π_gate) ⊙ ReLU(π_mag)``. Loss: ``||x - x̂||² + λ Σ ReLU(π_gate)·||W_dec,i|| +
+    ||x - x̂_frozen(ReLU(π_gate))||²`` where ``x̂_frozen`` uses stop-gradient copies of ``W_dec``
+    and ``b_dec`` — the auxiliary term trains the gate only. Hyperparameters: ``l1_coefficient``
+    (λ, 5.0).
+    """
+
+    architecture = "gated"
+    hyperparameters: ClassVar[dict[str, Any]] = {"l1_coefficient": 5.0}
+
+    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
+        super().__init__(d_in, n_latents, **kwargs)
+        self.r_mag = nn.Parameter(torch.zeros(self.n_latents))
+        self.b_mag = nn.Parameter(torch.zeros(self.n_latents))
+
+    def _gate_and_magnitude(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        # pre = W_encᵀ(x - b_dec) + b_enc (b_enc is the gate bias); recover the shared projection
+        projection = pre - self.b_enc
+        magnitude = projection * self.r_mag.exp() + self.b_mag
+        return pre, magnitude
+
+    def activate(self, pre: Tensor) -> Tensor:
+        gate, magnitude = self._gate_and_magnitude(pre)
+        return (gate > 0).to(pre.dtype) * torch.relu(magnitude)
+
+    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
+        gate = torch.relu(pre)
+        return self.options["l1_coefficient"] * (gate * self.decoder_norms()).sum(-1).mean()
+
+    def frozen_decoder_loss(
+        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor
+    ) -> Tensor:
+        """``||t - (ReLU(π_gate) W_dec' + b_dec')||²`` with ``W_dec'``, ``b_dec'`` detached."""
+        gate = torch.relu(pre)
+        frozen = gate @ self.W_dec.detach() + self.b_dec.detach()
+        if self.skip_connection:
+            frozen = frozen + x_normalised @ self.W_skip.detach()
+        return (frozen - target_normalised).pow(2).sum(-1).mean()
+
+    def auxiliary_loss(
+        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor, output: Tensor
+    ) -> Tensor:
+        return self.frozen_decoder_loss(x_normalised, target_normalised, pre)

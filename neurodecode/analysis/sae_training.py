@@ -1,0 +1,363 @@
+"""Training SAEs and transcoders with Lightning.
+
+Owns :class:`SAETrainingModule` (a LightningModule wrapping any registered SAE: Adam, optional
+warm-up and linear decay, the unit-norm decoder projection around every step), the data sources —
+random batches from in-memory arrays (:class:`ArrayActivationDataModule`) or activations captured
+by a forward hook while a model sees a stream of stimuli (:class:`HookedActivationStream`) — and
+:func:`train_sae`, which wires them into a :class:`lightning.pytorch.Trainer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from neurodecode.analysis.sae import SparseAutoencoder
+from neurodecode.validation import InvalidInputError, check_array, check_option
+
+
+class SAETrainingModule(pl.LightningModule):
+    """LightningModule for any :class:`~neurodecode.analysis.sae.SparseAutoencoder`.
+
+    Batches are input rows ``(batch, d_in)`` or ``(inputs, targets)`` pairs (transcoders).
+
+    Parameters
+    ----------
+    sae : SparseAutoencoder
+    lr : float
+        Adam learning rate.
+    warmup_steps : int
+        Linear learning-rate warm-up.
+    decay_fraction : float
+        Decay the learning rate linearly to zero over the last ``decay_fraction`` of
+        ``max_steps`` (needs ``max_steps``).
+    max_steps : int, optional
+        Total optimiser steps (for the schedule).
+    """
+
+    def __init__(
+        self,
+        sae: SparseAutoencoder,
+        lr: float = 4e-4,
+        warmup_steps: int = 0,
+        decay_fraction: float = 0.0,
+        max_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sae = sae
+        self.lr = float(lr)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_fraction = float(decay_fraction)
+        self.max_steps = max_steps
+        if self.decay_fraction > 0 and not max_steps:
+            raise InvalidInputError("decay_fraction > 0 needs max_steps.")
+
+    @staticmethod
+    def _split(
+        batch: Tensor | tuple[Tensor, Tensor] | list[Tensor],
+    ) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, tuple | list):
+            return batch[0], batch[1]
+        return batch, None
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, target = self._split(batch)
+        losses = self.sae.training_loss(x, target)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
+        return losses["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.sae.remove_parallel_decoder_grad()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.sae.normalize_decoder()
+
+    def _lr_factor(self, step: int) -> float:
+        factor = 1.0
+        if self.warmup_steps > 0:
+            factor = min(factor, (step + 1) / self.warmup_steps)
+        if self.decay_fraction > 0 and self.max_steps:
+            decay_start = self.max_steps * (1 - self.decay_fraction)
+            if step >= decay_start:
+                factor = min(
+                    factor, max(0.0, (self.max_steps - step) / (self.max_steps - decay_start))
+                )
+        return factor
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+class RandomRowBatches(IterableDataset):
+    """Endless random batches of rows drawn (without replacement within an epoch) from arrays.
+
+    Parameters
+    ----------
+    inputs : Tensor, shape (n, d_in)
+    targets : Tensor, shape (n, d_out), optional
+    batch_size : int
+    seed : int
+    """
+
+    def __init__(
+        self, inputs: Tensor, targets: Tensor | None, batch_size: int, seed: int = 0
+    ) -> None:
+        self.inputs = inputs
+        self.targets = targets
+        self.batch_size = int(batch_size)
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        n = self.inputs.shape[0]
+        while True:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n - self.batch_size + 1, self.batch_size):
+                index = order[start : start + self.batch_size]
+                if self.targets is None:
+                    yield self.inputs[index]
+                else:
+                    yield self.inputs[index], self.targets[index]
+
+
+def _as_rows(name: str, array: np.ndarray | Tensor) -> Tensor:
+    """(n, ..., d) float array -> (rows, d) float32 tensor (token axes folded into rows)."""
+    if isinstance(array, Tensor):
+        array = array.detach().cpu().numpy()
+    array = check_array(name, np.asarray(array), kind="f", finite=True)
+    if array.ndim < 2:
+        raise InvalidInputError(f"{name} has shape {array.shape}; expected (n, ..., d).")
+    return torch.from_numpy(np.ascontiguousarray(array.reshape(-1, array.shape[-1]), np.float32))
+
+
+class ArrayActivationDataModule(pl.LightningDataModule):
+    """Activation rows held in memory (arrays, a FeatureStore read, a capture), split train/eval.
+
+    Parameters
+    ----------
+    inputs : array, shape (n, ..., d_in)
+        Leading axes beyond the first (e.g. tokens) are folded into rows.
+    targets : array, shape (n, ..., d_out), optional
+        Transcoder targets, same leading shape as ``inputs``.
+    batch_size : int
+    eval_fraction : float
+        Fraction of rows held out (the last rows after a seeded shuffle).
+    seed : int
+    """
+
+    def __init__(
+        self,
+        inputs: np.ndarray | Tensor,
+        targets: np.ndarray | Tensor | None = None,
+        batch_size: int = 1024,
+        eval_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        rows = _as_rows("inputs", inputs)
+        target_rows = None if targets is None else _as_rows("targets", targets)
+        if target_rows is not None and target_rows.shape[0] != rows.shape[0]:
+            raise InvalidInputError(
+                f"inputs give {rows.shape[0]} rows but targets give {target_rows.shape[0]}."
+            )
+        if not 0 <= eval_fraction < 1:
+            raise InvalidInputError(f"eval_fraction must be in [0, 1); got {eval_fraction}.")
+        order = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed))
+        n_eval = round(eval_fraction * rows.shape[0])
+        train, held = order[: rows.shape[0] - n_eval], order[rows.shape[0] - n_eval :]
+        self.train_inputs, self.eval_inputs = rows[train], rows[held]
+        self.train_targets = None if target_rows is None else target_rows[train]
+        self.eval_targets = None if target_rows is None else target_rows[held]
+        self.batch_size = min(int(batch_size), self.train_inputs.shape[0])
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RandomRowBatches(
+            self.train_inputs, self.train_targets, self.batch_size, self.seed
+        )
+        return DataLoader(dataset, batch_size=None)
+
+    def eval_batches(self, batch_size: int = 4096) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        """Held-out rows in order, as batches (pairs for transcoders)."""
+        inputs = self.eval_inputs if len(self.eval_inputs) else self.train_inputs
+        targets = self.eval_targets if len(self.eval_inputs) else self.train_targets
+        for start in range(0, inputs.shape[0], batch_size):
+            if targets is None:
+                yield inputs[start : start + batch_size]
+            else:
+                yield inputs[start : start + batch_size], targets[start : start + batch_size]
+
+    def sample(self, n: int = 8192) -> tuple[Tensor, Tensor | None]:
+        """The first ``n`` training rows (for :meth:`SparseAutoencoder.initialize_from_sample`)."""
+        targets = None if self.train_targets is None else self.train_targets[:n]
+        return self.train_inputs[:n], targets
+
+
+class HookedActivationStream(IterableDataset):
+    """Activations captured by a forward hook while a model sees a stream of stimuli.
+
+    Each stimulus batch is run under ``torch.no_grad``; the hooked module's output (``capture=
+    "output"``, SAE data) or its (input, output) pair (``capture="io"``, transcoder data) is
+    folded to rows (token axes included), shuffled within the batch and cut into training batches.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        Name of the submodule in ``model.named_modules()``.
+    stimuli : callable
+        ``stimuli(i) -> Tensor`` returning the i-th batch of model inputs (e.g. images), or
+        ``None`` when the stream ends; called with i = 0, 1, 2, ...
+    batch_size : int
+        Rows per training batch.
+    capture : {"output", "io"}
+    forward : callable, optional
+        ``forward(model, inputs)``; defaults to ``model(inputs)`` (e.g. ``model.encode_image``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        stimuli: Callable[[int], Tensor | None],
+        batch_size: int = 1024,
+        capture: str = "output",
+        forward: Callable[[nn.Module, Tensor], Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_option("capture", capture, ("output", "io"))
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            raise InvalidInputError(
+                f"layer={layer!r} is not a submodule of {type(model).__name__}; "
+                f"e.g. {list(modules)[1:6]}."
+            )
+        self.model, self.module, self.layer = model, modules[layer], layer
+        self.stimuli, self.batch_size, self.capture = stimuli, int(batch_size), capture
+        self.forward = forward or (lambda m, x: m(x))
+        self.seed = seed
+
+    def capture_batch(self, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Rows (n_rows, d) captured from one stimulus batch: (output, None) or (input, output)."""
+        captured: dict[str, Tensor] = {}
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            captured["output"] = out.detach()
+            captured["input"] = args[0].detach()
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                self.forward(self.model, inputs)
+        finally:
+            handle.remove()
+        out = captured["output"].reshape(-1, captured["output"].shape[-1]).float()
+        if self.capture == "output":
+            return out, None
+        inp = captured["input"].reshape(-1, captured["input"].shape[-1]).float()
+        return inp, out
+
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        i = 0
+        while (inputs := self.stimuli(i)) is not None:
+            first, second = self.capture_batch(inputs)
+            order = torch.randperm(first.shape[0], generator=generator)
+            for start in range(0, first.shape[0] - self.batch_size + 1, self.batch_size):
+                index = order[start : start + self.batch_size]
+                yield first[index] if second is None else (first[index], second[index])
+            i += 1
+
+
+def train_sae(
+    sae: SparseAutoencoder,
+    data: pl.LightningDataModule | DataLoader,
+    steps: int,
+    lr: float = 4e-4,
+    warmup_steps: int = 0,
+    decay_fraction: float = 0.0,
+    gradient_clip: float | None = 1.0,
+    init_sample: tuple[Tensor, Tensor | None] | None = None,
+    run_dir: str | Path | None = None,
+    accelerator: str = "auto",
+    seed: int = 0,
+) -> SAETrainingModule:
+    """Initialise (scales, geometric-median ``b_dec``) and train an SAE for ``steps`` steps.
+
+    Parameters
+    ----------
+    sae : SparseAutoencoder
+    data : LightningDataModule or DataLoader
+        Training batches; an :class:`ArrayActivationDataModule` also supplies the
+        initialisation sample.
+    steps : int
+        Optimiser steps.
+    init_sample : (inputs, targets), optional
+        Rows for :meth:`SparseAutoencoder.initialize_from_sample`; taken from ``data.sample()``
+        when available; skipped if neither is given.
+    run_dir : path, optional
+        Where Lightning writes CSV logs; no logger when omitted.
+
+    Returns
+    -------
+    SAETrainingModule
+        The trained module (``.sae`` is the trained SAE, on the training device).
+    """
+    pl.seed_everything(seed, verbose=False)
+    if init_sample is None and hasattr(data, "sample"):
+        init_sample = data.sample()
+    if init_sample is not None:
+        sae.initialize_from_sample(*init_sample)
+    module = SAETrainingModule(
+        sae, lr=lr, warmup_steps=warmup_steps, decay_fraction=decay_fraction, max_steps=steps
+    )
+    logger: Any = False
+    if run_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(run_dir), name="logs")
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator=accelerator,
+        devices=1,
+        logger=logger,
+        log_every_n_steps=max(1, min(50, steps // 10)),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=gradient_clip,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        precision="32-true",
+    )
+    if isinstance(data, DataLoader):
+        trainer.fit(module, train_dataloaders=data)
+    else:
+        trainer.fit(module, datamodule=data)
+    module.sae.eval()
+    return module
+
+
+@torch.no_grad()
+def encode_rows(sae: SparseAutoencoder, inputs: Tensor, batch_size: int = 4096) -> Tensor:
+    """Latent activations (n, n_latents) of raw input rows (n, d_in), batched, on CPU."""
+    sae.eval()
+    device = sae.W_enc.device
+    parts = [
+        sae.encode(inputs[i : i + batch_size].to(device)).cpu()
+        for i in range(0, inputs.shape[0], batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, sae.n_latents)
