@@ -361,3 +361,8 @@ class PriorModule(PretrainedMixin, L.LightningModule):
         from neurodecode.models.retrieval import adamw_onecycle
 
         return adamw_onecycle(self, self.hparams.lr, self.hparams.weight_decay)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        from neurodecode.models.retrieval import onecycle_step_scheduler
+
+        onecycle_step_scheduler(scheduler, metric)

@@ -53,7 +53,13 @@ from neurodecode.models.losses import (
 from neurodecode.models.prior import DiffusionPrior
 from neurodecode.validation import InvalidInputError, check_option
 
-__all__ = ["ResidualMLP", "RetrievalModule", "TokenProjector", "adamw_onecycle"]
+__all__ = [
+    "ResidualMLP",
+    "RetrievalModule",
+    "TokenProjector",
+    "adamw_onecycle",
+    "onecycle_step_scheduler",
+]
 
 
 def adamw_onecycle(
@@ -102,6 +108,21 @@ def adamw_onecycle(
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
     }
+
+
+def onecycle_step_scheduler(scheduler: Any, metric: Any = None) -> None:
+    """Step a scheduler, holding a finished OneCycle at its final learning rate.
+
+    A run resumed with more epochs than its checkpointed OneCycle schedule was built for (the
+    schedule's ``total_steps`` comes back with its state) keeps the final rate instead of failing.
+    """
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        if scheduler.last_epoch >= scheduler.total_steps:
+            return
+    if metric is None:
+        scheduler.step()
+    else:
+        scheduler.step(metric)
 
 
 class ResidualMLP(nn.Module):
@@ -536,3 +557,6 @@ class RetrievalModule(PretrainedMixin, L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return adamw_onecycle(self, self.hparams.lr, self.hparams.weight_decay)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        onecycle_step_scheduler(scheduler, metric)
