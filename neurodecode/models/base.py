@@ -23,7 +23,7 @@ from typing import Any
 
 from neurodecode.validation import InvalidInputError
 
-__all__ = ["FMRIGeometry", "PretrainedMixin", "parse_fmri_geometry"]
+__all__ = ["FMRIGeometry", "PretrainedMixin", "check_subject_name", "parse_fmri_geometry"]
 
 _SUBJECT_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 

@@ -235,8 +235,8 @@ class DiffusionPrior(nn.Module):
         guidance_scale : float
             Classifier-free guidance scale; 1 = conditional prediction only.
         generator : torch.Generator, optional
-            Random source for the initial noise (and DDPM's step noise); on ``brain_emb``'s
-            device.
+            Random source for the initial noise (and DDPM's step noise); a CPU generator also
+            works for CUDA inputs (noise is drawn on the CPU and moved).
         scheduler : {"ddim", "ddpm"}
             DDIM (eta = 0, deterministic given the initial noise) or ancestral DDPM sampling.
 
@@ -251,7 +251,9 @@ class DiffusionPrior(nn.Module):
         sched_cls = DDIMScheduler if scheduler == "ddim" else DDPMScheduler
         sched = sched_cls.from_config(self.scheduler.config)
         sched.set_timesteps(num_inference_steps, device=cond.device)
-        x = torch.randn(cond.shape, generator=generator, device=cond.device, dtype=cond.dtype)
+        noise_device = generator.device if generator is not None else cond.device
+        x = torch.randn(cond.shape, generator=generator, device=noise_device, dtype=cond.dtype)
+        x = x.to(cond.device)
         x = x * sched.init_noise_sigma
         guided = guidance_scale != 1.0
         keep = torch.zeros(b, dtype=torch.bool, device=cond.device)
