@@ -1,0 +1,464 @@
+"""``neurodecode analyze <analysis> --config FILE``: run an analysis from a YAML config.
+
+Each analysis is an entry of :data:`ANALYSES` (name -> (help, runner)); a runner takes the parsed
+config dict and the config path and returns the run folder. Adding an analysis (encoding,
+selectivity, captions, synthesis) is one more entry. This module is where the SAE analysis's paths
+are wired to objects; the analysis modules themselves take arrays and modules.
+
+SAE config (every section's keys are checked; unknown keys are errors)::
+
+    run_dir: runs/sae_planted        # created; receives config, sae/, metrics.json, dashboard.png
+    seed: 0
+    data:
+      source: planted                # planted | array | feature_store | clip
+      ...                            # the source's own keys (see SOURCE_KEYS)
+    sae:
+      architecture: topk             # relu_l1 | topk | batchtopk | jumprelu | gated
+      n_latents: 512
+      ...                            # shared SAE options and the architecture's hyperparameters
+    training: {steps: 2000, batch_size: 512, lr: 1.0e-3, ...}
+    evaluation: {eval_fraction: 0.1, dense_threshold: 0.1, dashboard_latents: 6, ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
+
+TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation")
+
+#: data source -> allowed keys (besides ``source``) with defaults.
+SOURCE_KEYS: dict[str, dict[str, Any]] = {
+    "planted": {
+        "n_samples": 50_000,
+        "d": 64,
+        "n_atoms": 256,
+        "n_active": 5,
+        "magnitude": [0.5, 1.5],
+        "noise": 0.0,
+        "d_out": None,
+        "seed": 0,
+    },
+    "array": {"inputs": None, "targets": None, "stimulus_ids": None},
+    "feature_store": {"path": None, "model_name": None, "layer": None, "target_layer": None},
+    "clip": {
+        "sim_clip_preset": "default",
+        "model_name": None,
+        "pretrained": None,
+        "layer": None,
+        "capture": "output",
+        "n_images": 2000,
+        "image_batch_size": 100,
+        "stimulus_seed": 11,
+        "n_downstream_images": 300,
+    },
+}
+
+TRAINING_KEYS: dict[str, Any] = {
+    "steps": 2000,
+    "batch_size": 512,
+    "lr": 1e-3,
+    "warmup_steps": 0,
+    "decay_fraction": 0.2,
+    "gradient_clip": 1.0,
+    "accelerator": "auto",
+}
+
+EVALUATION_KEYS: dict[str, Any] = {
+    "eval_fraction": 0.1,
+    "batch_size": 4096,
+    "dense_threshold": 0.1,
+    "dashboard_latents": 6,
+    "dashboard_top": 6,
+}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config into a dict; the file must hold a mapping."""
+    import yaml
+
+    path = check_file(path, "analysis config")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InvalidInputError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(config, dict):
+        raise InvalidInputError(f"{path} must hold a mapping of sections; got {type(config)}.")
+    return config
+
+
+def _section(config: dict[str, Any], name: str, defaults: dict[str, Any], where: str) -> dict:
+    given = config.get(name) or {}
+    if not isinstance(given, dict):
+        raise InvalidInputError(f"{where}: section {name!r} must be a mapping; got {given!r}.")
+    check_keys(f"{where} section {name!r}", given, defaults)
+    return {**defaults, **given}
+
+
+def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Check every section of an SAE config and fill defaults; one clear error per problem.
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``seed``, ``data`` (with ``source``), ``sae``, ``training``, ``evaluation``.
+    """
+    from neurodecode.analysis.sae import SAE_REGISTRY, SparseAutoencoder
+
+    check_keys(where, config, TOP_KEYS)
+    if "run_dir" not in config:
+        raise InvalidInputError(f"{where} needs `run_dir` (the folder the run writes to).")
+    data = dict(config.get("data") or {})
+    source = check_option(f"{where} data.source", data.pop("source", None), sorted(SOURCE_KEYS))
+    check_keys(f"{where} section 'data' (source {source!r})", data, SOURCE_KEYS[source])
+    data = {"source": source, **SOURCE_KEYS[source], **data}
+    sae = dict(config.get("sae") or {})
+    architecture = check_option(
+        f"{where} sae.architecture", sae.get("architecture"), sorted(SAE_REGISTRY)
+    )
+    if "n_latents" not in sae:
+        raise InvalidInputError(f"{where} section 'sae' needs `n_latents`.")
+    shared = (
+        "architecture",
+        "n_latents",
+        "transcoder",
+        "skip_connection",
+        "unit_norm_decoder",
+        "normalize_activations",
+        "dead_window",
+    )
+    check_keys(
+        f"{where} section 'sae' ({architecture})",
+        sae,
+        [*shared, *SAE_REGISTRY[architecture].hyperparameters],
+    )
+    assert issubclass(SAE_REGISTRY[architecture], SparseAutoencoder)
+    return {
+        "run_dir": Path(config["run_dir"]),
+        "seed": int(config.get("seed", 0)),
+        "data": data,
+        "sae": sae,
+        "training": _section(config, "training", TRAINING_KEYS, where),
+        "evaluation": _section(config, "evaluation", EVALUATION_KEYS, where),
+    }
+
+
+# --- data sources -------------------------------------------------------------------------------
+class _LoadedData:
+    """Rows for training plus what the dashboard and downstream check need."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray | None = None) -> None:
+        self.inputs = inputs
+        self.targets = targets
+        self.planted_atoms: np.ndarray | None = None
+        self.stimulus_ids: np.ndarray | None = None
+        self.images: np.ndarray | None = None
+        self.captions: list[str] | None = None
+        self.downstream: Callable[[Any], dict[str, Any]] | None = None
+
+
+def _load_planted(data: dict[str, Any], transcoder: bool) -> _LoadedData:
+    from neurodecode.analysis.sae_planted import make_planted_activations
+
+    d_out = data["d_out"] if data["d_out"] is not None else (data["d"] if transcoder else None)
+    planted = make_planted_activations(
+        int(data["n_samples"]),
+        d=int(data["d"]),
+        n_atoms=int(data["n_atoms"]),
+        n_active=int(data["n_active"]),
+        magnitude=tuple(data["magnitude"]),
+        noise=float(data["noise"]),
+        d_out=d_out,
+        seed=int(data["seed"]),
+    )
+    loaded = _LoadedData(planted.inputs, planted.targets)
+    loaded.planted_atoms = planted.output_atoms if transcoder else planted.atoms
+    return loaded
+
+
+def _load_array(data: dict[str, Any]) -> _LoadedData:
+    if data["inputs"] is None:
+        raise InvalidInputError("data source 'array' needs `inputs` (a .npy file).")
+    inputs = np.load(check_file(data["inputs"], "data.inputs array"))
+    targets = None
+    if data["targets"] is not None:
+        targets = np.load(check_file(data["targets"], "data.targets array"))
+    loaded = _LoadedData(inputs, targets)
+    if data["stimulus_ids"] is not None:
+        loaded.stimulus_ids = np.load(check_file(data["stimulus_ids"], "data.stimulus_ids array"))
+    return loaded
+
+
+def _load_feature_store(data: dict[str, Any], transcoder: bool) -> _LoadedData:
+    from neurodecode.features.store import FeatureStore
+
+    for key in ("path", "model_name", "layer"):
+        if data[key] is None:
+            raise InvalidInputError(f"data source 'feature_store' needs `{key}`.")
+    store = FeatureStore(check_file(data["path"], "data.path FeatureStore"))
+    ids = store.stimulus_ids(data["model_name"], data["layer"])
+    inputs = store.read(data["model_name"], data["layer"], ids)
+    targets = None
+    if transcoder:
+        if data["target_layer"] is None:
+            raise InvalidInputError("a transcoder from a FeatureStore needs data.target_layer.")
+        targets = store.read(data["model_name"], data["target_layer"], ids)
+    loaded = _LoadedData(inputs, targets)
+    loaded.stimulus_ids = ids
+    return loaded
+
+
+def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
+    """Capture a CLIP vision-tower layer with a forward hook over simulated stimuli."""
+    import torch
+
+    from neurodecode.analysis.sae_training import HookedActivationStream
+    from neurodecode.sim.stimuli import generate_stimuli
+
+    if data["layer"] is None:
+        raise InvalidInputError(
+            "data source 'clip' needs `layer`, e.g. visual.transformer.resblocks.1.mlp."
+        )
+    if transcoder and data["capture"] != "io":
+        raise InvalidInputError(
+            "a transcoder needs data.capture: io (the layer's input and output)."
+        )
+    encoder = _clip_encoder(data)
+    size = encoder.image_size
+    n, step = int(data["n_images"]), int(data["image_batch_size"])
+    stimuli = generate_stimuli(n, size=max(size, 8), seed=int(data["stimulus_seed"]))
+
+    def batch(i: int) -> torch.Tensor | None:
+        if i * step >= n:
+            return None
+        return encoder.preprocess_images(stimuli.images[i * step : (i + 1) * step])
+
+    stream = HookedActivationStream(
+        encoder.model,
+        data["layer"],
+        batch,
+        capture=data["capture"],
+        forward=lambda model, pixels: model.encode_image(pixels),
+    )
+    firsts, seconds, rows_per_image = [], [], None
+    for i in range(0, (n + step - 1) // step):
+        first, second = stream.capture_batch(batch(i))
+        rows_per_image = first.shape[0] // min(step, n - i * step)
+        firsts.append(first.numpy())
+        if second is not None:
+            seconds.append(second.numpy())
+    inputs = np.concatenate(firsts).reshape(n, rows_per_image, -1)
+    targets = np.concatenate(seconds).reshape(n, rows_per_image, -1) if seconds else None
+    loaded = _LoadedData(inputs, targets)
+    loaded.stimulus_ids = np.array([f"sim-{int(data['stimulus_seed'])}-{i}" for i in range(n)])
+    loaded.images = stimuli.images
+    loaded.captions = list(stimuli.captions)
+    n_down = min(int(data["n_downstream_images"]), n)
+    loaded.downstream = _clip_downstream(encoder, stream, stimuli, loaded, n_down, transcoder)
+    return loaded
+
+
+def _clip_encoder(data: dict[str, Any]) -> Any:
+    if data["model_name"] is not None:
+        from neurodecode.features.clip import load_clip
+
+        return load_clip(data["model_name"], data["pretrained"])
+    from neurodecode.features.sim_clip import get_sim_clip
+
+    return get_sim_clip(data["sim_clip_preset"], progress=False)
+
+
+def _clip_downstream(
+    encoder: Any, stream: Any, stimuli: Any, loaded: _LoadedData, n_images: int, transcoder: bool
+) -> Callable[[Any], dict[str, Any]]:
+    """Zero-shot category accuracy with the hooked layer's output replaced by given activations.
+
+    ``downstream(outputs)`` runs the image tower with the layer's output set to ``outputs``
+    (n_images, tokens, d); it is scored with the captured outputs and with the SAE's
+    reconstructions (transcoder: its prediction from the captured inputs).
+    """
+    import torch
+
+    from neurodecode.analysis.sae_metrics import downstream_drop
+    from neurodecode.features.sim_clip import CATEGORY_PROMPTS
+    from neurodecode.sim.stimuli import CATEGORIES
+
+    images = stimuli.images[:n_images]
+    truth = np.asarray(stimuli.category[:n_images])
+    prompts = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
+    captured_in = torch.from_numpy(loaded.inputs[:n_images])
+    captured_out = torch.from_numpy((loaded.targets if transcoder else loaded.inputs)[:n_images])
+    step = 100
+
+    def downstream(outputs: torch.Tensor) -> float:
+        position = {"start": 0}
+
+        def replace(module: Any, args: tuple, output: Any) -> Any:
+            start = position["start"]
+            chunk = outputs[start : start + output.shape[0]]
+            position["start"] = start + output.shape[0]
+            return chunk.to(output.device, output.dtype).reshape(output.shape)
+
+        handle = stream.module.register_forward_hook(replace)
+        try:
+            embeddings = torch.cat(
+                [
+                    encoder.encode_image(images[i : i + step], normalize=True)
+                    for i in range(0, len(images), step)
+                ]
+            )
+        finally:
+            handle.remove()
+        predicted = np.array(CATEGORIES)[(embeddings @ prompts.T).argmax(1).cpu().numpy()]
+        return float(np.mean(predicted == truth))
+
+    def run(sae: Any) -> dict[str, Any]:
+        sae = sae.cpu().eval()
+        source = captured_in if transcoder else captured_out
+        with torch.no_grad():
+            rows = sae(source.reshape(-1, source.shape[-1])).output
+        reconstructed = rows.reshape(*captured_out.shape[:-1], rows.shape[-1])
+        result = downstream_drop(downstream, captured_out, reconstructed)
+        return {"task": "zero_shot_category_accuracy", "n_images": len(images), **result}
+
+    return run
+
+
+# --- the SAE analysis ---------------------------------------------------------------------------
+def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
+    """Train, evaluate and plot an SAE/transcoder as ``config`` says; returns the run folder."""
+    import torch
+    import yaml
+
+    from neurodecode.analysis.sae import create_sae
+    from neurodecode.analysis.sae_dashboard import latent_dashboard
+    from neurodecode.analysis.sae_metrics import evaluate_reconstruction
+    from neurodecode.analysis.sae_planted import dictionary_recovery
+    from neurodecode.analysis.sae_training import (
+        ArrayActivationDataModule,
+        _as_rows,
+        encode_rows,
+        train_sae,
+    )
+
+    where = str(config_path) if config_path is not None else "config"
+    cfg = validate_sae_config(config, where)
+    run_dir, data_cfg, sae_cfg = cfg["run_dir"], cfg["data"], dict(cfg["sae"])
+    training, evaluation = cfg["training"], cfg["evaluation"]
+    transcoder = bool(sae_cfg.get("transcoder", False))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    source = data_cfg["source"]
+    if source == "planted":
+        loaded = _load_planted(data_cfg, transcoder)
+    elif source == "array":
+        loaded = _load_array(data_cfg)
+    elif source == "feature_store":
+        loaded = _load_feature_store(data_cfg, transcoder)
+    else:
+        loaded = _load_clip(data_cfg, transcoder)
+    if transcoder and loaded.targets is None:
+        raise InvalidInputError(f"{where}: sae.transcoder is true but the data give no targets.")
+
+    torch.manual_seed(cfg["seed"])
+    datamodule = ArrayActivationDataModule(
+        loaded.inputs,
+        loaded.targets if transcoder else None,
+        batch_size=int(training["batch_size"]),
+        eval_fraction=float(evaluation["eval_fraction"]),
+        seed=cfg["seed"],
+    )
+    architecture = sae_cfg.pop("architecture")
+    n_latents = int(sae_cfg.pop("n_latents"))
+    d_in = datamodule.train_inputs.shape[1]
+    if transcoder:
+        sae_cfg.setdefault("d_out", datamodule.train_targets.shape[1])
+    sae = create_sae(architecture, d_in, n_latents, **sae_cfg)
+    print(
+        f"training {architecture} ({'transcoder' if transcoder else 'SAE'}) d_in={d_in} "
+        f"n_latents={n_latents} on {datamodule.train_inputs.shape[0]} rows"
+    )
+    module = train_sae(
+        sae,
+        datamodule,
+        steps=int(training["steps"]),
+        lr=float(training["lr"]),
+        warmup_steps=int(training["warmup_steps"]),
+        decay_fraction=float(training["decay_fraction"]),
+        gradient_clip=training["gradient_clip"],
+        run_dir=run_dir,
+        accelerator=str(training["accelerator"]),
+        seed=cfg["seed"],
+    )
+    sae = module.sae.cpu().eval()
+    sae.save_pretrained(run_dir / "sae")
+
+    metrics: dict[str, Any] = {
+        "architecture": architecture,
+        "transcoder": transcoder,
+        "n_latents": n_latents,
+        "steps": int(training["steps"]),
+        **evaluate_reconstruction(
+            sae,
+            datamodule.eval_batches(int(evaluation["batch_size"])),
+            dense_threshold=float(evaluation["dense_threshold"]),
+        ),
+    }
+    if loaded.planted_atoms is not None:
+        metrics["recovery"] = dictionary_recovery(loaded.planted_atoms, sae.W_dec)
+    if loaded.downstream is not None:
+        metrics["downstream"] = loaded.downstream(sae)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    # dashboard: per-stimulus latent activation (max over a stimulus's tokens)
+    n_stim = len(loaded.inputs)
+    rows = _as_rows("inputs", loaded.inputs)
+    per_stim = encode_rows(sae, rows).numpy().reshape(n_stim, -1, n_latents).max(1)
+    figure = latent_dashboard(
+        per_stim,
+        images=loaded.images,
+        stimulus_ids=loaded.stimulus_ids,
+        captions=loaded.captions,
+        n_top=int(evaluation["dashboard_top"]),
+        n_latents=int(evaluation["dashboard_latents"]),
+    )
+    figure.savefig(run_dir / "dashboard.png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    summary = {k: metrics[k] for k in ("fvu", "l0", "dead_fraction") if k in metrics}
+    print(f"wrote {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+    return run_dir
+
+
+#: analysis name -> (help, runner(config, config_path) -> run folder)
+ANALYSES: dict[str, tuple[str, Callable[[dict[str, Any], Path], Path]]] = {
+    "sae": ("train and evaluate a sparse autoencoder or transcoder", run_sae),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``neurodecode analyze``: one subparser per analysis."""
+    sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    for name, (text, _) in ANALYSES.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--config", required=True, type=Path, help="analysis YAML")
+        p.add_argument("--run-dir", type=Path, default=None, help="override the config's run_dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen analysis on its config."""
+    _, runner = ANALYSES[args.analysis]
+    config = load_config(args.config)
+    if args.run_dir is not None:
+        config["run_dir"] = str(args.run_dir)
+    runner(config, args.config)
+    return 0

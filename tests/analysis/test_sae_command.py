@@ -1,0 +1,110 @@
+"""``neurodecode analyze sae --config FILE`` end to end, and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from neurodecode.analysis.command import validate_sae_config
+from neurodecode.analysis.sae import SparseAutoencoder
+from neurodecode.cli import main
+from neurodecode.validation import InvalidInputError
+
+
+def _tiny_config(run_dir, **overrides):
+    config = {
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "data": {"source": "planted", "n_samples": 3000, "d": 8, "n_atoms": 16, "n_active": 2},
+        "sae": {"architecture": "topk", "n_latents": 32, "k": 2, "dead_window": 2000},
+        "training": {"steps": 60, "batch_size": 128, "lr": 3e-3, "accelerator": "cpu"},
+        "evaluation": {"dashboard_latents": 3, "dashboard_top": 4},
+    }
+    config.update(overrides)
+    return config
+
+
+def test_analyze_sae_runs_end_to_end(tmp_path):
+    config_path = tmp_path / "sae.yaml"
+    config_path.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run")))
+    assert main(["analyze", "sae", "--config", str(config_path)]) == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in (
+        "fvu",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "density_histogram",
+        "gamma_rescale_reconstruction",
+        "gamma_rescale_input",
+        "recovery",
+    ):
+        assert key in metrics, key
+    assert 0 <= metrics["fvu"] < 1 and metrics["l0"] <= 2
+    assert (run / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "config.yaml").is_file()
+    sae = SparseAutoencoder.from_pretrained(run / "sae")
+    assert sae.architecture == "topk" and sae.n_latents == 32
+
+
+def test_analyze_sae_transcoder_from_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(300, 2, 6)).astype(np.float32)  # (stimuli, tokens, d)
+    np.save(tmp_path / "x.npy", inputs)
+    np.save(tmp_path / "y.npy", np.tanh(inputs[..., :4]))
+    config = _tiny_config(
+        tmp_path / "run",
+        data={
+            "source": "array",
+            "inputs": str(tmp_path / "x.npy"),
+            "targets": str(tmp_path / "y.npy"),
+        },
+        sae={
+            "architecture": "jumprelu",
+            "n_latents": 12,
+            "transcoder": True,
+            "skip_connection": True,
+            "bandwidth": 0.05,
+        },
+    )
+    config["training"]["steps"] = 20
+    config_path = tmp_path / "tc.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "sae", "--config", str(config_path)]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["transcoder"] is True and "recovery" not in metrics
+    assert (tmp_path / "run" / "dashboard.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trainig": {}}, r"unknown keys \['trainig'\]"),
+        (
+            {"sae": {"architecture": "topk", "n_latents": 8, "l1_coefficient": 1.0}},
+            r"section 'sae' \(topk\) has unknown keys \['l1_coefficient'\]",
+        ),
+        ({"sae": {"architecture": "sparse", "n_latents": 8}}, "sae.architecture='sparse'"),
+        ({"data": {"source": "planted", "dims": 8}}, r"source 'planted'.*unknown keys \['dims'\]"),
+        ({"data": {"source": "hdf5"}}, "data.source='hdf5'"),
+        ({"training": {"step": 5}}, r"section 'training' has unknown keys \['step'\]"),
+    ],
+)
+def test_bad_config_keys_give_a_clear_error(tmp_path, change, message):
+    config = _tiny_config(tmp_path / "run")
+    config.update(change)
+    with pytest.raises(InvalidInputError, match=message):
+        validate_sae_config(config, "sae.yaml")
+
+
+def test_cli_reports_bad_config_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run", evaluaton={})))
+    with pytest.raises(InvalidInputError, match=r"bad\.yaml has unknown keys \['evaluaton'\]"):
+        main(["analyze", "sae", "--config", str(path)])
+    with pytest.raises(InvalidInputError, match="analysis config not found"):
+        main(["analyze", "sae", "--config", str(tmp_path / "missing.yaml")])
