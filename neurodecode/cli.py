@@ -22,6 +22,7 @@ LIGHTNING_COMMANDS = {
 #: subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("neurodecode.sim.command", "write a simulated NSD or THINGS-MEG data set"),
+    "analyze": ("neurodecode.analysis.command", "run an analysis: sae, ..."),
 }
 
 
