@@ -22,7 +22,10 @@ LIGHTNING_COMMANDS = {
 #: subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("neurodecode.sim.command", "write a simulated NSD or THINGS-MEG data set"),
+    "extract": ("neurodecode.features.command", "fill a FeatureStore with DNN features of stimuli"),
+    "train-clip": ("neurodecode.features.train_clip_command", "train and cache sim-clip"),
     "analyze": ("neurodecode.analysis.command", "run an analysis: sae, ..."),
+    "demo": ("neurodecode.demo", "the main job end to end on the simulated world (make demo)"),
 }
 
 

@@ -88,14 +88,17 @@ def subject_index(subject: str) -> int:
     """``"subj01"`` -> 0."""
     match = re.fullmatch(r"subj(\d+)", subject)
     if not match:
-        raise InvalidInputError(f"subject={subject!r} is not valid; expected 'subjNN' like 'subj01'.")
+        raise InvalidInputError(
+            f"subject={subject!r} is not valid; expected 'subjNN' like 'subj01'."
+        )
     return int(match.group(1)) - 1
 
 
 def session_files(root: str | Path, subject: str) -> dict[int, Path]:
     """``{session number: betas file}`` for the sessions present (HDF5 preferred over NIfTI)."""
-    folder = check_dir(Path(root) / "nsddata_betas/ppdata" / subject / BETAS_SUBDIR,
-                       f"betas folder of {subject}")
+    folder = check_dir(
+        Path(root) / "nsddata_betas/ppdata" / subject / BETAS_SUBDIR, f"betas folder of {subject}"
+    )
     files: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         match = re.fullmatch(r"betas_session(\d+)\.(hdf5|nii\.gz|nii)", path.name)
@@ -111,8 +114,9 @@ def roi_path(root: str | Path, subject: str, roi: str) -> Path:
     return Path(root) / "nsddata/ppdata" / subject / "func1pt8mm/roi" / f"{roi}.nii.gz"
 
 
-def _read_session(path: Path, mask_zyx: np.ndarray, bbox: tuple[slice, ...],
-                  inside: tuple[np.ndarray, ...]) -> np.ndarray:
+def _read_session(
+    path: Path, mask_zyx: np.ndarray, bbox: tuple[slice, ...], inside: tuple[np.ndarray, ...]
+) -> np.ndarray:
     """Masked betas of one session in percent signal change, (n_trials, n_voxels) float32."""
     expected = mask_zyx.shape
     try:
@@ -208,8 +212,11 @@ def read_nsd_betas(
         raise InvalidInputError(
             f"subject={subject!r}: the design only has {design.subjectim.shape[0]} subjects."
         )
-    volume = roi if isinstance(roi, ROIVolume) else read_roi_volume(roi_path(root, subject, roi),
-                                                                     subject)
+    volume = (
+        roi
+        if isinstance(roi, ROIVolume)
+        else read_roi_volume(roi_path(root, subject, roi), subject)
+    )
     mask_xyz = volume.mask(roi_labels)
     if not mask_xyz.any():
         raise InvalidInputError(f"ROI {volume.path} (labels {roi_labels}) selects no voxels.")
@@ -224,8 +231,13 @@ def read_nsd_betas(
         sessions = list(available)
         gaps = sorted(set(range(1, max(available) + 1)) - set(available))
         if gaps:
-            logger.warning("%s: sessions %s are missing under %s; reading the %d present.",
-                           subject, gaps, root, len(available))
+            logger.warning(
+                "%s: sessions %s are missing under %s; reading the %d present.",
+                subject,
+                gaps,
+                root,
+                len(available),
+            )
     else:
         missing = [s for s in sessions if s not in available]
         if missing:
@@ -287,8 +299,12 @@ def read_nsd_betas(
     )
 
 
-def count_roi_voxels(root: str | Path, subject: str, roi: str = "nsdgeneral",
-                     roi_labels: str | list[str] | None = None) -> int:
+def count_roi_voxels(
+    root: str | Path,
+    subject: str,
+    roi: str = "nsdgeneral",
+    roi_labels: str | list[str] | None = None,
+) -> int:
     """Voxels in a subject's ROI mask (without reading any betas)."""
     return int(read_roi_volume(roi_path(root, subject, roi), subject).mask(roi_labels).sum())
 
@@ -307,8 +323,9 @@ def read_stimuli(root: str | Path, stimulus_ids: np.ndarray | list[int]) -> np.n
                 f"stimulus ids {ids.min()}..{ids.max()} are outside {path}'s {brick.shape[0]} images."
             )
         unique, inverse = np.unique(ids, return_inverse=True)
-        images = brick[unique.tolist()] if len(unique) else np.empty((0, *brick.shape[1:]),
-                                                                      brick.dtype)
+        images = (
+            brick[unique.tolist()] if len(unique) else np.empty((0, *brick.shape[1:]), brick.dtype)
+        )
     return images[inverse]
 
 

@@ -101,7 +101,9 @@ def read_roi_volume(path: str | Path, subject: str | None = None) -> ROIVolume:
     except Exception as err:  # nibabel raises several types for corrupt files
         raise InvalidInputError(f"cannot read ROI volume {path}: {err}") from err
     if data.ndim != 3:
-        raise InvalidInputError(f"ROI volume {path} has shape {data.shape}; expected 3-D (X, Y, Z).")
+        raise InvalidInputError(
+            f"ROI volume {path} has shape {data.shape}; expected 3-D (X, Y, Z)."
+        )
     if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
         raise InvalidInputError(f"ROI volume {path} has non-integer values; expected -1/0/1..N.")
     labels = data.astype(np.int32)

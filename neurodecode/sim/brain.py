@@ -195,8 +195,9 @@ def _prf_weights(grid: int, cx: float, cy: float, sigma: float, profile: np.ndar
     return (profile[:, None, None] * gauss[None]).ravel()
 
 
-def voxel_drive(features: GeneratingFeatures, population: VoxelPopulation,
-                standardised: np.ndarray) -> np.ndarray:
+def voxel_drive(
+    features: GeneratingFeatures, population: VoxelPopulation, standardised: np.ndarray
+) -> np.ndarray:
     """Noise-free responses, percent signal change, shape (n_images, n_voxels).
 
     ``standardised`` is ``features.values`` with category/attribute columns z-scored (energy kept
@@ -205,9 +206,9 @@ def voxel_drive(features: GeneratingFeatures, population: VoxelPopulation,
     drive = standardised @ population.weights.T
     compressive = population.exponent != 1.0
     if compressive.any():
-        drive[:, compressive] = np.maximum(drive[:, compressive], 0.0) ** population.exponent[
-            compressive
-        ]
+        drive[:, compressive] = (
+            np.maximum(drive[:, compressive], 0.0) ** population.exponent[compressive]
+        )
     mean, sd = drive.mean(axis=0), drive.std(axis=0)
     sd[sd == 0] = 1.0
     return population.baseline + population.amplitude * (drive - mean) / sd

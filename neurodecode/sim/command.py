@@ -10,8 +10,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``neurodecode simulate``."""
     parser.add_argument("modality", choices=["fmri", "meg"], help="what to simulate")
-    parser.add_argument("--config", required=True, type=Path,
-                        help="simulation YAML, e.g. datasets/sim/default.yaml")
+    parser.add_argument(
+        "--config", required=True, type=Path, help="simulation YAML, e.g. datasets/sim/default.yaml"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 
 from neurodecode.sim.brain import (
     CATEGORY_ROIS,
-    ROI_FILE_OF,
     ROI_TABLES,
     GeneratingFeatures,
     VoxelPopulation,
@@ -214,8 +213,13 @@ def _anatomy(config: FMRISimConfig, s: int, rng: np.random.Generator) -> Subject
     return SubjectAnatomy(shape, brain, nsdgeneral, labels, centre, radii)
 
 
-def _population(config: FMRISimConfig, anatomy: SubjectAnatomy, features: GeneratingFeatures,
-                standardised: np.ndarray, rng: np.random.Generator) -> VoxelPopulation:
+def _population(
+    config: FMRISimConfig,
+    anatomy: SubjectAnatomy,
+    features: GeneratingFeatures,
+    standardised: np.ndarray,
+    rng: np.random.Generator,
+) -> VoxelPopulation:
     ijk = np.argwhere(anatomy.nsdgeneral)  # (V, 3) x, y, z in C order of the volume
     n_vox, n_feat = len(ijk), features.values.shape[1]
     roi = np.full(n_vox, "", dtype="<U12")
@@ -238,7 +242,7 @@ def _population(config: FMRISimConfig, anatomy: SubjectAnatomy, features: Genera
         w = _prf_weights(grid, cx, cy, sigma, rng.dirichlet(np.ones(n_channels)))
         return w / max((energy_raw @ w).std(), 1e-12)  # unit SD drive over images
 
-    x, y, z = (ijk[:, k].astype(float) for k in range(3))
+    x, z = ijk[:, 0].astype(float), ijk[:, 2].astype(float)
     dx = (x - anatomy.centre[0]) / anatomy.radii[0]
     dz = (z - anatomy.centre[2]) / anatomy.radii[2]
     for v in range(n_vox):
@@ -417,7 +421,6 @@ def simulate_fmri(config: FMRISimConfig, out_dir: str | Path, progress: bool = T
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    rng = np.random.default_rng(config.seed)
     design = _design(config, np.random.default_rng([config.seed, 1]))
     _write_design(tmp, config, design)
     stimuli = _write_stimuli(tmp, config, design)
@@ -467,16 +470,38 @@ def simulate_fmri(config: FMRISimConfig, out_dir: str | Path, progress: bool = T
             g.create_dataset("roi", data=pop.roi.astype("S12"))
             g.create_dataset("kind", data=pop.kind.astype("S8"))
             g.attrs["volume_shape_xyz"] = anatomy.shape
-            _write_betas(tmp, config, subject, anatomy, pop, responses, design, s, drift_offset,
-                         drift_gain, srng, progress)
+            _write_betas(
+                tmp,
+                config,
+                subject,
+                anatomy,
+                pop,
+                responses,
+                design,
+                s,
+                drift_offset,
+                drift_gain,
+                srng,
+                progress,
+            )
     os.replace(tmp, out_dir)
     return out_dir
 
 
-def _write_betas(root: Path, config: FMRISimConfig, subject: str, anatomy: SubjectAnatomy,
-                 pop: VoxelPopulation, responses: np.ndarray, design: Design, s: int,
-                 drift_offset: np.ndarray, drift_gain: np.ndarray, rng: np.random.Generator,
-                 progress: bool) -> None:
+def _write_betas(
+    root: Path,
+    config: FMRISimConfig,
+    subject: str,
+    anatomy: SubjectAnatomy,
+    pop: VoxelPopulation,
+    responses: np.ndarray,
+    design: Design,
+    s: int,
+    drift_offset: np.ndarray,
+    drift_gain: np.ndarray,
+    rng: np.random.Generator,
+    progress: bool,
+) -> None:
     bdir = betas_dir(root, subject)
     bdir.mkdir(parents=True, exist_ok=True)
     X, Y, Z = anatomy.shape
@@ -487,16 +512,17 @@ def _write_betas(root: Path, config: FMRISimConfig, subject: str, anatomy: Subje
     n_trials = len(design.masterordering)
     sessions = range(-(-n_trials // config.trials_per_session))
     for sess in tqdm(sessions, desc=f"{subject} betas", disable=not progress, leave=False):
-        trials = np.arange(sess * config.trials_per_session,
-                           min((sess + 1) * config.trials_per_session, n_trials))
+        trials = np.arange(
+            sess * config.trials_per_session, min((sess + 1) * config.trials_per_session, n_trials)
+        )
         ids = design.subjectim[s, design.masterordering[trials]]
         signal = responses[ids] + rng.normal(size=(len(trials), len(pop.ijk))) * pop.noise_sd
         signal = drift_gain[sess] * signal + drift_offset[sess]
         volume = np.zeros((len(trials), X, Y, Z), dtype=np.float32)
         volume[:, pop.ijk[:, 0], pop.ijk[:, 1], pop.ijk[:, 2]] = signal
-        volume[:, other[:, 0], other[:, 1], other[:, 2]] = other_baseline + rng.normal(
-            size=(len(trials), len(other))
-        ) * other_sd
+        volume[:, other[:, 0], other[:, 1], other[:, 2]] = (
+            other_baseline + rng.normal(size=(len(trials), len(other))) * other_sd
+        )
         # MATLAB stores X x Y x Z x trials; h5py sees the reverse: (trials, Z, Y, X)
         data = np.clip(np.round(volume * 300), -32768, 32767).astype(np.int16)
         data = np.ascontiguousarray(data.transpose(0, 3, 2, 1))

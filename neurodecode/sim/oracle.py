@@ -96,8 +96,9 @@ def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.nda
     return observed, responses, noise_sd**2 / n_rep
 
 
-def oracle_retrieval(root: str | Path, subject: str = "subj01", n_way: int = 300,
-                     n_draws: int = 30, seed: int = 0) -> dict:
+def oracle_retrieval(
+    root: str | Path, subject: str = "subj01", n_way: int = 300, n_draws: int = 30, seed: int = 0
+) -> dict:
     """The oracle's n-way identification of averaged test trials (MindEye protocol).
 
     ``n_way`` is capped at the number of shared images. Returns the keys of

@@ -93,8 +93,9 @@ def _position_phrase(x: float, y: float) -> str:
     return " ".join(p for p in (vertical, horizontal) if p)
 
 
-def make_caption(category: str, colour: str, count: int, scale: float, x: float, y: float,
-                 text: str = "") -> str:
+def make_caption(
+    category: str, colour: str, count: int, scale: float, x: float, y: float, text: str = ""
+) -> str:
     """Build the caption of a scene from its parameters (the same words every time)."""
     size = "small" if scale < 0.24 else "large" if scale > 0.32 else ""
     noun = _NOUNS[category][0 if count == 1 else 1]
@@ -103,7 +104,9 @@ def make_caption(category: str, colour: str, count: int, scale: float, x: float,
         words = " ".join(text.split())
         return f'the letters "{words}" in {colour} {where}'
     if category == "place":
-        return f"{_COUNT_WORDS[count]} {size + ' ' if size else ''}{colour} {noun} in a field {where}"
+        return (
+            f"{_COUNT_WORDS[count]} {size + ' ' if size else ''}{colour} {noun} in a field {where}"
+        )
     article = _COUNT_WORDS[count]
     if count == 1 and (size or colour)[0] in "aeiou":
         article = "an"
@@ -118,15 +121,26 @@ def _shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
 
 
 def _draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rng) -> None:
-    d.ellipse([cx - 0.8 * r, cy - r, cx + 0.8 * r, cy + r], fill=rgb, outline=_shade(rgb, 0.5),
-              width=max(1, int(r * 0.06)))
+    d.ellipse(
+        [cx - 0.8 * r, cy - r, cx + 0.8 * r, cy + r],
+        fill=rgb,
+        outline=_shade(rgb, 0.5),
+        width=max(1, int(r * 0.06)),
+    )
     eye = 0.13 * r
     for sx in (-0.33, 0.33):
         ex, ey = cx + sx * r, cy - 0.22 * r
-        d.ellipse([ex - eye, ey - eye, ex + eye, ey + eye],
-                  fill=(235, 235, 235) if sum(rgb) < 150 else (20, 20, 20))
-    d.arc([cx - 0.4 * r, cy + 0.05 * r, cx + 0.4 * r, cy + 0.55 * r], 20, 160, fill=(60, 10, 10),
-          width=max(1, int(r * 0.08)))
+        d.ellipse(
+            [ex - eye, ey - eye, ex + eye, ey + eye],
+            fill=(235, 235, 235) if sum(rgb) < 150 else (20, 20, 20),
+        )
+    d.arc(
+        [cx - 0.4 * r, cy + 0.05 * r, cx + 0.4 * r, cy + 0.55 * r],
+        20,
+        160,
+        fill=(60, 10, 10),
+        width=max(1, int(r * 0.08)),
+    )
     d.line([cx, cy - 0.1 * r, cx, cy + 0.2 * r], fill=_shade(rgb, 0.6), width=max(1, int(r * 0.06)))
 
 
@@ -145,10 +159,13 @@ def _draw_body(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rng)
 
 
 def _draw_house(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rng) -> None:
-    d.rectangle([cx - 0.7 * r, cy - 0.2 * r, cx + 0.7 * r, cy + 0.8 * r], fill=rgb,
-                outline=_shade(rgb, 0.5))
-    d.polygon([(cx - 0.9 * r, cy - 0.2 * r), (cx + 0.9 * r, cy - 0.2 * r), (cx, cy - 0.9 * r)],
-              fill=(150, 50, 40))
+    d.rectangle(
+        [cx - 0.7 * r, cy - 0.2 * r, cx + 0.7 * r, cy + 0.8 * r], fill=rgb, outline=_shade(rgb, 0.5)
+    )
+    d.polygon(
+        [(cx - 0.9 * r, cy - 0.2 * r), (cx + 0.9 * r, cy - 0.2 * r), (cx, cy - 0.9 * r)],
+        fill=(150, 50, 40),
+    )
     d.rectangle([cx - 0.15 * r, cy + 0.3 * r, cx + 0.15 * r, cy + 0.8 * r], fill=(80, 50, 30))
     d.rectangle([cx + 0.3 * r, cy + 0.0 * r, cx + 0.55 * r, cy + 0.25 * r], fill=(200, 230, 250))
 
@@ -156,8 +173,11 @@ def _draw_house(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rng
 def _draw_food(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rng) -> None:
     d.ellipse([cx - r, cy - 0.85 * r, cx + r, cy + 0.95 * r], fill=rgb, outline=_shade(rgb, 0.6))
     d.ellipse([cx - 0.55 * r, cy - 0.55 * r, cx - 0.2 * r, cy - 0.2 * r], fill=_shade(rgb, 1.35))
-    d.line([cx, cy - 0.8 * r, cx + 0.1 * r, cy - 1.2 * r], fill=(90, 60, 20),
-           width=max(1, int(r * 0.12)))
+    d.line(
+        [cx, cy - 0.8 * r, cx + 0.1 * r, cy - 1.2 * r],
+        fill=(90, 60, 20),
+        width=max(1, int(r * 0.12)),
+    )
     d.ellipse([cx + 0.1 * r, cy - 1.25 * r, cx + 0.6 * r, cy - 0.95 * r], fill=(40, 150, 40))
 
 
@@ -165,37 +185,71 @@ def _draw_object(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rgb, rn
     shape = rng.integers(3)
     if shape == 0:  # a cube in oblique projection
         s, o = 0.75 * r, 0.3 * r
-        d.polygon([(cx - s, cy - s + o), (cx - s + o, cy - s), (cx + s + o, cy - s),
-                   (cx + s, cy - s + o)], fill=_shade(rgb, 1.3))
-        d.polygon([(cx + s, cy - s + o), (cx + s + o, cy - s), (cx + s + o, cy + s - o),
-                   (cx + s, cy + s)], fill=_shade(rgb, 0.6))
+        d.polygon(
+            [
+                (cx - s, cy - s + o),
+                (cx - s + o, cy - s),
+                (cx + s + o, cy - s),
+                (cx + s, cy - s + o),
+            ],
+            fill=_shade(rgb, 1.3),
+        )
+        d.polygon(
+            [
+                (cx + s, cy - s + o),
+                (cx + s + o, cy - s),
+                (cx + s + o, cy + s - o),
+                (cx + s, cy + s),
+            ],
+            fill=_shade(rgb, 0.6),
+        )
         d.rectangle([cx - s, cy - s + o, cx + s, cy + s], fill=rgb)
     elif shape == 1:  # a pyramid
-        d.polygon([(cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r), (cx, cy - r)], fill=rgb,
-                  outline=_shade(rgb, 0.5))
-        d.polygon([(cx, cy - r), (cx + r, cy + 0.8 * r), (cx + 0.3 * r, cy + 0.8 * r)],
-                  fill=_shade(rgb, 0.7))
+        d.polygon(
+            [(cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r), (cx, cy - r)],
+            fill=rgb,
+            outline=_shade(rgb, 0.5),
+        )
+        d.polygon(
+            [(cx, cy - r), (cx + r, cy + 0.8 * r), (cx + 0.3 * r, cy + 0.8 * r)],
+            fill=_shade(rgb, 0.7),
+        )
     else:  # a cylinder
         d.rectangle([cx - 0.6 * r, cy - 0.7 * r, cx + 0.6 * r, cy + 0.7 * r], fill=rgb)
         d.ellipse([cx - 0.6 * r, cy + 0.5 * r, cx + 0.6 * r, cy + 0.9 * r], fill=rgb)
         d.ellipse([cx - 0.6 * r, cy - 0.9 * r, cx + 0.6 * r, cy - 0.5 * r], fill=_shade(rgb, 1.3))
 
 
-_DRAWERS = {"face": _draw_face, "body": _draw_body, "place": _draw_house, "food": _draw_food,
-            "object": _draw_object}
+_DRAWERS = {
+    "face": _draw_face,
+    "body": _draw_body,
+    "place": _draw_house,
+    "food": _draw_food,
+    "object": _draw_object,
+}
 
 
-def _object_centres(count: int, x: float, y: float, r: float, side: float) -> list[tuple[float,
-                                                                                          float]]:
+def _object_centres(
+    count: int, x: float, y: float, r: float, side: float
+) -> list[tuple[float, float]]:
     """Centres of ``count`` objects in a row around (x, y), in pixels of a ``side``-px canvas."""
     gap = 2.1 * r
     xs = [x * side + (i - (count - 1) / 2) * gap for i in range(count)]
     return [(min(max(px, r), side - r), y * side) for px in xs]
 
 
-def render_scene(category: str, colour: str, count: int, scale: float, x: float, y: float,
-                 text: str, background: tuple[int, int, int], size: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def render_scene(
+    category: str,
+    colour: str,
+    count: int,
+    scale: float,
+    x: float,
+    y: float,
+    text: str,
+    background: tuple[int, int, int],
+    size: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Draw one scene; returns an array of shape (size, size, 3), uint8."""
     check_option("category", category, CATEGORIES)
     side = 4 * size
@@ -237,14 +291,24 @@ def _draw_parameters(rng: np.random.Generator, category: str) -> dict:
         background = tuple(int(v) for v in rng.integers(90, 170, size=3))
     text = ""
     if category == "word":
-        text = " ".join("".join(rng.choice(list(_LETTERS), size=int(rng.integers(3, 5))))
-                        for _ in range(count))
-    return dict(category=category, colour=colour, count=count, scale=scale, x=x, y=y, text=text,
-                background=background)
+        text = " ".join(
+            "".join(rng.choice(list(_LETTERS), size=int(rng.integers(3, 5)))) for _ in range(count)
+        )
+    return dict(
+        category=category,
+        colour=colour,
+        count=count,
+        scale=scale,
+        x=x,
+        y=y,
+        text=text,
+        background=background,
+    )
 
 
-def generate_stimuli(n: int, size: int = 64, seed: int = 0, start: int = 0,
-                     categories: tuple[str, ...] = CATEGORIES) -> StimulusSet:
+def generate_stimuli(
+    n: int, size: int = 64, seed: int = 0, start: int = 0, categories: tuple[str, ...] = CATEGORIES
+) -> StimulusSet:
     """Generate ``n`` scenes, images ``start .. start + n - 1`` of the stream for ``seed``.
 
     Categories cycle through ``categories`` in a seeded random order so that every category is
@@ -264,16 +328,32 @@ def generate_stimuli(n: int, size: int = 64, seed: int = 0, start: int = 0,
     for k in range(n):
         i = start + k
         rng = np.random.default_rng([seed, i])
-        category = categories[(i + int(np.random.default_rng([seed, i // len(categories)])
-                                        .integers(len(categories)))) % len(categories)]
+        category = categories[
+            (i + int(np.random.default_rng([seed, i // len(categories)]).integers(len(categories))))
+            % len(categories)
+        ]
         p = _draw_parameters(rng, category)
-        images[k] = render_scene(p["category"], p["colour"], p["count"], p["scale"], p["x"],
-                                 p["y"], p["text"], p["background"], size, rng)
+        images[k] = render_scene(
+            p["category"],
+            p["colour"],
+            p["count"],
+            p["scale"],
+            p["x"],
+            p["y"],
+            p["text"],
+            p["background"],
+            size,
+            rng,
+        )
         rows.append(p)
     return StimulusSet(
         images=images,
-        captions=[make_caption(p["category"], p["colour"], p["count"], p["scale"], p["x"], p["y"],
-                               p["text"]) for p in rows],
+        captions=[
+            make_caption(
+                p["category"], p["colour"], p["count"], p["scale"], p["x"], p["y"], p["text"]
+            )
+            for p in rows
+        ],
         category=np.array([p["category"] for p in rows], dtype="<U8"),
         colour=np.array([p["colour"] for p in rows], dtype="<U8"),
         count=np.array([p["count"] for p in rows], dtype=np.int64),

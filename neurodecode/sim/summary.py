@@ -29,8 +29,10 @@ def fmri_summary(root: str | Path, with_oracle: bool = True) -> str:
             for path in files:
                 with h5py.File(path, "r") as f:
                     n_trials += f["betas"].shape[0]
-            row = (f"{subject:<8} {len(g['voxel_ijk']):>7} {len(files):>8} {n_trials:>7} "
-                   f"{np.mean(g['noise_ceiling'][:]):>9.1f}")
+            row = (
+                f"{subject:<8} {len(g['voxel_ijk']):>7} {len(files):>8} {n_trials:>7} "
+                f"{np.mean(g['noise_ceiling'][:]):>9.1f}"
+            )
             if with_oracle:
                 from neurodecode.sim.oracle import oracle_retrieval
 
@@ -40,10 +42,14 @@ def fmri_summary(root: str | Path, with_oracle: bool = True) -> str:
             lines.append(row)
             names, counts = np.unique(g["roi"][:].astype(str), return_counts=True)
             rois[subject] = dict(zip(names, counts))
-    lines += ["", f"images: {config['n_shared']} shared (test) + "
-              f"{config['n_train_per_subject']} per subject (train), {config['n_repeats']} repeats"]
+    lines += [
+        "",
+        f"images: {config['n_shared']} shared (test) + "
+        f"{config['n_train_per_subject']} per subject (train), {config['n_repeats']} repeats",
+    ]
     lines.append("ROI voxels (" + ", ".join(subjects) + "):")
     names = sorted({n for r in rois.values() for n in r if n})
-    lines.append("  " + "  ".join(f"{n}={'/'.join(str(rois[s].get(n, 0)) for s in subjects)}"
-                                  for n in names))
+    lines.append(
+        "  " + "  ".join(f"{n}={'/'.join(str(rois[s].get(n, 0)) for s in subjects)}" for n in names)
+    )
     return "\n".join(lines)

@@ -56,11 +56,13 @@ def test_splits_repeats_and_zscoring(tiny_nsd):
 
 
 def test_roi_labels_come_from_the_ctab(tiny_nsd):
-    volume = read_roi_volume(tiny_nsd / "nsddata/ppdata/subj01/func1pt8mm/roi/floc-faces.nii.gz",
-                             "subj01")
+    volume = read_roi_volume(
+        tiny_nsd / "nsddata/ppdata/subj01/func1pt8mm/roi/floc-faces.nii.gz", "subj01"
+    )
     assert volume.table[2] == "FFA-1"
-    ffa = read_nsd_betas(tiny_nsd, "subj01", sessions=[1], roi="floc-faces", roi_labels="FFA-1",
-                         progress=False)
+    ffa = read_nsd_betas(
+        tiny_nsd, "subj01", sessions=[1], roi="floc-faces", roi_labels="FFA-1", progress=False
+    )
     with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
         planted = (gt["subj01/roi"][:].astype(str) == "FFA-1").sum()
     assert ffa.data.shape[1] == planted > 0

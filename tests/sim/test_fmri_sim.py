@@ -54,15 +54,18 @@ def test_layout_names_dtypes_and_shapes(tiny_nsd):
 
 
 def test_subjects_differ_in_voxel_count_and_placement(tiny_nsd):
-    masks = [np.asarray(nib.load(tiny_nsd / ROI.format(s=s) / "nsdgeneral.nii.gz").dataobj)
-             for s in ("subj01", "subj02")]
+    masks = [
+        np.asarray(nib.load(tiny_nsd / ROI.format(s=s) / "nsdgeneral.nii.gz").dataobj)
+        for s in ("subj01", "subj02")
+    ]
     assert (masks[0] == 1).sum() != (masks[1] == 1).sum() or masks[0].shape != masks[1].shape
 
 
 def test_expdesign_is_one_based_like_nsd(tiny_nsd):
     mat = scipy.io.loadmat(tiny_nsd / "nsddata/experiments/nsd/nsd_expdesign.mat")
-    master, subjectim, shared = (mat[k].astype(int) for k in ("masterordering", "subjectim",
-                                                                "sharedix"))
+    master, subjectim, shared = (
+        mat[k].astype(int) for k in ("masterordering", "subjectim", "sharedix")
+    )
     assert master.shape[0] == 1 and shared.shape[0] == 1
     assert master.min() == 1 and master.max() == subjectim.shape[1]
     assert subjectim.min() >= 1 and shared.min() >= 1
@@ -104,8 +107,12 @@ def test_category_rois_prefer_their_category_in_written_betas(tiny_nsd):
     mat = scipy.io.loadmat(tiny_nsd / "nsddata/experiments/nsd/nsd_expdesign.mat")
     master = mat["masterordering"].ravel().astype(int) - 1
     subjectim = mat["subjectim"].astype(int) - 1
-    prefer = {"floc-faces": "face", "floc-bodies": "body", "floc-places": "place",
-              "floc-words": "word"}
+    prefer = {
+        "floc-faces": "face",
+        "floc-bodies": "body",
+        "floc-places": "place",
+        "floc-words": "word",
+    }
     for s_index, s in enumerate(("subj01", "subj02")):
         files = sorted((tiny_nsd / BETAS.format(s=s)).glob("betas_session*.hdf5"))
         data, cats = [], []
@@ -143,16 +150,23 @@ def test_oracle_far_above_chance_and_falls_with_noise(tmp_path):
     config = FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml")
     tops = []
     for scale in (1.0, 6.0):
-        root = simulate_fmri(dataclasses.replace(config, noise_scale=scale, n_subjects=1),
-                             tmp_path / f"noise{scale}", progress=False)
+        root = simulate_fmri(
+            dataclasses.replace(config, noise_scale=scale, n_subjects=1),
+            tmp_path / f"noise{scale}",
+            progress=False,
+        )
         tops.append(oracle_retrieval(root, "subj01", n_way=60)["brain_to_image_top1"])
     assert tops[0] > 0.5 > 10 / 60
     assert tops[1] < tops[0]
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):
-    config = dataclasses.replace(FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml"),
-                                 n_subjects=1, n_train_per_subject=30, n_shared=12)
+    config = dataclasses.replace(
+        FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml"),
+        n_subjects=1,
+        n_train_per_subject=30,
+        n_shared=12,
+    )
     a = simulate_fmri(config, tmp_path / "a", progress=False)
     b = simulate_fmri(config, tmp_path / "b", progress=False)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())

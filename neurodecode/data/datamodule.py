@@ -1,0 +1,264 @@
+"""LightningDataModule joining NSD-layout fMRI trials with stimulus features by stimulus id.
+
+Training uses single repeats (one trial per step, as MindEye does); validation and test use
+repeat-averaged trials. Each subject keeps its own voxel count: every batch holds trials of one
+subject only (:class:`SubjectBatchSampler`), and multi-subject models route them through per-subject
+adapters. Batches are dicts::
+
+    brain        (B, n_voxels_of_that_subject) float32, session-z-scored
+    target       (B, *target_shape) float32 features of the stimulus (e.g. CLIP image embedding)
+    subject      (B,) long, index into ``geometry["n_voxels"]``'s subject order
+    stimulus_id  (B,) long, NSD 73k id
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from neurodecode.data.nsd import count_roi_voxels, read_nsd_betas
+from neurodecode.data.trials import TrialSet
+from neurodecode.validation import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+
+class BrainFeatureDataset(Dataset):
+    """Trials of several subjects paired with their stimulus features.
+
+    Parameters
+    ----------
+    trials : list of TrialSet
+        One per subject (data (n_i, V_i)).
+    targets : list of ndarray
+        Per subject, (n_i, *target_shape) float32 aligned with the trials.
+    subject_indices : list of int
+        The subject index of each entry (position in the model's subject order).
+    """
+
+    def __init__(
+        self, trials: list[TrialSet], targets: list[np.ndarray], subject_indices: list[int]
+    ) -> None:
+        self.trials, self.targets, self.subject_indices = trials, targets, subject_indices
+        self.offsets = np.cumsum([0] + [len(t) for t in trials])
+        self.subject_of = (
+            np.concatenate([np.full(len(t), k) for k, t in enumerate(trials)])
+            if trials
+            else np.array([], dtype=int)
+        )
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k = int(self.subject_of[index])
+        i = index - int(self.offsets[k])
+        return {
+            "brain": torch.from_numpy(np.asarray(self.trials[k].data[i], dtype=np.float32)),
+            "target": torch.from_numpy(np.asarray(self.targets[k][i], dtype=np.float32)),
+            "subject": torch.tensor(self.subject_indices[k], dtype=torch.long),
+            "stimulus_id": torch.tensor(int(self.trials[k].stimulus_id[i]), dtype=torch.long),
+        }
+
+
+class SubjectBatchSampler(Sampler[list[int]]):
+    """Batches that never mix subjects; subjects' batches interleave in random order.
+
+    Parameters
+    ----------
+    subject_of : ndarray, shape (n,)
+        Which entry (subject) each dataset index belongs to.
+    batch_size : int
+    shuffle : bool
+        Shuffle within subjects and the batch order (reseeded each epoch via :meth:`set_epoch`).
+    drop_last : bool
+        Drop each subject's last incomplete batch.
+    """
+
+    def __init__(
+        self,
+        subject_of: np.ndarray,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.subject_of, self.batch_size = np.asarray(subject_of), batch_size
+        self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the shuffling seed (Lightning calls this each epoch)."""
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for k in np.unique(self.subject_of):
+            index = np.nonzero(self.subject_of == k)[0]
+            if self.shuffle:
+                index = rng.permutation(index)
+            for start in range(0, len(index), self.batch_size):
+                chunk = index[start : start + self.batch_size]
+                if len(chunk) == self.batch_size or (not self.drop_last and len(chunk)):
+                    batches.append(chunk.tolist())
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class NSDDataModule(L.LightningDataModule):
+    """NSD-layout trials joined with a FeatureStore's features.
+
+    Parameters
+    ----------
+    root : str
+        NSD root (real or simulated).
+    feature_store : str
+        HDF5 FeatureStore holding features of the stimuli (``neurodecode extract``).
+    feature_model, feature_layer : str
+        Which store entry is the target.
+    subjects : list of str
+        Subjects to train on (``"subj01"`` ...); their order is the model's subject order.
+    eval_subject : str, optional
+        Subject whose shared images are the validation/test set (default: the first).
+    roi : str
+        ROI file that masks the voxels (``nsdgeneral``).
+    max_train_sessions : int or dict, optional
+        Use only the first N sessions' training trials (per subject if a dict) — the
+        "new subject with little data" setting. Test trials come from all sessions.
+    val_images : int
+        Training images of the eval subject held out (all their repeats, averaged) for validation.
+    batch_size, num_workers, seed : int
+    """
+
+    def __init__(
+        self,
+        root: str,
+        feature_store: str,
+        feature_model: str = "sim-clip-default",
+        feature_layer: str = "image",
+        subjects: list[str] | None = None,
+        eval_subject: str | None = None,
+        roi: str = "nsdgeneral",
+        max_train_sessions: int | dict[str, int] | None = None,
+        val_images: int = 50,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root, self.store_path = Path(root), Path(feature_store)
+        self.subjects = list(subjects or ["subj01"])
+        self.eval_subject = eval_subject or self.subjects[0]
+        if self.eval_subject not in self.subjects:
+            raise InvalidInputError(
+                f"eval_subject={self.eval_subject!r} is not in subjects={self.subjects}."
+            )
+        self._geometry: dict | None = None
+        self._loaded = False
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def geometry(self) -> dict:
+        """``{"n_voxels": {subject: V}, "target_shape": [...]}`` read from ROI and store headers."""
+        if self._geometry is None:
+            from neurodecode.features.store import FeatureStore
+
+            store = FeatureStore(self.store_path)
+            shape = store.feature_shape(self.hparams.feature_model, self.hparams.feature_layer)
+            self._geometry = {
+                "n_voxels": {
+                    s: count_roi_voxels(self.root, s, self.hparams.roi) for s in self.subjects
+                },
+                "target_shape": list(shape),
+            }
+        return self._geometry
+
+    # ------------------------------------------------------------------ data
+    def _targets(self, ids: np.ndarray) -> np.ndarray:
+        from neurodecode.features.store import FeatureStore
+
+        store = FeatureStore(self.store_path)
+        return store.read(self.hparams.feature_model, self.hparams.feature_layer, ids)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read every subject's trials and join them with their features (once)."""
+        if self._loaded:
+            return
+        hp = self.hparams
+        limit = hp.max_train_sessions
+        rng = np.random.default_rng(hp.seed)
+        train_sets, train_targets, val_sets, val_targets = [], [], [], []
+        for k, subject in enumerate(self.subjects):
+            trials = read_nsd_betas(self.root, subject, roi=hp.roi, progress=False)
+            train = trials.select(trials.split == "train")
+            n_max = limit.get(subject) if isinstance(limit, dict) else limit
+            if n_max is not None:
+                train = train.select(train.session <= n_max)
+                logger.info(
+                    "%s: training on sessions <= %d (%d trials)", subject, n_max, len(train)
+                )
+            if subject == self.eval_subject:
+                ids = np.unique(train.stimulus_id)
+                held = rng.choice(ids, size=min(hp.val_images, len(ids) // 10), replace=False)
+                is_val = np.isin(train.stimulus_id, held)
+                val = train.select(is_val).average_repeats()
+                train = train.select(~is_val)
+                val_sets.append(val)
+                val_targets.append(self._targets(val.stimulus_id))
+                test = trials.select(trials.split == "test").average_repeats()
+                self.test_trials = test
+                self.test_targets = self._targets(test.stimulus_id)
+                self.eval_index = k
+            train_sets.append(train)
+            train_targets.append(self._targets(train.stimulus_id))
+            if train.data.shape[1] != self.geometry["n_voxels"][subject]:
+                raise InvalidInputError(
+                    f"{subject}: read {train.data.shape[1]} voxels but the geometry says "
+                    f"{self.geometry['n_voxels'][subject]}."
+                )
+        self.train_set = BrainFeatureDataset(
+            train_sets, train_targets, list(range(len(train_sets)))
+        )
+        self.val_set = BrainFeatureDataset(val_sets, val_targets, [self.eval_index])
+        self.test_set = BrainFeatureDataset(
+            [self.test_trials], [self.test_targets], [self.eval_index]
+        )
+        self._loaded = True
+
+    def _loader(self, dataset: BrainFeatureDataset, shuffle: bool) -> DataLoader:
+        sampler = SubjectBatchSampler(
+            dataset.subject_of,
+            self.hparams.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            seed=self.hparams.seed,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.hparams.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
