@@ -1,0 +1,99 @@
+"""The command line: help, LightningCLI fit/test/resume through YAML, config validation."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from neurodecode.cli import main
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_nsd, tmp_path_factory):
+    """Features of the tiny world's stimuli: a fixed random projection of the simulation's own
+    generating features (any embedding works for the CLI tests; it is deterministic and cheap)."""
+    from neurodecode.features.store import FeatureStore
+
+    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
+        values = gt["generating_features"][:].astype(np.float64)
+    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
+    projection = np.random.default_rng(0).normal(size=(values.shape[1], 16)) / values.shape[1] ** 0.5
+    embeddings = (values @ projection).astype(np.float32)
+    path = tmp_path_factory.mktemp("features") / "tiny-features.h5"
+    store = FeatureStore(path)
+    store.fill("gt-projection", "image", np.arange(len(values)),
+               lambda ids: embeddings[[int(i) for i in ids]], {"model": "gt-projection"},
+               progress=False)
+    return path
+
+
+def _overrides(tiny_nsd, store, root_dir, epochs):
+    return [
+        f"--data.init_args.root={tiny_nsd}",
+        f"--data.init_args.feature_store={store}",
+        "--data.init_args.feature_model=gt-projection",
+        "--data.init_args.feature_layer=image",
+        "--data.init_args.val_images=10",
+        "--model.init_args.hidden_dim=32",
+        "--model.init_args.n_blocks=1",
+        "--model.init_args.projector_dim=32",
+        "--model.init_args.prior=null",
+        "--model.init_args.test_n_draws=3",
+        f"--trainer.max_epochs={epochs}",
+        f"--trainer.default_root_dir={root_dir}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+    ]
+
+
+def test_help_lists_subcommands(capsys):
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    for name in ("simulate", "demo", "fit", "test", "predict"):
+        assert name in text
+
+
+def test_fit_resume_and_test_through_lightning_cli(tiny_nsd, tiny_store, tmp_path):
+    config = str(REPO / "experiments/sim_retrieval.yaml")
+    main(["fit", "-c", config, *_overrides(tiny_nsd, tiny_store, tmp_path, 2)])
+    checkpoints = sorted(tmp_path.rglob("*.ckpt"))
+    assert checkpoints, "fit wrote no checkpoint"
+    first = checkpoints[-1]
+    assert "epoch=1" in first.name
+    # resume: continues from epoch 2 up to 3 epochs
+    main(["fit", "-c", config, *_overrides(tiny_nsd, tiny_store, tmp_path / "resumed", 3),
+          f"--ckpt_path={first}"])
+    resumed = sorted((tmp_path / "resumed").rglob("*.ckpt"))
+    assert resumed and "epoch=2" in resumed[-1].name
+    import torch
+
+    state = torch.load(resumed[-1], map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] > 0
+    main(["test", "-c", config, *_overrides(tiny_nsd, tiny_store, tmp_path / "test", 1),
+          f"--ckpt_path={resumed[-1]}"])
+
+
+def test_real_data_configs_validate_with_print_config(capsys):
+    for name in ("nsd_mindeye1_subj01.yaml", "sim_multisubject.yaml", "sim_retrieval.yaml"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "-c", str(REPO / "experiments" / name), "--print_config"])
+        assert exit_info.value.code in (0, None)
+        printed = capsys.readouterr().out
+        assert "RetrievalModule" in printed and "NSDDataModule" in printed
+    assert "hidden_dim: 4096" in _printed_mindeye(capsys)
+
+
+def _printed_mindeye(capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(REPO / "experiments/nsd_mindeye1_subj01.yaml"), "--print_config"])
+    return capsys.readouterr().out
+
+
+def test_config_typo_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(REPO / "experiments/sim_retrieval.yaml"),
+              "--model.init_args.hiden_dim=3"])
+    assert "hiden_dim" in capsys.readouterr().err
