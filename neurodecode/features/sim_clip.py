@@ -36,15 +36,50 @@ from neurodecode.validation import InvalidInputError, check_option
 #: Seed of the stimulus stream sim-clip is trained and scored on (held out from experiments).
 TRAIN_SEED = 7919
 
-#: Category prompts for zero-shot classification, one per :data:`CATEGORIES` entry.
+#: One prompt per :data:`CATEGORIES` entry for zero-shot classification.
 CATEGORY_PROMPTS: dict[str, str] = {
     "face": "a photo of a face",
     "body": "a photo of a person",
-    "place": "a photo of a house in a field",
+    "place": "a photo of a house",
     "word": "a photo of letters",
     "food": "a photo of an apple",
     "object": "a photo of a block",
 }
+_CATEGORY_NOUNS = {
+    "face": ("face", "faces"),
+    "body": ("person", "people"),
+    "place": ("house", "houses"),
+    "word": ("letters", "letters"),
+    "food": ("apple", "apples"),
+    "object": ("block", "blocks"),
+}
+#: Prefixes sometimes put before a training caption, so that "a photo of ..." prompts are in the
+#: text distribution (web alt-text varies the same way).
+CAPTION_PREFIXES: tuple[str, ...] = ("a photo of ", "an image of ", "a picture of ")
+
+
+def category_prompt_ensemble(category: str) -> list[str]:
+    """Prompts for one category, averaged in zero-shot classification (CLIP's prompt ensembling).
+
+    Templates name the category's noun only (no image-specific words): "a photo of a face",
+    "a face", "two faces", "a red face", ... over the colours of the simulated world.
+    """
+    from neurodecode.sim.stimuli import COLOURS
+
+    check_option("category", category, CATEGORIES)
+    one, many = _CATEGORY_NOUNS[category]
+    article = "an" if one[0] in "aeiou" else "a"
+    if category == "word":
+        prompts = ["a photo of letters", "the letters", "a word", "letters"]
+        prompts += [f"the letters in {colour}" for colour in COLOURS]
+        return prompts
+    prompts = [f"a photo of {article} {one}", f"{article} {one}", f"two {many}", f"three {many}"]
+    prompts += [
+        f"a {colour} {one}" if colour[0] not in "aeiou" else f"an {colour} {one}"
+        for colour in COLOURS
+    ]
+    return prompts
+
 
 #: Training recipes. ``n_train`` scenes are seen for ``steps`` steps of ``batch_size``.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -58,6 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
         "warmup": 30,
         "weight_decay": 0.05,
+        "prefix_prob": 0.3,
         "seed": 0,
     },
     "tiny": {
@@ -70,6 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "warmup": 20,
         "weight_decay": 0.05,
+        "prefix_prob": 0.3,
         "seed": 0,
     },
 }
@@ -136,7 +173,9 @@ def zero_shot_metrics(
     Returns
     -------
     dict
-        ``category_accuracy`` (argmax over the :data:`CATEGORY_PROMPTS`, chance 1/6),
+        ``category_accuracy`` (argmax over the prompt ensembles of
+        :func:`category_prompt_ensemble`, chance 1/6), ``category_accuracy_single_prompt``
+        (argmax over the single :data:`CATEGORY_PROMPTS`, "a photo of a face", ...),
         ``caption_top1`` / ``caption_top5``: image -> caption retrieval among the distinct
         held-out captions (a hit when the retrieved caption is the image's own text; chance
         1/``n_captions``), and ``n_images``, ``n_captions``, ``category_chance``, ``caption_chance``.
@@ -147,9 +186,22 @@ def zero_shot_metrics(
             for i in range(0, len(images), 256)
         ]
     )
-    prompts = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
-    predicted = np.array(CATEGORIES)[(img @ prompts.T).argmax(dim=1).cpu().numpy()]
-    category_accuracy = float(np.mean(predicted == np.asarray(categories)))
+    names = np.array(CATEGORIES)
+    single = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
+    ensemble = torch.stack(
+        [
+            encoder.encode_text(category_prompt_ensemble(c), normalize=True).mean(0)
+            for c in CATEGORIES
+        ]
+    )
+    ensemble = torch.nn.functional.normalize(ensemble, dim=-1)
+    truth_category = np.asarray(categories)
+    single_accuracy = float(
+        np.mean(names[(img @ single.T).argmax(1).cpu().numpy()] == truth_category)
+    )
+    category_accuracy = float(
+        np.mean(names[(img @ ensemble.T).argmax(1).cpu().numpy()] == truth_category)
+    )
 
     bank = sorted(set(captions))
     index = {c: i for i, c in enumerate(bank)}
@@ -162,6 +214,7 @@ def zero_shot_metrics(
     top5 = float((ranking[:, :5] == truth[:, None]).any(dim=1).float().mean())
     return {
         "category_accuracy": category_accuracy,
+        "category_accuracy_single_prompt": single_accuracy,
         "category_chance": 1 / len(CATEGORIES),
         "caption_top1": top1,
         "caption_top5": top5,
@@ -206,7 +259,14 @@ def train_sim_clip(
     encoder = load_clip(config["model_name"], None, device=device, seed=config["seed"])
     model = encoder.model
     pixels = encoder.preprocess_images(stimuli.images[:n_train])
-    tokens = encoder.tokenizer(stimuli.captions[:n_train]).to(pixels.device)
+    captions = stimuli.captions[:n_train]
+    tokens = encoder.tokenizer(captions).to(pixels.device)
+    prefix_rng = np.random.default_rng(config["seed"])
+    prefixed = [
+        CAPTION_PREFIXES[k] + c
+        for k, c in zip(prefix_rng.integers(len(CAPTION_PREFIXES), size=n_train), captions)
+    ]
+    tokens_prefixed = encoder.tokenizer(prefixed).to(pixels.device)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -234,7 +294,11 @@ def train_sim_clip(
         lr = _cosine_lr(step, steps, config["warmup"], config["lr"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        image_features, text_features, logit_scale = model(pixels[batch], tokens[batch])[:3]
+        use_prefix = torch.rand(len(batch), generator=generator) < config["prefix_prob"]
+        text = torch.where(
+            use_prefix[:, None].to(pixels.device), tokens_prefixed[batch], tokens[batch]
+        )
+        image_features, text_features, logit_scale = model(pixels[batch], text)[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -60,15 +60,20 @@ def _canonical(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the features: torch, open_clip, neurodecode, numpy."""
+    """Versions of the libraries that shape the features: torch, open_clip, neurodecode, numpy.
+
+    Read from the installed distributions' metadata, so that nothing heavy is imported.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     import neurodecode
 
     versions = {"neurodecode": neurodecode.__version__, "numpy": np.__version__}
-    for module in ("torch", "open_clip"):
+    for key, dist in (("torch", "torch"), ("open_clip", "open_clip_torch")):
         try:
-            versions[module] = __import__(module).__version__
-        except ImportError:  # pragma: no cover - both are dependencies
-            versions[module] = "absent"
+            versions[key] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - both are dependencies
+            versions[key] = "absent"
     return versions
 
 
