@@ -115,9 +115,15 @@ def roi_path(root: str | Path, subject: str, roi: str) -> Path:
 
 
 def _read_session(
-    path: Path, mask_zyx: np.ndarray, bbox: tuple[slice, ...], inside: tuple[np.ndarray, ...]
+    path: Path,
+    mask_zyx: np.ndarray,
+    bbox: tuple[slice, ...],
+    inside: tuple[np.ndarray, ...],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Masked betas of one session in percent signal change, (n_trials, n_voxels) float32."""
+    """Masked betas of one session in percent signal change, (n_trials, n_voxels) float32.
+
+    Written into the first rows of ``out`` (a preallocated float32 buffer) when given."""
     expected = mask_zyx.shape
     try:
         if path.suffix == ".hdf5":
@@ -146,9 +152,16 @@ def _read_session(
         raise
     except Exception as err:  # truncated/corrupt files
         raise InvalidInputError(f"cannot read betas file {path}: {err}") from err
-    data = block[(slice(None), *inside)].astype(np.float32)
+    # one flat gather is ~3x faster than indexing with three coordinate arrays
+    flat = np.ravel_multi_index(inside, block.shape[1:])
+    if out is not None and len(out) < len(block):
+        raise InvalidInputError(
+            f"{path} holds {len(block)} trials, more than the {len(out)} of a full session."
+        )
+    data = np.empty((len(block), len(flat)), np.float32) if out is None else out[: len(block)]
+    data[:] = np.take(block.reshape(len(block), -1), flat, axis=1)
     if block.dtype.kind == "i":
-        data /= 300.0
+        data *= np.float32(1 / 300.0)
     elif not np.all(np.isfinite(data)):
         bad = np.unique(np.nonzero(~np.isfinite(data))[1])
         raise InvalidInputError(
@@ -256,9 +269,13 @@ def read_nsd_betas(
             except OSError as err:
                 raise InvalidInputError(f"cannot read betas file {first}: {err}") from err
 
-    blocks, session_col, trial_col = [], [], []
+    # one preallocated buffer (sessions are at most trials_per_session long): no concatenation
+    buffer = np.empty((len(sessions) * trials_per_session, len(ijk)), dtype=np.float32)
+    n_read = 0
+    session_col, trial_col = [], []
     for sess in tqdm(sessions, desc=f"{subject} betas", disable=not progress, leave=False):
-        data = _read_session(available[sess], mask_zyx, bbox, inside)
+        data = _read_session(available[sess], mask_zyx, bbox, inside, out=buffer[n_read:])
+        n_read += len(data)
         start = (sess - 1) * trials_per_session
         trials = np.arange(start, start + len(data))
         if trials[-1] >= len(design.masterordering):
@@ -266,21 +283,21 @@ def read_nsd_betas(
                 f"{available[sess]} has {len(data)} trials, past the design's "
                 f"{len(design.masterordering)} trials."
             )
-        blocks.append(data)
         session_col.append(np.full(len(data), sess))
         trial_col.append(trials)
-    data = np.concatenate(blocks)
+    data = buffer[:n_read]
     session = np.concatenate(session_col)
     trials = np.concatenate(trial_col)
     if zscore:
         data = zscore_sessions(data, session)
     ids = design.image_ids(s_index, trials)
-    order = np.argsort(trials, kind="stable")
+    # repeat = how many earlier trials showed the same image (vectorised cumulative count)
+    order = np.lexsort((trials, ids))
+    sorted_ids = ids[order]
+    starts = np.r_[0, np.nonzero(np.diff(sorted_ids))[0] + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
     repeat = np.empty(len(ids), dtype=np.int64)
-    seen: dict[int, int] = {}
-    for k in order:
-        repeat[k] = seen.get(int(ids[k]), 0)
-        seen[int(ids[k])] = repeat[k] + 1
+    repeat[order] = np.arange(len(ids)) - run_start
     split = np.where(np.isin(ids, design.sharedix), "test", "train")
     return TrialSet(
         data=data,
