@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     for path in files:
         with h5py.File(path, "r") as f:
             b = f["betas"]
-            n_bytes += b.shape[0] * int(np.prod([s.stop - s.start for s in bbox])) * b.dtype.itemsize
+            n_bytes += (
+                b.shape[0] * int(np.prod([s.stop - s.start for s in bbox])) * b.dtype.itemsize
+            )
     raw()  # warm the page cache so every variant reads from memory
     t_raw, t_ours, t_whole = (_best_of(fn, args.repeats) for fn in (raw, ours, whole))
     mb = n_bytes / 1e6

@@ -95,19 +95,115 @@ def _extract(data: Path, encoder, preset: str, store_path: Path) -> tuple[str, s
     return model_name, layer
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 on success."""
-    import lightning as L
+def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps | None = None):
+    """Simulate (if absent), get sim-clip, embed every stimulus.
+
+    Returns
+    -------
+    (store_path, model_name, layer, clip_metrics)
+    """
     import torch
 
-    from neurodecode.data.datamodule import NSDDataModule
-    from neurodecode.evaluate.retrieval import retrieval_metrics
     from neurodecode.features.sim_clip import get_sim_clip, read_metrics
-    from neurodecode.models.retrieval import RetrievalModule
-    from neurodecode.models.ridge import RidgeRegression
-    from neurodecode.plotting import plot_retrieval_examples
     from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
+
+    steps = steps or Steps()
+    steps("simulate", f"Simulated NSD world at {data}")
+    if (data / "ground_truth.h5").is_file():
+        print("    present; reusing it")
+    else:
+        simulate_fmri(FMRISimConfig.from_yaml(sim_config), data)
+        print(f"    written from {sim_config}")
+    steps("sim_clip", f"sim-clip '{clip_preset}' image-text model (trained once, cached)")
+    torch.manual_seed(0)
+    encoder = get_sim_clip(clip_preset)
+    clip_metrics = read_metrics(clip_preset)
+    print(
+        "    zero-shot on held-out scenes: "
+        + ", ".join(f"{k}={v:.3f}" for k, v in clip_metrics.items() if isinstance(v, float))
+    )
+    steps("extract", "Image embeddings -> FeatureStore")
+    store_path = data.with_name(data.name + "-features.h5")
+    model_name, layer = _extract(data, encoder, clip_preset, store_path)
+    return store_path, model_name, layer, clip_metrics
+
+
+def fit_decoder(datamodule, model_args: dict, trainer_args: dict, out: Path, seed: int = 0):
+    """Fit a :class:`~neurodecode.models.retrieval.RetrievalModule` with Lightning.
+
+    Returns
+    -------
+    (model, info) where info has ``epochs``, ``train_trials``, ``samples_per_s``, ``fit_s``.
+    """
+    import lightning as L
+
+    from neurodecode.models.retrieval import RetrievalModule
+
+    datamodule.setup("fit")
+    L.seed_everything(seed, verbose=False)
+    model = RetrievalModule(geometry=datamodule.geometry, **model_args)
+    trainer_args = dict(trainer_args)
+    trainer_args.pop("logger", None)
+    trainer_args.update(default_root_dir=str(out), enable_model_summary=False)
+    trainer = L.Trainer(logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"), **trainer_args)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    n_train = len(datamodule.train_set)
+    info = {
+        "epochs": trainer.current_epoch,
+        "train_trials": n_train,
+        "samples_per_s": round(n_train * trainer.current_epoch / max(seconds, 1e-9), 1),
+        "fit_s": round(seconds, 1),
+    }
+    return model, info
+
+
+def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:
+    """300-way (or N-way) retrieval of the eval subject's averaged test trials: ours (head,
+    backbone, prior), ridge fitted on the same training trials, and the oracle."""
+    import torch
+
+    from neurodecode.evaluate.retrieval import retrieval_metrics
+    from neurodecode.models.ridge import RidgeRegression
     from neurodecode.sim.oracle import oracle_retrieval
+
+    test, image_emb = datamodule.test_trials, datamodule.test_targets
+    n_way, subject = min(300, len(test)), datamodule.eval_subject
+    brain_emb = model.embed(test.data, subject).cpu().numpy()
+    ours = retrieval_metrics(brain_emb, image_emb, n_way=n_way, n_draws=30)
+    backbone_emb = model.embed(test.data, subject, output="backbone").cpu().numpy()
+    prior_metrics = None
+    if with_prior and model.prior is not None:
+        generator = torch.Generator().manual_seed(0)
+        prior_emb = model.embed(test.data, subject, output="prior", generator=generator)
+        prior_emb = prior_emb.cpu().numpy()
+        prior_metrics = retrieval_metrics(prior_emb, image_emb, n_way=n_way, n_draws=30)
+        prior_metrics["cosine_to_true"] = float(
+            np.mean(np.sum(_unit(prior_emb) * _unit(image_emb), axis=1))
+        )
+    k = datamodule.eval_index
+    ridge = RidgeRegression().fit(
+        datamodule.train_set.trials[k].data, datamodule.train_set.targets[k]
+    )
+    ridge_metrics = retrieval_metrics(ridge.predict(test.data), image_emb, n_way=n_way, n_draws=30)
+    oracle = oracle_retrieval(data, subject, n_way=n_way, n_draws=30)
+    return {
+        "retrieval": {**ours, "subject": subject},
+        "retrieval_backbone": retrieval_metrics(backbone_emb, image_emb, n_way=n_way, n_draws=30),
+        "prior": prior_metrics,
+        "baselines": {"ridge": ridge_metrics},
+        "oracle": oracle,
+        "ratio_to_oracle": ours["brain_to_image_top1"] / max(oracle["brain_to_image_top1"], 1e-9),
+        "times_chance": ours["brain_to_image_top1"] * n_way,
+        "_brain_embeddings": brain_emb,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0 on success."""
+    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.plotting import plot_retrieval_examples
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     steps = Steps()
@@ -117,26 +213,9 @@ def run(args: argparse.Namespace) -> int:
     for key in ("model", "data", "trainer"):
         if key not in experiment:
             raise InvalidInputError(f"{args.experiment} has no '{key}' section.")
-
-    steps("simulate", f"Simulated NSD world at {args.data}")
-    if (args.data / "ground_truth.h5").is_file():
-        print("    present; reusing it")
-    else:
-        simulate_fmri(FMRISimConfig.from_yaml(args.sim_config), args.data)
-        print(f"    written from {args.sim_config}")
-
-    steps("sim_clip", f"sim-clip '{args.clip_preset}' image-text model (trained once, cached)")
-    torch.manual_seed(0)
-    encoder = get_sim_clip(args.clip_preset)
-    clip_metrics = read_metrics(args.clip_preset)
-    print(
-        "    zero-shot on held-out scenes: "
-        + ", ".join(f"{k}={v:.3f}" for k, v in clip_metrics.items() if isinstance(v, float))
+    store_path, model_name, layer, clip_metrics = prepare_world(
+        args.data, args.sim_config, args.clip_preset, steps
     )
-
-    steps("extract", "Image embeddings -> FeatureStore")
-    store_path = args.data.with_name(args.data.name + "-features.h5")
-    model_name, layer = _extract(args.data, encoder, args.clip_preset, store_path)
 
     steps("fit", "Fit the retrieval head + diffusion prior (Lightning)")
     data_args = dict(experiment["data"].get("init_args", {}))
@@ -147,74 +226,34 @@ def run(args: argparse.Namespace) -> int:
         feature_layer=layer,
     )
     datamodule = NSDDataModule(**data_args)
-    datamodule.setup("fit")
-    model_args = dict(experiment["model"].get("init_args", {}))
-    L.seed_everything(int(experiment.get("seed_everything", 0)), verbose=False)
-    model = RetrievalModule(geometry=datamodule.geometry, **model_args)
     trainer_args = dict(experiment["trainer"])
-    trainer_args.pop("logger", None)
     if args.max_epochs is not None:
         trainer_args["max_epochs"] = args.max_epochs
-    trainer_args.update(default_root_dir=str(out), enable_model_summary=False)
-    trainer = L.Trainer(logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"), **trainer_args)
-    fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    fit_seconds = time.perf_counter() - fit_start
-    n_train = len(datamodule.train_set)
-    throughput = n_train * trainer.current_epoch / max(fit_seconds, 1e-9)
+    model, training = fit_decoder(
+        datamodule,
+        dict(experiment["model"].get("init_args", {})),
+        trainer_args,
+        out,
+        seed=int(experiment.get("seed_everything", 0)),
+    )
     model.save_pretrained(out / "decoder")
 
     steps("evaluate", "Evaluate: 300-way retrieval, ours vs ridge vs oracle")
+    metrics = evaluate_decoder(model, datamodule, args.data)
+    brain_emb = metrics.pop("_brain_embeddings")
+    metrics.update(sim_clip=clip_metrics, training=training)
     test = datamodule.test_trials
-    image_emb = datamodule.test_targets
-    n_way = min(300, len(test))
-    subject = datamodule.eval_subject
-    brain_emb = model.embed(test.data, subject).cpu().numpy()
-    ours = retrieval_metrics(brain_emb, image_emb, n_way=n_way, n_draws=30)
-    backbone_emb = model.embed(test.data, subject, output="backbone").cpu().numpy()
-    backbone = retrieval_metrics(backbone_emb, image_emb, n_way=n_way, n_draws=30)
-    prior_metrics = None
-    if model.prior is not None:
-        prior_emb = (
-            model.embed(
-                test.data, subject, output="prior", generator=torch.Generator().manual_seed(0)
-            )
-            .cpu()
-            .numpy()
-        )
-        prior_metrics = retrieval_metrics(prior_emb, image_emb, n_way=n_way, n_draws=30)
-        cos = float(np.mean(np.sum(_unit(prior_emb) * _unit(image_emb), axis=1)))
-        prior_metrics["cosine_to_true"] = cos
-    train = datamodule.train_set.trials[datamodule.eval_index]
-    ridge = RidgeRegression().fit(train.data, datamodule.train_set.targets[datamodule.eval_index])
-    ridge_metrics = retrieval_metrics(ridge.predict(test.data), image_emb, n_way=n_way, n_draws=30)
-    oracle = oracle_retrieval(args.data, subject, n_way=n_way, n_draws=30)
-    chance = 1.0 / n_way
-    metrics = {
-        "retrieval": {**ours, "subject": subject},
-        "retrieval_backbone": backbone,
-        "prior": prior_metrics,
-        "baselines": {"ridge": ridge_metrics},
-        "oracle": oracle,
-        "ratio_to_oracle": ours["brain_to_image_top1"] / max(oracle["brain_to_image_top1"], 1e-9),
-        "times_chance": ours["brain_to_image_top1"] / chance,
-        "sim_clip": clip_metrics,
-        "training": {
-            "epochs": trainer.current_epoch,
-            "train_trials": n_train,
-            "samples_per_s": round(throughput, 1),
-            "fit_s": round(fit_seconds, 1),
-        },
-    }
     plot_retrieval_examples(
-        _stimuli(args.data, test.stimulus_id), brain_emb, image_emb, out / "retrieval.png"
+        _stimuli(args.data, test.stimulus_id),
+        brain_emb,
+        datamodule.test_targets,
+        out / "retrieval.png",
     )
 
     steps.done()
     metrics["timing"] = {**steps.timing, "total_s": steps.total}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
-    report = _report(metrics, args)
-    (out / "report.md").write_text(report)
+    (out / "report.md").write_text(_report(metrics, args))
     print("\n" + _summary_table(metrics))
     print(
         f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'retrieval.png'}, "
