@@ -106,3 +106,23 @@ def test_bad_files_give_one_clear_error(tiny_nsd, tmp_path):
         read_label_table(ctab)
     with pytest.raises(InvalidInputError, match="subjNN"):
         read_nsd_betas(root, "S1")
+
+
+def test_nifti_betas_read_like_hdf5(tiny_nsd, tmp_path):
+    """NSD also ships betas as NIfTI (X, Y, Z, trials); both give the same masked trials."""
+    import nibabel as nib
+
+    root = tmp_path / "nsd"
+    shutil.copytree(tiny_nsd, root)
+    h5 = root / BETAS / "betas_session01.hdf5"
+    with h5py.File(h5, "r") as f:
+        data = f["betas"][:]  # (trials, Z, Y, X)
+    nib.save(
+        nib.Nifti1Image(data.transpose(3, 2, 1, 0), np.eye(4)),
+        root / BETAS / "betas_session01.nii.gz",
+    )
+    from_h5 = read_nsd_betas(root, "subj01", sessions=[1], zscore=False, progress=False)
+    h5.unlink()
+    from_nifti = read_nsd_betas(root, "subj01", sessions=[1], zscore=False, progress=False)
+    np.testing.assert_array_equal(from_nifti.data, from_h5.data)
+    np.testing.assert_array_equal(from_nifti.stimulus_id, from_h5.stimulus_id)
