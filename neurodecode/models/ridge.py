@@ -20,15 +20,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
-from neurodecode.validation import InvalidInputError, check_option
+from neurodecode.validation import InvalidInputError, check_array, check_option
 
 DEFAULT_ALPHAS = np.logspace(-2, 6, 17)
 #: The same grid as a tuple, a safe estimator default (scikit-learn compares defaults with ``==``).
 DEFAULT_ALPHA_GRID: tuple[float, ...] = tuple(float(a) for a in DEFAULT_ALPHAS)
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
+class RidgeNotFittedError(InvalidInputError, NotFittedError):
+    """``predict``/``score`` called before ``fit`` (also scikit-learn's ``NotFittedError``)."""
 
 
 @dataclass
@@ -441,24 +447,46 @@ class RidgeRegression(BaseEstimator):
 
     @staticmethod
     def _flat(name: str, array: ArrayLike) -> ArrayLike:
+        """Check an estimator input and flatten it to (n_samples, n_columns)."""
+        if sparse.issparse(array):
+            raise InvalidInputError(
+                f"{name} is a sparse matrix; sparse input is not supported, pass a dense array "
+                "(e.g. X.toarray())."
+            )
+        if not isinstance(array, torch.Tensor):
+            array = np.asarray(array)
+            if array.dtype.kind == "c":
+                raise InvalidInputError(
+                    f"{name} has dtype {array.dtype}: Complex data not supported; expected real "
+                    "numbers."
+                )
+            if array.dtype.kind == "O":
+                array = array.astype(np.float64)  # numbers stored as objects; strings fail here
         if array.ndim < 1 or (name == "X" and array.ndim < 2):
             raise InvalidInputError(
                 f"{name} has shape {tuple(array.shape)}; expected (n_samples, ...) with "
-                f"{'at least 2 dimensions' if name == 'X' else 'at least 1 dimension'}."
+                f"{'at least 2 dimensions' if name == 'X' else 'at least 1 dimension'}. "
+                "Reshape your data, e.g. X.reshape(-1, 1) for a single feature."
             )
-        return array.reshape(array.shape[0], -1)
+        flat = array.reshape(array.shape[0], -1)
+        if flat.shape[0] == 0 or flat.shape[1] == 0:
+            raise InvalidInputError(
+                f"{name} has shape {tuple(array.shape)}: Found array with {flat.shape[0]} "
+                f"sample(s) and {flat.shape[1]} feature(s) (shape={tuple(flat.shape)}) while a "
+                "minimum of 1 is required."
+            )
+        return flat
 
     def fit(self, X: ArrayLike, Y: ArrayLike, groups: ArrayLike | None = None) -> RidgeRegression:
         """Fit on ``X`` (n_samples, ...) and ``Y`` (n_samples, ...); returns ``self``.
 
         ``groups`` (n_samples,), e.g. stimulus ids, keeps the repeats of a stimulus in one fold.
         """
-        X = X if isinstance(X, torch.Tensor) else np.asarray(X)
-        Y = Y if isinstance(Y, torch.Tensor) else np.asarray(Y)
-        _check_same_samples(tuple(X.shape), tuple(Y.shape))
-        self._target_shape = tuple(Y.shape[1:])
-        X2 = _to_tensor("X", self._flat("X", X), device=self.device)
-        Y2 = _to_tensor("Y", self._flat("Y", Y), device=X2.device, dtype=X2.dtype)
+        X2, Y2 = self._flat("X", X), self._flat("Y", Y)
+        _check_same_samples(tuple(X2.shape), tuple(Y2.shape))
+        self._target_shape = tuple(np.shape(Y)[1:])
+        X2 = _to_tensor("X", X2, device=self.device)
+        Y2 = _to_tensor("Y", Y2, device=X2.device, dtype=X2.dtype)
         if self.standardize:
             mean = X2.mean(0)
             std = X2.std(0, unbiased=False)
@@ -487,7 +515,7 @@ class RidgeRegression(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise InvalidInputError(
+            raise RidgeNotFittedError(
                 "This RidgeRegression is not fitted yet; call fit(X, Y) before predict or score."
             )
 
@@ -496,10 +524,11 @@ class RidgeRegression(BaseEstimator):
         self._check_fitted()
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
-        X2 = self._flat("X", np.asarray(X))
+        X2 = check_array("X", self._flat("X", X), kind="biuf", finite=True)
         if X2.shape[1] != self.n_features_in_:
             raise InvalidInputError(
-                f"X has {X2.shape[1]} features; expected {self.n_features_in_} as during fit."
+                f"X has {X2.shape[1]} features, but RidgeRegression is expecting "
+                f"{self.n_features_in_} features as input (as during fit)."
             )
         Y = X2.astype(self.coef_.dtype, copy=False) @ self.coef_.T + self.intercept_
         return Y.reshape((X2.shape[0], *self._target_shape))

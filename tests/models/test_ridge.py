@@ -161,5 +161,7 @@ def test_errors_are_clear():
     with pytest.raises(InvalidInputError, match="not fitted"):
         RidgeRegression().predict(X)
     model = RidgeRegression(alphas=[1.0]).fit(X, Y)
-    with pytest.raises(InvalidInputError, match="29 features; expected 30"):
+    with pytest.raises(
+        InvalidInputError, match="X has 29 features, but RidgeRegression is expecting 30"
+    ):
         model.predict(X[:, :29])
