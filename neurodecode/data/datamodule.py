@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from neurodecode.data.nsd import count_roi_voxels, read_nsd_betas
 from neurodecode.data.trials import TrialSet
-from neurodecode.validation import InvalidInputError
+from neurodecode.validation import InvalidInputError, check_array
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,9 @@ class NSDDataModule(L.LightningDataModule):
         from neurodecode.features.store import FeatureStore
 
         store = FeatureStore(self.store_path)
-        return store.read(self.hparams.feature_model, self.hparams.feature_layer, ids)
+        features = store.read(self.hparams.feature_model, self.hparams.feature_layer, ids)
+        name = f"features {self.hparams.feature_model}/{self.hparams.feature_layer}"
+        return check_array(name, features, finite=True, source=self.store_path)
 
     def setup(self, stage: str | None = None) -> None:
         """Read every subject's trials and join them with their features (once)."""
