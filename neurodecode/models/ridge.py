@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
 
 from neurodecode.validation import InvalidInputError, check_array, check_option
@@ -389,7 +389,7 @@ def solve_ridge_cv(
 # estimator
 
 
-class RidgeRegression(BaseEstimator):
+class RidgeRegression(RegressorMixin, BaseEstimator):
     """Scikit-learn-style ridge regression with cross-validated alpha per target.
 
     Used as the brain -> embedding decoder baseline (fMRI voxels, or MEG epochs flattened over
@@ -445,9 +445,19 @@ class RidgeRegression(BaseEstimator):
         self.n_targets_batch = n_targets_batch
         self.method = method
 
+    def __sklearn_tags__(self):
+        """Scikit-learn tags: a multi-output regressor."""
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     @staticmethod
-    def _flat(name: str, array: ArrayLike) -> ArrayLike:
-        """Check an estimator input and flatten it to (n_samples, n_columns)."""
+    def _as_array(name: str, array: ArrayLike) -> ArrayLike:
+        """Check an estimator input: a dense real numpy array or torch tensor."""
+        if array is None:
+            raise InvalidInputError(
+                f"RidgeRegression requires y to be passed, but the target y is None ({name})."
+            )
         if sparse.issparse(array):
             raise InvalidInputError(
                 f"{name} is a sparse matrix; sparse input is not supported, pass a dense array "
@@ -462,6 +472,12 @@ class RidgeRegression(BaseEstimator):
                 )
             if array.dtype.kind == "O":
                 array = array.astype(np.float64)  # numbers stored as objects; strings fail here
+        return array
+
+    @classmethod
+    def _flat(cls, name: str, array: ArrayLike) -> ArrayLike:
+        """Check an estimator input and flatten it to (n_samples, n_columns)."""
+        array = cls._as_array(name, array)
         if array.ndim < 1 or (name == "X" and array.ndim < 2):
             raise InvalidInputError(
                 f"{name} has shape {tuple(array.shape)}; expected (n_samples, ...) with "
@@ -482,9 +498,10 @@ class RidgeRegression(BaseEstimator):
 
         ``groups`` (n_samples,), e.g. stimulus ids, keeps the repeats of a stimulus in one fold.
         """
+        Y = self._as_array("Y", Y)
         X2, Y2 = self._flat("X", X), self._flat("Y", Y)
         _check_same_samples(tuple(X2.shape), tuple(Y2.shape))
-        self._target_shape = tuple(np.shape(Y)[1:])
+        self._target_shape = tuple(Y.shape[1:])
         X2 = _to_tensor("X", X2, device=self.device)
         Y2 = _to_tensor("Y", Y2, device=X2.device, dtype=X2.dtype)
         if self.standardize:
@@ -536,12 +553,13 @@ class RidgeRegression(BaseEstimator):
     def score(self, X: ArrayLike, Y: ArrayLike) -> np.ndarray:
         """R² per target (not averaged), shape ``target_shape`` as seen by :meth:`fit`."""
         Y_pred = self.predict(X)
-        Y = Y.detach().cpu().numpy() if isinstance(Y, torch.Tensor) else np.asarray(Y)
+        Y = self._as_array("Y", Y)
+        Y = Y.detach().cpu().numpy() if isinstance(Y, torch.Tensor) else Y
         _check_same_samples(tuple(Y_pred.shape), tuple(Y.shape))
         if tuple(Y.shape[1:]) != self._target_shape:
+            expected = ", ".join(["n_samples", *map(str, self._target_shape)])
             raise InvalidInputError(
-                f"Y has shape {tuple(Y.shape)}; expected (n_samples, "
-                f"{', '.join(map(str, self._target_shape))}) as during fit."
+                f"Y has shape {tuple(Y.shape)}; expected ({expected}) as during fit."
             )
         r2 = _r2_columns(
             torch.from_numpy(Y.reshape(len(Y), -1).astype(np.float64)),
