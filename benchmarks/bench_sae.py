@@ -14,8 +14,8 @@
    ``SparseCoder`` on the same rows and k with FVU side by side when that package is installed
    (an optional benchmark extra, never a runtime dependency; skipped otherwise).
 
-Run: ``.venv/bin/python -m benchmarks.bench_sae [--steps 1500] [--no-clip]``; about 4 minutes on
-one core. Writes ``benchmarks/results/sae.json``.
+Run: ``.venv/bin/python -m benchmarks.bench_sae [--steps 1500] [--no-clip]``; 4-7 minutes on
+one core of a busy machine (sim-clip tiny trains on first use). Writes ``benchmarks/results/sae.json``.
 """
 
 from __future__ import annotations

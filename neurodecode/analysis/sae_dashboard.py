@@ -76,7 +76,8 @@ def latent_dashboard(
     latents : array, shape (n_stimuli, n_latents_total)
         Latent activations per stimulus (e.g. the max over a stimulus's tokens).
     latent_ids : sequence of int, optional
-        Which latents to show; default the ``n_latents`` most frequently active.
+        Which latents to show; default the ``n_latents`` most frequently active among those
+        active on at most half the stimuli (then the denser ones).
     images : array, shape (n_stimuli, H, W, 3), uint8 or float in [0, 1], optional
         Stimuli to show; without them the top stimulus ids (or row numbers) are listed.
     stimulus_ids : sequence of str, optional
@@ -93,9 +94,10 @@ def latent_dashboard(
     n_stim = latents.shape[0]
     if images is not None and len(images) != n_stim:
         raise InvalidInputError(f"images ({len(images)}) and latents ({n_stim}) differ in rows.")
-    if latent_ids is None:
+    if latent_ids is None:  # the most frequent latents that are not dense (<= half the stimuli)
         frequency = (latents > 0).mean(0)
-        latent_ids = [int(i) for i in np.argsort(-frequency)[:n_latents] if frequency[i] > 0]
+        ranked = np.argsort(-np.where(frequency <= 0.5, frequency, -frequency))
+        latent_ids = [int(i) for i in ranked[:n_latents] if frequency[i] > 0]
         if not latent_ids:
             latent_ids = list(range(min(n_latents, latents.shape[1])))
     latent_ids = list(latent_ids)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from neurodecode.analysis.sae import create_sae
 from neurodecode.analysis.sae_metrics import evaluate_reconstruction
@@ -61,7 +62,7 @@ def test_transcoder_learns_a_planted_sparse_map(planted, skip):
     sae = create_sae(
         "topk", 16, 80, k=2, transcoder=True, d_out=12, skip_connection=skip, dead_window=5_000
     )
-    module = train_sae(sae, data, steps=400, lr=3e-3, decay_fraction=0.2, accelerator="cpu")
+    module = train_sae(sae, data, steps=300, lr=3e-3, decay_fraction=0.2, accelerator="cpu")
     metrics = evaluate_reconstruction(module.sae, data.eval_batches())
     # predicting the mean would give FVU 1; the planted map is sparse in exactly these atoms
     assert metrics["fvu"] < 0.25
@@ -88,6 +89,17 @@ def test_hooked_stream_captures_input_output_pairs_of_a_submodule():
         assert torch.allclose(outputs, model[1](hidden))
     batches = list(stream)
     assert len(batches) == 6 and all(b[0].shape == (4, 5) for b in batches)
+    # a transcoder trains straight from the stream (Lightning restarts it when it ends)
+    sae = create_sae("topk", 5, 8, k=2, transcoder=True, d_out=4)
+    module = train_sae(
+        sae,
+        DataLoader(stream, batch_size=None),
+        steps=8,
+        init_sample=(inputs, outputs),
+        accelerator="cpu",
+    )
+    assert module.global_step == 8
+    assert module.sae.input_scale.item() != 1.0
     with pytest.raises(InvalidInputError, match="layer='2'"):
         HookedActivationStream(model, "2", stimuli)
 
