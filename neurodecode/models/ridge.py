@@ -16,6 +16,7 @@ U^T Y``; only the diagonal changes across the alpha grid.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,11 @@ def _to_tensor(
             raise InvalidInputError(
                 f"{name} has dtype {arr.dtype}; expected a numeric array (int or float)."
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(arr))
+        with warnings.catch_warnings():
+            # read-only arrays (memory maps, broadcasts) are shared, never written: the solver
+            # only reads its inputs
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(np.ascontiguousarray(arr))
     if ndim is not None and tensor.ndim != ndim:
         raise InvalidInputError(
             f"{name} has {tensor.ndim} dimensions {tuple(tensor.shape)}; expected {ndim} "
