@@ -108,3 +108,56 @@ def test_cli_reports_bad_config_file(tmp_path):
         main(["analyze", "sae", "--config", str(path)])
     with pytest.raises(InvalidInputError, match="analysis config not found"):
         main(["analyze", "sae", "--config", str(tmp_path / "missing.yaml")])
+
+
+def test_analyze_sae_transcoder_from_a_feature_store(tmp_path):
+    from neurodecode.features.store import FeatureStore
+
+    rng = np.random.default_rng(1)
+    ids = [f"img{i}" for i in range(200)]
+    first = {sid: rng.normal(size=6).astype(np.float32) for sid in ids}
+    store = FeatureStore(tmp_path / "features.h5")
+    store.fill(
+        "toy",
+        "mlp_in",
+        ids,
+        lambda b: np.stack([first[s] for s in b]),
+        {"m": "toy"},
+        progress=False,
+    )
+    store.fill(
+        "toy",
+        "mlp_out",
+        ids,
+        lambda b: np.stack([np.tanh(first[s][:4]) for s in b]),
+        {"m": "toy"},
+        progress=False,
+    )
+    config = _tiny_config(
+        tmp_path / "run",
+        data={
+            "source": "feature_store",
+            "path": str(tmp_path / "features.h5"),
+            "model_name": "toy",
+            "layer": "mlp_in",
+            "target_layer": "mlp_out",
+        },
+        sae={"architecture": "batchtopk", "n_latents": 12, "k": 2, "transcoder": True},
+    )
+    config["training"]["steps"] = 10
+    path = tmp_path / "fs.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "sae", "--config", str(path)]) == 0
+    sae = SparseAutoencoder.from_pretrained(tmp_path / "run" / "sae")
+    assert (sae.d_in, sae.d_out, sae.transcoder) == (6, 4, True)
+
+
+@pytest.mark.parametrize("name", ["sae_planted.yaml", "sae_clip.yaml"])
+def test_experiment_configs_are_valid(name):
+    from pathlib import Path
+
+    from neurodecode.analysis.command import load_config
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / name
+    config = validate_sae_config(load_config(path), str(path))
+    assert config["sae"]["architecture"] in ("topk", "batchtopk")
