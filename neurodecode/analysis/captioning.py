@@ -1,0 +1,299 @@
+"""Voxel captioning (BrainSCUBA): words for what a voxel's encoder prefers.
+
+Luo et al. (2024), "Brain Decodes Deep Nets"/BrainSCUBA, ICLR: a voxel's encoder is a linear map on
+unit-normalised CLIP image embeddings; its weight vector ``w`` (unit-normalised) is moved onto the
+manifold of real image embeddings by a softmax-weighted average over a large pool of image
+embeddings ``e_i`` (unit-normalised),
+
+    p = sum_i softmax_i(cos(w, e_i) / T) e_i,      T = 1/150,
+
+and ``p`` is turned into text. Here the text side is (a) ranking a caption/word bank by cosine
+similarity with CLIP text embeddings of the bank (always available), and (b) a prefix captioner
+(:class:`PrefixCaptioner`) when the user has one (BrainSCUBA uses a CLIP-prefix captioner, beam 5).
+
+Captions of the simulated world are scored by the category nouns they contain
+(:func:`caption_category`) and by whether they are low-level words (colour, position, size;
+:func:`is_lowlevel_text`). This module consumes arrays (embeddings, texts); the encoders that
+produce them live in :mod:`neurodecode.features`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from neurodecode.sim.stimuli import CATEGORIES, COLOURS, generate_stimuli
+from neurodecode.validation import InvalidInputError, check_array
+
+#: BrainSCUBA's softmax temperature.
+DEFAULT_TEMPERATURE = 1.0 / 150.0
+
+#: Words that name each simulated category in captions (singular and plural).
+CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
+    "face": ("face", "faces"),
+    "body": ("person", "people", "body", "bodies"),
+    "place": ("house", "houses", "field", "place", "building"),
+    "word": ("letters", "letter", "word", "words"),
+    "food": ("apple", "apples", "food"),
+    "object": ("block", "blocks", "object"),
+}
+_WORD_TO_CATEGORY = {w: c for c, words in CATEGORY_WORDS.items() for w in words}
+#: Low-level words: colours, positions, sizes.
+LOWLEVEL_WORDS: frozenset[str] = frozenset(
+    [*COLOURS, "left", "right", "top", "bottom", "centre", "small", "large"]
+)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _tensor(name: str, array: np.ndarray | torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = check_array(name, np.asarray(array), ndim=2, kind="biuf", finite=True)
+    if dim is not None and array.shape[1] != dim:
+        raise InvalidInputError(
+            f"{name} has {array.shape[1]} dimensions; expected {dim} (the embedding size of the "
+            "voxel weights)."
+        )
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def project_to_image_manifold(
+    directions: np.ndarray | torch.Tensor,
+    pool: np.ndarray | torch.Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """BrainSCUBA's projection of voxel weight vectors onto real image embeddings.
+
+    Parameters
+    ----------
+    directions : array, shape (n_voxels, D)
+        Encoder weight vectors in the image-embedding space (any norm).
+    pool : array, shape (n_pool, D)
+        Image embeddings (any norm; unit-normalised here).
+    temperature : float
+        Softmax temperature on cosine similarity (default 1/150).
+
+    Returns
+    -------
+    ndarray, shape (n_voxels, D), float32
+        Unit-normalised projected embeddings.
+    """
+    if not temperature > 0:
+        raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
+    pool_t = _unit(_tensor("pool", pool))
+    dirs = _unit(_tensor("directions", directions, dim=pool_t.shape[1]))
+    out = torch.empty_like(dirs)
+    for start in range(0, len(dirs), batch_size):
+        weights = torch.softmax(dirs[start : start + batch_size] @ pool_t.T / temperature, dim=1)
+        out[start : start + batch_size] = _unit(weights @ pool_t)
+    return out.numpy()
+
+
+def rank_texts(
+    queries: np.ndarray | torch.Tensor,
+    text_embeddings: np.ndarray | torch.Tensor,
+    top_k: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bank entries closest (cosine) to each query.
+
+    Parameters
+    ----------
+    queries : array, shape (n, D)
+    text_embeddings : array, shape (n_bank, D)
+    top_k : int
+
+    Returns
+    -------
+    indices : ndarray, shape (n, k), int
+    scores : ndarray, shape (n, k), cosine similarity, descending
+    """
+    bank = _unit(_tensor("text_embeddings", text_embeddings))
+    q = _unit(_tensor("queries", queries, dim=bank.shape[1]))
+    k = min(int(top_k), len(bank))
+    if k < 1:
+        raise InvalidInputError(f"top_k={top_k!r} with a bank of {len(bank)}; expected >= 1.")
+    scores, indices = torch.topk(q @ bank.T, k, dim=1)
+    return indices.numpy(), scores.numpy()
+
+
+@runtime_checkable
+class PrefixCaptioner(Protocol):
+    """A captioner conditioned on an image embedding (ClipCap-style prefix decoding)."""
+
+    def generate(self, embeddings: torch.Tensor) -> list[str]:
+        """Captions for embeddings (n, D), one string each."""
+        ...
+
+
+@dataclass
+class VoxelCaptions:
+    """Captions of voxels (or of ROI-average weight vectors).
+
+    Attributes
+    ----------
+    texts : list of list of str
+        ``top_k`` bank entries per voxel, best first.
+    scores : ndarray, shape (n_voxels, top_k)
+        Their cosine similarity with the projected embedding.
+    projected : ndarray, shape (n_voxels, D)
+        The BrainSCUBA-projected embeddings.
+    generated : list of str or None
+        Prefix-captioner output per voxel, when a captioner was given.
+    """
+
+    texts: list[list[str]]
+    scores: np.ndarray
+    projected: np.ndarray
+    generated: list[str] | None = None
+
+    @property
+    def best(self) -> list[str]:
+        """Top caption per voxel (the generated one when present)."""
+        return self.generated if self.generated is not None else [t[0] for t in self.texts]
+
+
+def caption_voxels(
+    directions: np.ndarray | torch.Tensor,
+    pool: np.ndarray | torch.Tensor,
+    bank_embeddings: np.ndarray | torch.Tensor,
+    bank_texts: Sequence[str],
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_k: int = 5,
+    captioner: PrefixCaptioner | None = None,
+) -> VoxelCaptions:
+    """Caption voxel weight vectors: project onto image embeddings, then rank a text bank.
+
+    Parameters
+    ----------
+    directions : array, shape (n_voxels, D)
+        Encoder weights per voxel in image-embedding space (e.g. ``VoxelEncoder.weights.T`` of an
+        encoder fitted on unit-norm CLIP embeddings without standardisation).
+    pool : array, shape (n_pool, D)
+        Image embeddings of real images (the manifold).
+    bank_embeddings : array, shape (n_bank, D)
+        Text embeddings of ``bank_texts`` from the same CLIP's text tower.
+    bank_texts : sequence of str, length n_bank
+    temperature, top_k
+        See :func:`project_to_image_manifold` and :func:`rank_texts`.
+    captioner : PrefixCaptioner, optional
+        Also decode each projected embedding into free text.
+
+    Returns
+    -------
+    VoxelCaptions
+    """
+    bank_texts = list(bank_texts)
+    if len(bank_texts) != len(bank_embeddings):
+        raise InvalidInputError(
+            f"bank_texts has {len(bank_texts)} entries but bank_embeddings has "
+            f"{len(bank_embeddings)} rows; expected one embedding per text."
+        )
+    projected = project_to_image_manifold(directions, pool, temperature)
+    indices, scores = rank_texts(projected, bank_embeddings, top_k)
+    texts = [[bank_texts[i] for i in row] for row in indices]
+    generated = None
+    if captioner is not None:
+        generated = list(captioner.generate(torch.from_numpy(projected)))
+        if len(generated) != len(projected):
+            raise InvalidInputError(
+                f"captioner returned {len(generated)} captions for {len(projected)} embeddings."
+            )
+    return VoxelCaptions(texts=texts, scores=scores, projected=projected, generated=generated)
+
+
+# --------------------------------------------------------------------------------------------
+# text banks and scoring for the simulated world
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def caption_category(text: str) -> str | None:
+    """The simulated category a caption names (first category word), or None.
+
+    Letter strings quoted in word-image captions (``the letters "ABC"``) are not read as words.
+    """
+    unquoted = re.sub(r'"[^"]*"', " ", text)
+    for token in _tokens(unquoted):
+        if token in _WORD_TO_CATEGORY:
+            return _WORD_TO_CATEGORY[token]
+    return None
+
+
+def is_lowlevel_text(text: str) -> bool:
+    """True when a text names no category but has a colour, position or size word."""
+    return caption_category(text) is None and any(t in LOWLEVEL_WORDS for t in _tokens(text))
+
+
+def word_bank() -> list[str]:
+    """Short phrases: one per category, colour, position and size (the low-level vocabulary)."""
+    phrases = [f"a photo of {CATEGORY_WORDS[c][0]}" for c in CATEGORIES]
+    phrases += [f"something {colour}" for colour in COLOURS]
+    phrases += ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
+    phrases += ["something small", "something large"]
+    return phrases
+
+
+def simulated_caption_bank(
+    n_images: int = 2000, seed: int = 65537, include_words: bool = True
+) -> list[str]:
+    """Distinct captions of simulated scenes drawn with their own seed, plus :func:`word_bank`.
+
+    The seed differs from the experiments' and from sim-clip's training seed, so the bank holds
+    no caption of a stimulus any subject saw by construction of the seed streams.
+    """
+    stimuli = generate_stimuli(n_images, size=32, seed=seed)
+    bank = sorted(set(stimuli.captions))
+    if include_words:
+        bank += [w for w in word_bank() if w not in bank]
+    return bank
+
+
+@dataclass
+class CaptionScore:
+    """How the captions of one ROI name its planted category."""
+
+    fraction_correct: float
+    fraction_lowlevel: float
+    category_counts: dict[str, int]
+    n: int
+
+
+def score_captions(texts: Sequence[str], expected_category: str | None) -> CaptionScore:
+    """Fraction of captions naming ``expected_category`` (and of low-level-only captions).
+
+    Parameters
+    ----------
+    texts : sequence of str
+        One caption per voxel (e.g. :attr:`VoxelCaptions.best`).
+    expected_category : str or None
+        A :data:`~neurodecode.sim.stimuli.CATEGORIES` entry; None for early-visual ROIs (then
+        ``fraction_correct`` is NaN and ``fraction_lowlevel`` is the score to read).
+    """
+    if expected_category is not None and expected_category not in CATEGORIES:
+        raise InvalidInputError(
+            f"expected_category={expected_category!r}; expected one of {CATEGORIES} or None."
+        )
+    texts = list(texts)
+    if not texts:
+        raise InvalidInputError("texts is empty; expected at least one caption to score.")
+    named = [caption_category(t) for t in texts]
+    counts = {c: named.count(c) for c in CATEGORIES}
+    counts["none"] = named.count(None)
+    correct = (
+        float(np.mean([n == expected_category for n in named]))
+        if expected_category is not None
+        else float("nan")
+    )
+    lowlevel = float(np.mean([is_lowlevel_text(t) for t in texts]))
+    return CaptionScore(correct, lowlevel, counts, len(texts))
