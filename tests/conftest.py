@@ -22,3 +22,11 @@ def tiny_nsd(tmp_path_factory) -> Path:
 
     config = FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml")
     return simulate_fmri(config, tmp_path_factory.mktemp("sim") / "tiny", progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_model_cache(tmp_path_factory):
+    """One NEURODECODE_CACHE per test session (sim-clip etc. train once), never the user's."""
+    if "NEURODECODE_CACHE" not in os.environ or not os.environ.get("NEURODECODE_KEEP_CACHE"):
+        os.environ["NEURODECODE_CACHE"] = str(tmp_path_factory.mktemp("neurodecode-cache"))
+    yield
