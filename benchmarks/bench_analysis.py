@@ -1,0 +1,326 @@
+"""Artificial features vs cortical selectivity on the simulated NSD world, scored against its truth.
+
+On one subject (``subj01``) of a simulated world (default ``data/sim/default``, simulated from
+``datasets/sim/default.yaml`` when missing):
+
+1. **Noise ceiling** (``noise_ceiling.*``): NSD's estimator on the session-z-scored betas, as a
+   *fraction* (NC % / 100) for 3 averaged repeats, against the true ceiling written by the
+   simulator; ``mean_abs_error`` over all nsdgeneral voxels.
+2. **Encoding** (``encoding.*``): ridge (per-voxel CV alpha) on the simulator's own generating
+   features given as three bands (energy raw, category and attributes standardised as
+   :func:`neurodecode.sim.brain.standardise_features`), fitted on repeat-averaged training
+   images, R² on the repeat-averaged shared images. ``r2_over_nc_linear_voxels`` = sum R² / sum
+   NC over voxels the simulator made linear whose true NC >= 0.05 (below that the R² of single
+   voxels is noise: the demo world's "other" voxels have NC ~ 0.01); the same over all linear
+   voxels, per kind and for compressive voxels are reported beside it.
+3. **Captions** (``captions.<roi>.*``, BrainSCUBA): ridge from unit-norm sim-clip image embeddings
+   to voxels (no standardisation), each voxel's weight vector projected onto the pool of the
+   world's image embeddings (softmax over cosine / (1/150)) and captioned by the nearest text
+   of a bank (captions of 2000 scenes drawn with another seed + category/colour/position words)
+   under the sim-clip text tower. ``fraction_correct`` = fraction of the ROI's voxels whose top
+   caption names the ROI's planted category; ``roi_average_caption`` captions the ROI-mean
+   weight vector. Early visual ROIs report ``fraction_lowlevel``.
+4. **Selectivity** (``selectivity.<roi>.*``): a TopK SAE on sim-clip embeddings of the world's
+   images; the latent with the highest correlation with the ROI-mean response (training images,
+   repeat-averaged) and the category that latent fires for most (ground-truth labels).
+5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator sampled
+   unconditionally with and without gradient guidance toward the ROI's mean predicted response
+   (sim-clip image tower + the caption encoder), the same initial noise for both; each image
+   judged by sim-clip zero-shot classification; ``guided_rate`` / ``unguided_rate`` = fraction of
+   images judged to be the ROI's category (all samples; ``guided_rate_top20`` on BrainDiVE's
+   kept top 20 %).
+
+Run: ``.venv/bin/python -m benchmarks.bench_analysis [--root data/sim/default] [--clip default]``.
+Writes ``benchmarks/results/analysis.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from neurodecode.analysis.captioning import (
+    caption_voxels,
+    score_captions,
+    simulated_caption_bank,
+)
+from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
+from neurodecode.analysis.selectivity import (
+    roi_responses,
+    unit_label_preference,
+    unit_roi_alignment,
+)
+from neurodecode.analysis.synthesis import (
+    denoiser_from_sim_generator,
+    differentiable_clip_embed,
+    guided_sample,
+    roi_objective,
+    zero_shot_categories,
+)
+from neurodecode.data.nsd import read_nsd_betas, read_stimuli
+from neurodecode.sim.brain import CATEGORY_ROIS, GeneratingFeatures, standardise_features
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "analysis.json"
+EARLY_ROIS = ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4")
+
+
+def load_truth(root: Path, subject: str) -> dict[str, Any]:
+    with h5py.File(root / "ground_truth.h5", "r") as f:
+        gf = f["generating_features"]
+        blocks = {k: tuple(v) for k, v in json.loads(gf.attrs["blocks"]).items()}
+        features = GeneratingFeatures(
+            gf[:].astype(np.float64), blocks, int(gf.attrs["energy_grid"])
+        )
+        g = f[subject]
+        return {
+            "features": standardise_features(features),
+            "blocks": blocks,
+            "category": f["category"][:].astype(str),
+            "noise_ceiling": g["noise_ceiling"][:] / 100.0,
+            "linear": g["linear"][:].astype(bool),
+            "kind": g["kind"][:].astype(str),
+            "roi": g["roi"][:].astype(str),
+            "voxel_ijk": g["voxel_ijk"][:],
+        }
+
+
+def embed_all(encoder, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    parts = [
+        encoder.encode_image(images[i : i + batch], normalize=True).numpy()
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=REPO / "data/sim/default")
+    parser.add_argument("--config", type=Path, default=REPO / "datasets/sim/default.yaml")
+    parser.add_argument("--subject", default="subj01")
+    parser.add_argument("--clip", default="default", choices=["default", "tiny"])
+    parser.add_argument("--generator", default="default", choices=["default", "tiny"])
+    parser.add_argument("--n-synth", type=int, default=24)
+    parser.add_argument("--guidance", type=float, default=30.0)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--sae-steps", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    timings: dict[str, float] = {}
+    results: dict[str, Any] = {
+        "world": str(args.root),
+        "subject": args.subject,
+        "units": "noise ceilings and R² as fractions of variance (NC % / 100)",
+        "machine": {"python": platform.python_version(), "torch_threads": torch.get_num_threads()},
+    }
+    if not (args.root / "ground_truth.h5").is_file():
+        from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
+
+        simulate_fmri(FMRISimConfig.from_yaml(args.config), args.root, progress=False)
+    truth = load_truth(args.root, args.subject)
+    trials = read_nsd_betas(args.root, args.subject, progress=False)
+    if not np.array_equal(trials.info["voxel_ijk"], truth["voxel_ijk"]):
+        raise RuntimeError("voxel order of the reader and the ground truth differ")
+
+    # 1. noise ceiling --------------------------------------------------------------------
+    _, nc = estimate_noise_ceiling(trials.data, trials.stimulus_id, trials.session, 3, zscore=False)
+    error = nc - truth["noise_ceiling"]
+    results["noise_ceiling"] = {
+        "mean_abs_error": float(np.abs(error).mean()),
+        "mean_error": float(error.mean()),
+        "mean_true": float(truth["noise_ceiling"].mean()),
+        "n_voxels": len(nc),
+    }
+
+    # 2. encoding in the generating feature space ------------------------------------------
+    started = time.perf_counter()
+    feats = truth["features"]
+    bands = {
+        name: (lambda ids, a=a, b=b: feats[ids][:, a:b]) for name, (a, b) in truth["blocks"].items()
+    }
+    run = encode_trials(trials, bands)
+    timings["encoding_s"] = time.perf_counter() - started
+    s, lin, kind, nc_true = run.scores, truth["linear"], truth["kind"], truth["noise_ceiling"]
+    reliable = nc_true >= 0.05
+    results["encoding"] = {
+        "r2_over_nc_linear_voxels": pooled_r2_over_nc(s, lin & reliable),
+        "n_linear_voxels": int((lin & reliable).sum()),
+        "selection": "simulator-linear voxels with true NC >= 0.05; pooled sum R2 / sum NC",
+        "r2_over_nc_all_linear_voxels": pooled_r2_over_nc(s, lin),
+        "r2_over_nc_compressive_voxels": pooled_r2_over_nc(s, ~lin & reliable),
+        "median_voxel_r2_over_nc_linear": float(np.nanmedian(s.r2_over_nc[lin & reliable])),
+        "per_kind": {
+            k: pooled_r2_over_nc(s, (kind == k) & lin & reliable)
+            for k in ("early", "category", "other")
+            if np.any((kind == k) & lin & reliable)
+        },
+        "fit_seconds": round(timings["encoding_s"], 1),
+    }
+
+    # 3. captions --------------------------------------------------------------------------
+    from neurodecode.features.sim_clip import get_sim_clip
+
+    started = time.perf_counter()
+    clip = get_sim_clip(args.clip, progress=False)
+    timings["sim_clip_load_s"] = time.perf_counter() - started
+    n_images = len(truth["category"])
+    images = read_stimuli(args.root, np.arange(n_images))
+    started = time.perf_counter()
+    embeds = embed_all(clip, images)
+    timings["embed_s"] = time.perf_counter() - started
+    clip_run = encode_trials(trials, lambda ids: embeds[ids], standardize=False)
+    enc = clip_run.encoder
+    bank = simulated_caption_bank()
+    with torch.no_grad():
+        bank_emb = torch.cat(
+            [clip.encode_text(bank[i : i + 512], normalize=True) for i in range(0, len(bank), 512)]
+        ).numpy()
+    roi = truth["roi"]
+    captions: dict[str, Any] = {}
+    for name, (category, _, _) in CATEGORY_ROIS.items():
+        voxels = roi == name
+        if not voxels.any():
+            continue
+        caps = caption_voxels(enc.weights[:, voxels].T, embeds, bank_emb, bank)
+        score = score_captions(caps.best, category)
+        mean_caps = caption_voxels(enc.weights[:, voxels].mean(1)[None], embeds, bank_emb, bank)
+        captions[name] = {
+            "category": category,
+            "fraction_correct": score.fraction_correct,
+            "fraction_lowlevel": score.fraction_lowlevel,
+            "n_voxels": score.n,
+            "roi_average_caption": mean_caps.best[0],
+            "roi_average_correct": score_captions(mean_caps.best, category).fraction_correct,
+            "named": {k: v for k, v in score.category_counts.items() if v},
+        }
+    early = np.isin(roi, EARLY_ROIS)
+    caps = caption_voxels(enc.weights[:, early].T, embeds, bank_emb, bank)
+    early_score = score_captions(caps.best, None)
+    captions["early_visual"] = {
+        "fraction_lowlevel": early_score.fraction_lowlevel,
+        "fraction_naming_a_category": 1 - early_score.category_counts["none"] / early_score.n,
+        "n_voxels": early_score.n,
+    }
+    results["captions"] = captions
+    results["clip_encoding_r2_over_nc"] = pooled_r2_over_nc(clip_run.scores, reliable)
+
+    # 4. selectivity: SAE latents ------------------------------------------------------------
+    from neurodecode.analysis.sae import create_sae
+    from neurodecode.analysis.sae_training import ArrayActivationDataModule, encode_rows, train_sae
+
+    started = time.perf_counter()
+    sae = create_sae("topk", embeds.shape[1], 64, k=4)
+    train_sae(sae, ArrayActivationDataModule(embeds, batch_size=256), steps=args.sae_steps, lr=1e-3)
+    latents = encode_rows(sae, torch.from_numpy(embeds)).numpy()
+    timings["sae_s"] = time.perf_counter() - started
+    train = trials.select(trials.split == "train").average_repeats()
+    cat_rois = [n for n in CATEGORY_ROIS if np.any(roi == n)]
+    names, roi_mean = roi_responses(train.data, roi, cat_rois)
+    alignment = unit_roi_alignment(latents[train.stimulus_id], roi_mean)
+    _, _, preferred = unit_label_preference(latents, truth["category"])
+    selectivity = {}
+    for j, name in enumerate(names):
+        top = int(np.argmax(alignment[:, j]))
+        selectivity[name] = {
+            "top_latent": top,
+            "correlation": float(alignment[top, j]),
+            "top_latent_category": str(preferred[top]),
+            "roi_category": CATEGORY_ROIS[name][0],
+            "correct": bool(preferred[top] == CATEGORY_ROIS[name][0]),
+        }
+    results["selectivity"] = selectivity
+
+    # 5. synthesis ---------------------------------------------------------------------------
+    from neurodecode.reconstruct.sim_generator import get_sim_generator
+
+    started = time.perf_counter()
+    generator = get_sim_generator(
+        lambda x: clip.encode_image(x, normalize=True), preset=args.generator
+    )
+    timings["generator_load_s"] = time.perf_counter() - started
+    denoiser = denoiser_from_sim_generator(generator)
+    embed = differentiable_clip_embed(clip)
+    for p in clip.model.parameters():
+        p.requires_grad_(False)
+    started = time.perf_counter()
+    seed = torch.Generator().manual_seed(0)
+    unguided, _ = guided_sample(denoiser, None, args.n_synth, 0.0, args.steps, seed)
+    unguided_labels = zero_shot_categories(clip, unguided)
+    synthesis: dict[str, Any] = {}
+    for name in ("FFA-1", "EBA", "PPA", "VWFA-1", "food"):
+        voxels = roi == name
+        if not voxels.any():
+            continue
+        category = CATEGORY_ROIS[name][0]
+        objective = roi_objective(embed, enc, voxels)
+        seed = torch.Generator().manual_seed(0)
+        images_g, scores = guided_sample(
+            denoiser, objective, args.n_synth, args.guidance, args.steps, seed
+        )
+        labels = zero_shot_categories(clip, images_g)
+        top = torch.argsort(scores, descending=True)[: max(1, args.n_synth // 5)].numpy()
+        with torch.no_grad():
+            unguided_scores = objective(unguided)
+        synthesis[name] = {
+            "category": category,
+            "guided_rate": float(np.mean(labels == category)),
+            "unguided_rate": float(np.mean(unguided_labels == category)),
+            "guided_rate_top20": float(np.mean(labels[top] == category)),
+            "mean_predicted_guided": float(scores.mean()),
+            "mean_predicted_unguided": float(unguided_scores.mean()),
+        }
+    timings["synthesis_s"] = time.perf_counter() - started
+    results["synthesis"] = synthesis
+    results["synthesis_settings"] = {
+        "n_images": args.n_synth,
+        "guidance_scale": args.guidance,
+        "steps": args.steps,
+        "generator": args.generator,
+        "clip": args.clip,
+        "unguided_label_counts": {
+            k: int(v) for k, v in zip(*np.unique(unguided_labels, return_counts=True))
+        },
+    }
+    results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    _print_table(results)
+    return results
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    nc, enc = results["noise_ceiling"], results["encoding"]
+    print(
+        f"noise ceiling  mean |error| {nc['mean_abs_error']:.4f} (mean true {nc['mean_true']:.3f})"
+    )
+    print(
+        f"encoding       R2/NC linear {enc['r2_over_nc_linear_voxels']:.3f} "
+        f"(n={enc['n_linear_voxels']}), compressive {enc['r2_over_nc_compressive_voxels']:.3f}"
+    )
+    print(f"{'ROI':8s} {'captions':>9s} {'SAE top latent':>15s} {'guided':>7s} {'unguided':>9s}")
+    for name, cap in results["captions"].items():
+        if name == "early_visual":
+            continue
+        sel = results["selectivity"].get(name, {})
+        syn = results["synthesis"].get(name, {})
+        print(
+            f"{name:8s} {cap['fraction_correct']:9.2f} "
+            f"{sel.get('top_latent_category', '-'):>15s} "
+            f"{syn.get('guided_rate', float('nan')):7.2f} {syn.get('unguided_rate', float('nan')):9.2f}"
+        )
+    ev = results["captions"]["early_visual"]
+    print(f"early visual captions: low-level {ev['fraction_lowlevel']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
