@@ -1,0 +1,213 @@
+"""Brain activity -> images: decoder embedding, optional low-level init, generator, best-of-n.
+
+:class:`Reconstructor` composes the pieces as MindEye does: the decoder (retrieval head + diffusion
+prior) predicts an image embedding per trial; the low-level pathway, if given, decodes a blurry
+image used as the img2img init at ``strength``; the generator draws ``num_samples`` images per trial;
+and the sample whose embedding (by ``select_with``, the same image encoder the decoder targets) is
+most cosine-similar to the predicted embedding is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurodecode.reconstruct.generators import Generator, tensor_to_images
+from neurodecode.validation import InvalidInputError
+
+#: brain (B, V) -> predicted image embeddings (B, D)
+DecoderEmbedFn = Callable[[torch.Tensor], torch.Tensor]
+#: uint8 images (N, H, W, 3) -> embeddings (N, D)
+ImageEmbedFn = Callable[[np.ndarray], np.ndarray | torch.Tensor]
+
+
+@dataclass
+class Reconstruction:
+    """Reconstructions of a batch of trials.
+
+    Attributes
+    ----------
+    images : Tensor, shape (B, 3, H, W), in [0, 1]
+        The selected sample per trial.
+    samples : Tensor, shape (B, n, 3, H, W), in [0, 1]
+        Every sample drawn.
+    scores : Tensor, shape (B, n)
+        Cosine similarity of each sample's embedding to the predicted one (zeros without selection).
+    selected : Tensor, shape (B,), int
+        Index of the kept sample.
+    embeds : Tensor, shape (B, D)
+        Predicted image embeddings.
+    lowlevel : Tensor, shape (B, 3, h, w), in [0, 1], or None
+        Low-level (blurry) images used as img2img init.
+    """
+
+    images: torch.Tensor
+    samples: torch.Tensor
+    scores: torch.Tensor
+    selected: torch.Tensor
+    embeds: torch.Tensor
+    lowlevel: torch.Tensor | None = None
+
+
+def _embed(embed_fn: ImageEmbedFn, images: torch.Tensor) -> torch.Tensor:
+    out = embed_fn(tensor_to_images(images))
+    out = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out))
+    return out.float().cpu()
+
+
+def select_best(
+    samples: torch.Tensor, target_embeds: torch.Tensor, embed_fn: ImageEmbedFn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best-of-n: per trial, the sample whose embedding is most cosine-similar to the target.
+
+    Parameters
+    ----------
+    samples : Tensor, shape (B, n, 3, H, W), in [0, 1]
+    target_embeds : Tensor, shape (B, D)
+    embed_fn : callable
+        ``uint8 (N, H, W, 3) -> (N, D)``, the image encoder of the target embedding space.
+
+    Returns
+    -------
+    best : Tensor, shape (B, 3, H, W)
+    index : Tensor, shape (B,), int64
+    scores : Tensor, shape (B, n)
+    """
+    if samples.ndim != 5 or target_embeds.ndim != 2 or len(samples) != len(target_embeds):
+        raise InvalidInputError(
+            f"samples has shape {tuple(samples.shape)} and target_embeds "
+            f"{tuple(target_embeds.shape)}; expected (B, n, 3, H, W) and (B, D)."
+        )
+    b, n = samples.shape[:2]
+    embeds = _embed(embed_fn, samples.flatten(0, 1)).view(b, n, -1)
+    if embeds.shape[-1] != target_embeds.shape[-1]:
+        raise InvalidInputError(
+            f"select_with gives {embeds.shape[-1]}-d embeddings but the decoder predicts "
+            f"{target_embeds.shape[-1]}-d ones; expected the same embedding space."
+        )
+    scores = F.cosine_similarity(embeds, target_embeds.float().cpu()[:, None, :], dim=-1)
+    index = scores.argmax(dim=1)
+    best = samples[torch.arange(b), index.to(samples.device)]
+    return best, index, scores
+
+
+class Reconstructor:
+    """Brain activity -> images (MindEye's reconstruction pipeline).
+
+    Parameters
+    ----------
+    decoder_embed_fn : callable
+        ``brain (B, V) -> predicted image embeddings (B, D)`` (retrieval head + prior).
+    generator : Generator
+        Image generator conditioned on those embeddings.
+    lowlevel : callable, optional
+        ``brain (B, V) -> blurry images (B, 3, h, w) in [0, 1]`` (e.g.
+        :meth:`neurodecode.reconstruct.lowlevel.LowLevelModule.decode`); used as img2img init.
+    strength : float in [0, 1]
+        img2img strength from the low-level image (ignored without ``lowlevel``).
+    num_samples : int
+        Samples drawn per trial.
+    select_with : callable, optional
+        ``uint8 (N, H, W, 3) -> (N, D)`` image encoder for best-of-n; without it the first sample
+        is kept.
+    num_inference_steps : int, optional
+        Passed to the generator (its default otherwise).
+    batch_size : int
+        Trials per generator call.
+    """
+
+    def __init__(
+        self,
+        decoder_embed_fn: DecoderEmbedFn,
+        generator: Generator,
+        lowlevel: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        strength: float = 0.6,
+        num_samples: int = 4,
+        select_with: ImageEmbedFn | None = None,
+        num_inference_steps: int | None = None,
+        batch_size: int = 64,
+    ):
+        if not 0.0 <= strength <= 1.0:
+            raise InvalidInputError(f"strength={strength!r} is not valid; expected [0, 1].")
+        if num_samples < 1:
+            raise InvalidInputError(f"num_samples={num_samples!r} is not valid; expected >= 1.")
+        self.decoder_embed_fn = decoder_embed_fn
+        self.generator = generator
+        self.lowlevel = lowlevel
+        self.strength = strength
+        self.num_samples = num_samples
+        self.select_with = select_with
+        self.num_inference_steps = num_inference_steps
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def _batch(self, brain: torch.Tensor, seed: torch.Generator | None) -> Reconstruction:
+        embeds = torch.as_tensor(self.decoder_embed_fn(brain)).float()
+        init = self.lowlevel(brain).float() if self.lowlevel is not None else None
+        kwargs = (
+            {}
+            if self.num_inference_steps is None
+            else {"num_inference_steps": self.num_inference_steps}
+        )
+        samples = self.generator.generate(
+            embeds,
+            init_images=init,
+            strength=self.strength,
+            num_samples=self.num_samples,
+            generator=seed,
+            **kwargs,
+        ).cpu()
+        if self.select_with is not None and self.num_samples > 1:
+            best, index, scores = select_best(samples, embeds, self.select_with)
+        else:
+            best = samples[:, 0]
+            index = torch.zeros(len(samples), dtype=torch.long)
+            scores = torch.zeros(samples.shape[:2])
+        return Reconstruction(
+            best, samples, scores, index, embeds.cpu(), None if init is None else init.cpu()
+        )
+
+    def reconstruct(
+        self,
+        brain: torch.Tensor | np.ndarray,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Reconstruction:
+        """Reconstruct images from brain activity.
+
+        Parameters
+        ----------
+        brain : Tensor or ndarray, shape (B, V)
+            One row per trial (repeat-averaged for evaluation).
+        generator : torch.Generator, optional
+            Seeds the generator's noise.
+        progress : callable, optional
+            Called with the number of trials done after each batch (e.g. a progress bar's update).
+
+        Returns
+        -------
+        Reconstruction
+        """
+        brain = torch.as_tensor(brain).float()
+        if brain.ndim != 2 or len(brain) == 0:
+            raise InvalidInputError(
+                f"brain has shape {tuple(brain.shape)}; expected a non-empty (trials, voxels) array."
+            )
+        parts = []
+        for start in range(0, len(brain), self.batch_size):
+            parts.append(self._batch(brain[start : start + self.batch_size], generator))
+            if progress is not None:
+                progress(len(parts[-1].images))
+        lowlevel = None if parts[0].lowlevel is None else torch.cat([p.lowlevel for p in parts])
+        return Reconstruction(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.samples for p in parts]),
+            torch.cat([p.scores for p in parts]),
+            torch.cat([p.selected for p in parts]),
+            torch.cat([p.embeds for p in parts]),
+            lowlevel,
+        )

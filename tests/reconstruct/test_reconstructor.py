@@ -1,0 +1,98 @@
+"""Reconstructor composition (embeddings, low-level init, best-of-n) and the figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurodecode.reconstruct.figures import plot_reconstructions
+from neurodecode.reconstruct.reconstructor import Reconstructor, select_best
+from neurodecode.validation import InvalidInputError
+
+COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+
+
+def mean_colour(images: np.ndarray) -> torch.Tensor:
+    """Embedding = mean RGB of uint8 images (N, H, W, 3)."""
+    return torch.from_numpy(images).float().mean(dim=(1, 2)) / 255
+
+
+class ColourGenerator:
+    """Sample k is a flat image of COLOURS[k]; records what it was called with."""
+
+    image_size = 8
+    embed_dim = 3
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(
+        self,
+        image_embeds,
+        init_images=None,
+        strength=0.6,
+        num_samples=1,
+        num_inference_steps=20,
+        generator=None,
+    ):
+        self.calls.append(
+            dict(embeds=image_embeds, init=init_images, strength=strength, num_samples=num_samples)
+        )
+        flat = COLOURS[:num_samples].view(1, num_samples, 3, 1, 1)
+        return flat.expand(len(image_embeds), num_samples, 3, 8, 8).clone()
+
+
+def test_select_best_picks_the_most_similar_sample():
+    samples = COLOURS.view(1, 4, 3, 1, 1).expand(3, 4, 3, 8, 8)
+    targets = torch.stack([COLOURS[2], COLOURS[0] + 0.1, COLOURS[3]])
+    best, index, scores = select_best(samples, targets, mean_colour)
+    assert index.tolist() == [2, 0, 3]
+    torch.testing.assert_close(best[:, :, 0, 0], COLOURS[[2, 0, 3]])
+    assert scores.shape == (3, 4)
+    assert scores[0, 2] == pytest.approx(1.0)
+
+
+def test_reconstructor_composes_decoder_lowlevel_and_generator():
+    brain = torch.randn(5, 10)
+    targets = COLOURS[[1, 3, 0, 2, 1]]
+    blur = torch.full((5, 3, 4, 4), 0.5)
+    generator = ColourGenerator()
+    recon = Reconstructor(
+        lambda b: targets[: len(b)],
+        generator,
+        lowlevel=lambda b: blur[: len(b)],
+        strength=0.3,
+        num_samples=4,
+        select_with=mean_colour,
+    ).reconstruct(brain)
+    assert recon.selected.tolist() == [1, 3, 0, 2, 1]
+    assert recon.images.shape == (5, 3, 8, 8) and recon.samples.shape == (5, 4, 3, 8, 8)
+    assert torch.equal(recon.lowlevel, blur)
+    call = generator.calls[0]
+    assert call["strength"] == 0.3 and call["num_samples"] == 4
+    assert torch.equal(call["init"], blur)
+    assert torch.equal(recon.embeds, targets)
+
+
+def test_reconstructor_batches_and_keeps_first_sample_without_selection():
+    generator = ColourGenerator()
+    done = []
+    recon = Reconstructor(
+        lambda b: torch.ones(len(b), 3), generator, num_samples=2, batch_size=2
+    ).reconstruct(np.zeros((5, 4)), progress=done.append)
+    assert len(generator.calls) == 3 and done == [2, 2, 1]
+    assert generator.calls[0]["init"] is None
+    assert recon.selected.tolist() == [0] * 5
+    with pytest.raises(InvalidInputError, match="trials, voxels"):
+        Reconstructor(lambda b: b, generator).reconstruct(torch.zeros(3))
+
+
+def test_plot_reconstructions_writes_a_figure(tmp_path):
+    stimuli = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    recons = torch.rand(3, 3, 8, 8)
+    path = plot_reconstructions(stimuli, torch.rand(3, 3, 8, 8), recons, tmp_path / "f.png")
+    assert path.stat().st_size > 1000
+    plot_reconstructions(stimuli, None, recons, tmp_path / "g.png", n_rows=2)
+    with pytest.raises(InvalidInputError, match="same non-zero number"):
+        plot_reconstructions(stimuli, None, recons[:2], tmp_path / "h.png")
