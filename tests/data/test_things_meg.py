@@ -123,8 +123,9 @@ def test_bad_file_gives_one_error_naming_it(tiny_meg, tmp_path, defect):
         epochs.metadata = epochs.metadata.drop(columns=["stimulus_id", "image_path"])
         match = r"preprocessed_P2-epo\.fif has no image column"
     epochs.save(bad, overwrite=True, verbose="error")
+    subjects = [1, 2] if defect == "channels" else [2]  # a channel mismatch needs a reference
     with pytest.raises(InvalidInputError, match=match):
-        read_things_meg(root)
+        read_things_meg(root, subjects=subjects)
 
 
 def test_datamodule_joins_targets_by_stimulus_and_averages_test(trials):

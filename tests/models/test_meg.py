@@ -133,3 +133,13 @@ def test_time_resolved_ridge_peaks_where_the_signal_is():
     assert starts[np.argmax(top1)] >= 0.15
     assert top1[starts < 0.05].max() < 0.2  # before the signal: near chance (0.05)
     assert top1.max() > 0.5
+
+
+def test_save_pretrained_round_trip_gives_identical_outputs(tmp_path):
+    model = MEGBrainModule(_geometry(), **SMALL).eval()
+    with torch.no_grad():
+        model.subject_layers.weights[1].mul_(0.5)
+    model.save_pretrained(tmp_path / "meg")
+    loaded = MEGBrainModule.from_pretrained(tmp_path / "meg").eval()
+    brain, subject = torch.randn(4, 20, 24), torch.tensor([0, 1, 1, 0])
+    torch.testing.assert_close(loaded.embed(brain, subject), model.embed(brain, subject))
