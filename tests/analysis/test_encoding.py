@@ -166,3 +166,31 @@ def test_errors_name_the_problem(quiet_world):
         enc.predict(np.zeros((3, 5)))
     with pytest.raises(InvalidInputError, match="band 'b' has 4 samples"):
         concatenate_bands({"a": np.zeros((5, 1)), "b": np.zeros((4, 1))})
+
+
+def test_brain_maps_put_values_back_in_the_volume(quiet_world, tmp_path):
+    from nilearn import datasets
+
+    from neurodecode.analysis.brain_maps import (
+        plot_slice_mosaic,
+        plot_surface_map,
+        values_to_nifti,
+        values_to_volume,
+    )
+
+    trials, _, _, truth = quiet_world
+    ijk = trials.info["voxel_ijk"]
+    shape = tuple(ijk.max(0) + 2)
+    volume = values_to_volume(truth["nc"], ijk, shape)
+    assert np.array_equal(volume[tuple(ijk.T)], truth["nc"])  # (x, y, z) indexing
+    assert np.isnan(volume).sum() == np.prod(shape) - len(ijk)
+    plot_slice_mosaic(truth["nc"], ijk, shape, tmp_path / "nc.png", "noise ceiling")
+    assert (tmp_path / "nc.png").stat().st_size > 0
+    template = datasets.load_mni152_template(resolution=4)
+    inside = np.argwhere(template.get_fdata() > 0.3)[:500]
+    image = values_to_nifti(np.ones(len(inside)), inside, template.shape, template.affine)
+    assert image.get_fdata()[tuple(inside[0])] == 1.0
+    plot_surface_map(image, tmp_path / "surf.png", "R²")
+    assert (tmp_path / "surf.png").stat().st_size > 0
+    with pytest.raises(InvalidInputError, match="outside the volume"):
+        values_to_volume(np.ones(1), np.array([[99, 0, 0]]), (3, 3, 3))

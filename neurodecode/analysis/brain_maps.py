@@ -1,0 +1,127 @@
+"""Brain maps of per-voxel analysis results: R², noise ceiling, ROI selectivity, latent alignment.
+
+Per-voxel values (ordered as the reader's ``voxel_ijk``) are put back into the subject's volume
+(:func:`values_to_volume`, :func:`values_to_nifti`) and drawn three ways:
+
+- :func:`plot_slice_mosaic`: axial slices of the subject grid (simulated worlds, or any native
+  space without a template) through :func:`neurodecode.plotting.plot_volume_mosaic`;
+- :func:`plot_volume_map`: nilearn's ``plot_stat_map`` over the MNI152 template nilearn ships
+  (for maps already in MNI space);
+- :func:`plot_surface_map`: the volume sampled onto nilearn's fsaverage5 pial surface
+  (``vol_to_surf``) and drawn with ``plot_surf_stat_map``, both hemispheres (MNI-space maps).
+
+nilearn's MNI152 template and fsaverage5 meshes are part of the installed package: nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from neurodecode.validation import InvalidInputError, check_array
+
+
+def values_to_volume(
+    values: np.ndarray, voxel_ijk: np.ndarray, shape: tuple[int, int, int], fill: float = np.nan
+) -> np.ndarray:
+    """Scatter per-voxel values into an (X, Y, Z) volume.
+
+    Parameters
+    ----------
+    values : array, shape (n_voxels,)
+    voxel_ijk : int array, shape (n_voxels, 3)
+        (x, y, z) indices, as ``TrialSet.info["voxel_ijk"]``.
+    shape : (X, Y, Z)
+    fill : float
+        Value outside the voxels (NaN draws as transparent).
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z), float64
+    """
+    values = check_array("values", np.asarray(values, dtype=np.float64), ndim=1)
+    ijk = check_array("voxel_ijk", np.asarray(voxel_ijk), shape=(len(values), 3), kind="iu")
+    if np.any(ijk < 0) or np.any(ijk >= np.asarray(shape)):
+        raise InvalidInputError(f"voxel_ijk has indices outside the volume shape {tuple(shape)}.")
+    volume = np.full(tuple(int(s) for s in shape), fill, dtype=np.float64)
+    volume[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = values
+    return volume
+
+
+def values_to_nifti(
+    values: np.ndarray, voxel_ijk: np.ndarray, shape: tuple[int, int, int], affine: np.ndarray
+):
+    """Per-voxel values as a ``nibabel.Nifti1Image`` (float32, 0 outside the voxels)."""
+    import nibabel as nib
+
+    volume = values_to_volume(values, voxel_ijk, shape, fill=0.0).astype(np.float32)
+    return nib.Nifti1Image(volume, np.asarray(affine, dtype=np.float64))
+
+
+def plot_slice_mosaic(
+    values: np.ndarray,
+    voxel_ijk: np.ndarray,
+    shape: tuple[int, int, int],
+    path: str | Path | None = None,
+    title: str = "",
+    cmap: str = "viridis",
+    n_slices: int = 8,
+):
+    """Axial slice mosaic of a per-voxel map on the subject grid (no template needed)."""
+    from neurodecode.plotting import plot_volume_mosaic
+
+    volume = values_to_volume(values, voxel_ijk, shape)
+    return plot_volume_mosaic(volume, path=path, title=title, cmap=cmap, n_slices=n_slices)
+
+
+def plot_volume_map(
+    image, path: str | Path | None = None, title: str = "", threshold: float | None = None
+):
+    """A statistical map over nilearn's MNI152 template (``image``: NIfTI image in MNI space)."""
+    from nilearn import datasets, plotting
+
+    display = plotting.plot_stat_map(
+        image,
+        bg_img=datasets.load_mni152_template(),
+        title=title,
+        threshold=threshold,
+        display_mode="ortho",
+        draw_cross=False,
+    )
+    if path is not None:
+        display.savefig(str(path), dpi=110)
+        display.close()
+    return display
+
+
+def plot_surface_map(
+    image, path: str | Path | None = None, title: str = "", threshold: float | None = None
+):
+    """A map in MNI space sampled onto fsaverage5 and drawn on both inflated hemispheres."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nilearn import datasets, plotting, surface
+
+    fsaverage = datasets.fetch_surf_fsaverage("fsaverage5")
+    fig, axes = plt.subplots(1, 2, subplot_kw={"projection": "3d"}, figsize=(8, 3.5))
+    for ax, hemi in zip(axes, ("left", "right")):
+        texture = surface.vol_to_surf(image, fsaverage[f"pial_{hemi}"])
+        plotting.plot_surf_stat_map(
+            fsaverage[f"infl_{hemi}"],
+            texture,
+            hemi=hemi,
+            bg_map=fsaverage[f"sulc_{hemi}"],
+            threshold=threshold,
+            axes=ax,
+            figure=fig,
+            colorbar=hemi == "right",
+        )
+    fig.suptitle(title, fontsize=9)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
