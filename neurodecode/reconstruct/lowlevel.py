@@ -76,11 +76,12 @@ class SimVAEConfig:
 VAE_PRESETS: dict[str, SimVAEConfig] = {
     "default": SimVAEConfig(),
     "tiny": SimVAEConfig(
+        image_size=16,
         block_out_channels=(16, 32),
         n_stimuli=128,
-        train_steps=30,
+        train_steps=60,
         batch_size=16,
-        learning_rate=3e-3,
+        learning_rate=1e-2,
     ),
 }
 

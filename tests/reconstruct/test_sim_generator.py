@@ -1,0 +1,93 @@
+"""The embedded default generator: interface contract, caching, img2img and conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurodecode.evaluate.image_metrics import pixcorr_per_image
+from neurodecode.reconstruct.generators import Generator, images_to_tensor
+from neurodecode.reconstruct.sim_generator import SimGenerator, get_sim_generator
+from neurodecode.sim.stimuli import generate_stimuli
+from neurodecode.validation import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def held_out(embed_fn):
+    """Stimuli the generator never saw (another seed) and their embeddings."""
+    stimuli = generate_stimuli(24, size=32, seed=12345)
+    return images_to_tensor(stimuli.images), torch.as_tensor(embed_fn(stimuli.images))
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_output_shape_range_and_protocol(tiny_generator, held_out):
+    _, embeds = held_out
+    assert isinstance(tiny_generator, Generator)
+    out = tiny_generator.generate(embeds[:3], num_samples=2, generator=seeded())
+    assert out.shape == (3, 2, 3, 32, 32)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not torch.equal(out[:, 0], out[:, 1])  # samples differ
+
+
+def test_seeded_generation_is_deterministic(tiny_generator, held_out):
+    _, embeds = held_out
+    a = tiny_generator.generate(embeds[:2], generator=seeded(3))
+    b = tiny_generator.generate(embeds[:2], generator=seeded(3))
+    c = tiny_generator.generate(embeds[:2], generator=seeded(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_img2img_strength_zero_returns_init_and_small_strength_stays_close(
+    tiny_generator, held_out
+):
+    images, embeds = held_out
+    same = tiny_generator.generate(
+        embeds[:4], init_images=images[:4], strength=0.0, generator=seeded()
+    )
+    torch.testing.assert_close(same[:, 0], images[:4], atol=1e-6, rtol=0)
+    near = tiny_generator.generate(
+        embeds[:4], init_images=images[:4], strength=0.25, num_inference_steps=8, generator=seeded()
+    )[:, 0]
+    far = tiny_generator.generate(embeds[:4], generator=seeded())[:, 0]
+    assert (near - images[:4]).abs().mean() < (far - images[:4]).abs().mean()
+
+
+def test_conditioning_beats_shuffled_embeddings(tiny_generator, held_out):
+    images, embeds = held_out
+    shuffled = embeds.roll(1, dims=0)
+    own = tiny_generator.generate(embeds, generator=seeded())[:, 0]
+    other = tiny_generator.generate(shuffled, generator=seeded())[:, 0]
+    r_own = pixcorr_per_image(own, images, size=None)
+    r_other = pixcorr_per_image(other, images, size=None)
+    assert r_own.mean() > r_other.mean() + 0.1
+    assert (r_own > r_other).mean() > 0.6
+
+
+def test_cache_round_trip_and_key(tiny_generator, embed_fn, cache_dir, held_out):
+    _, embeds = held_out
+    folders = list((cache_dir / "sim-generator").iterdir())
+    assert len(folders) == 1
+    assert {p.name for p in folders[0].iterdir()} == {"config.json", "model.safetensors"}
+    again = get_sim_generator(embed_fn, preset="tiny", cache_dir=cache_dir)  # loads, no training
+    torch.testing.assert_close(
+        again.generate(embeds[:2], generator=seeded()),
+        tiny_generator.generate(embeds[:2], generator=seeded()),
+    )
+    loaded = SimGenerator.load(folders[0])
+    assert loaded.embed_dim == tiny_generator.embed_dim == embeds.shape[1]
+
+
+def test_bad_arguments_are_named(tiny_generator, held_out):
+    _, embeds = held_out
+    with pytest.raises(InvalidInputError, match="32-dimensional"):
+        tiny_generator.generate(torch.zeros(2, 7))
+    with pytest.raises(InvalidInputError, match="strength"):
+        tiny_generator.generate(embeds[:2], strength=1.5)
+    with pytest.raises(InvalidInputError, match="one init image per embedding"):
+        tiny_generator.generate(embeds[:2], init_images=torch.zeros(3, 3, 32, 32))
+    with pytest.raises(InvalidInputError, match="preset"):
+        get_sim_generator(lambda x: x, preset="huge")
