@@ -60,17 +60,16 @@ def _truncate(path: Path, fraction: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * fraction)])
 
 
-@pytest.fixture(scope="module")
-def feature_store(tiny_nsd, tmp_path_factory) -> Path:
-    """Features of every tiny-world stimulus (a fixed projection of the generating features)."""
+def build_feature_store(root: Path, path: Path) -> Path:
+    """Features of every stimulus of the simulated world at ``root`` (a fixed projection of the
+    simulation's generating features), as entry ``gt-projection/image`` of a FeatureStore."""
     from neurodecode.features.store import FeatureStore
 
-    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
+    with h5py.File(root / "ground_truth.h5", "r") as gt:
         values = gt["generating_features"][:].astype(np.float64)
     values = (values - values.mean(0)) / (values.std(0) + 1e-9)
     projection = np.random.default_rng(0).normal(size=(values.shape[1], 8))
     embeddings = (values @ projection / values.shape[1] ** 0.5).astype(np.float32)
-    path = tmp_path_factory.mktemp("bad-features") / "features.h5"
     FeatureStore(path).fill(
         "gt-projection",
         "image",
@@ -80,6 +79,12 @@ def feature_store(tiny_nsd, tmp_path_factory) -> Path:
         progress=False,
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def feature_store(tiny_nsd, tmp_path_factory) -> Path:
+    """Features of every tiny-world stimulus."""
+    return build_feature_store(tiny_nsd, tmp_path_factory.mktemp("bad-features") / "features.h5")
 
 
 @pytest.fixture(scope="module")

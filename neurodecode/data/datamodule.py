@@ -14,13 +14,13 @@ adapters. Batches are dicts::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from neurodecode.data.nsd import count_roi_voxels, read_nsd_betas
 from neurodecode.data.trials import TrialSet
@@ -67,8 +67,28 @@ class BrainFeatureDataset(Dataset):
         }
 
 
-class SubjectBatchSampler(Sampler[list[int]]):
+class _EpochSampler(Sampler[int]):
+    """Indices ``0..n-1`` in order; holds the epoch that Lightning sets with :meth:`set_epoch`."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class SubjectBatchSampler(BatchSampler):
     """Batches that never mix subjects; subjects' batches interleave in random order.
+
+    The batch list depends only on ``(seed, epoch)``, so a run resumed from a checkpoint sees the
+    same batches as an uninterrupted one, and every process of a distributed run computes the same
+    list and keeps its own share (``batches[rank::num_replicas]``, equal counts on every rank).
 
     Parameters
     ----------
@@ -78,7 +98,18 @@ class SubjectBatchSampler(Sampler[list[int]]):
     shuffle : bool
         Shuffle within subjects and the batch order (reseeded each epoch via :meth:`set_epoch`).
     drop_last : bool
-        Drop each subject's last incomplete batch.
+        Drop each subject's last incomplete batch; in a distributed run, also drop the batches
+        that do not divide evenly among ranks. Otherwise those are padded by repeating the first
+        batches (evaluation de-duplicates by stimulus id).
+    seed : int
+    sampler : Sampler, optional
+        Lightning injects a ``DistributedSampler`` here under DDP; its ``num_replicas``, ``rank``
+        and ``epoch`` are used (its indices are not: batches stay subject-pure). Lightning calls
+        ``set_epoch`` on this sampler each epoch.
+    epoch_source : callable, optional
+        Returns the current epoch (e.g. the trainer's), read when iteration starts; preferred over
+        ``sampler.epoch`` because Lightning creates a resumed run's first iterator before it calls
+        ``set_epoch``.
     """
 
     def __init__(
@@ -88,13 +119,38 @@ class SubjectBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        sampler: Sampler | None = None,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
-        self.subject_of, self.batch_size = np.asarray(subject_of), batch_size
-        self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+        self.subject_of = np.asarray(subject_of)
+        if self.subject_of.ndim != 1:
+            raise InvalidInputError(
+                f"subject_of has shape {self.subject_of.shape}; expected (n,) subject indices."
+            )
+        super().__init__(
+            sampler if sampler is not None else _EpochSampler(len(self.subject_of)),
+            batch_size,
+            drop_last,
+        )
+        self.shuffle, self.seed, self.epoch_source = shuffle, seed, epoch_source
+
+    @property
+    def epoch(self) -> int:
+        """The epoch that seeds the shuffling: ``epoch_source()`` if given, else the epoch set by
+        Lightning through ``sampler.set_epoch``."""
+        if self.epoch_source is not None:
+            return int(self.epoch_source())
+        return int(getattr(self.sampler, "epoch", 0))
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the shuffling seed (Lightning calls this each epoch)."""
-        self.epoch = epoch
+        """Change the shuffling seed (for loops without Lightning)."""
+        self.sampler.set_epoch(epoch)
+
+    def _replicas(self) -> tuple[int, int]:
+        replicas = getattr(self.sampler, "num_replicas", None)
+        if replicas is not None:
+            return int(replicas), int(self.sampler.rank)
+        return 1, 0
 
     def _batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -109,12 +165,18 @@ class SubjectBatchSampler(Sampler[list[int]]):
                     batches.append(chunk.tolist())
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        replicas, rank = self._replicas()
+        if replicas > 1:
+            if self.drop_last:
+                batches = batches[: len(batches) - len(batches) % replicas]
+            elif batches and len(batches) % replicas:
+                pad = replicas - len(batches) % replicas
+                batches = batches + [batches[i % len(batches)] for i in range(pad)]
+            batches = batches[rank::replicas]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter(batches)
+        return iter(self._batches())
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -171,6 +233,7 @@ class NSDDataModule(L.LightningDataModule):
             )
         self._geometry: dict | None = None
         self._loaded = False
+        self._resume_epoch = 0
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -243,6 +306,24 @@ class NSDDataModule(L.LightningDataModule):
         )
         self._loaded = True
 
+    def _current_epoch(self) -> int:
+        """The epoch that seeds the training batches: the one Lightning gives ``set_epoch``
+        (``fit_loop.epoch_progress.current.processed``), or, before the loops are restored, the
+        epoch recorded in the checkpoint being resumed (:meth:`load_state_dict`). Lightning makes
+        a resumed run's first iterator before restoring its loops (``estimated_stepping_batches``
+        sets up the data), so without the latter a resumed epoch would replay epoch 0's batches."""
+        if self.trainer is None:
+            return self._resume_epoch
+        return max(self._resume_epoch, int(self.trainer.fit_loop.epoch_progress.current.processed))
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in Lightning checkpoints: the epoch the batches of a resumed run start from."""
+        return {"epoch": self._current_epoch()}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls this before the loops are restored)."""
+        self._resume_epoch = int(state_dict.get("epoch", 0))
+
     def _loader(self, dataset: BrainFeatureDataset, shuffle: bool) -> DataLoader:
         sampler = SubjectBatchSampler(
             dataset.subject_of,
@@ -250,6 +331,7 @@ class NSDDataModule(L.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle,
             seed=self.hparams.seed,
+            epoch_source=self._current_epoch,
         )
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.hparams.num_workers)
 
