@@ -194,3 +194,29 @@ def test_brain_maps_put_values_back_in_the_volume(quiet_world, tmp_path):
     assert (tmp_path / "surf.png").stat().st_size > 0
     with pytest.raises(InvalidInputError, match="outside the volume"):
         values_to_volume(np.ones(1), np.array([[99, 0, 0]]), (3, 3, 3))
+
+
+def test_encoding_runner_writes_tables_and_maps(tiny_nsd, tmp_path):
+    import csv
+
+    from neurodecode.analysis.cortex_command import run_encoding
+
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"root": str(tiny_nsd), "subject": "subj01"},
+        "features": {"source": "ground_truth"},
+    }
+    run_dir = run_encoding(config)
+    with open(run_dir / "voxels.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as f:
+        roi = f["subj01/roi"][:].astype(str)
+    assert len(rows) == len(roi)
+    assert [r["roi"] for r in rows] == roi.tolist()  # localiser labels + the planted food ROI
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["r2_over_nc_pooled"]["PPA"] > 0.5
+    assert all((run_dir / f"{k}.png").is_file() for k in ("r2", "noise_ceiling", "r2_over_nc"))
+    with pytest.raises(InvalidInputError, match=r"unknown keys \['folds'\]"):
+        run_encoding({**config, "encoding": {"folds": 3}})
+    with pytest.raises(InvalidInputError, match=r"data\.root is missing"):
+        run_encoding({"run_dir": str(tmp_path / "x"), "data": {}})
