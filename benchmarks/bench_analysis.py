@@ -51,6 +51,7 @@ from neurodecode.analysis.captioning import (
     caption_voxels,
     score_captions,
     simulated_caption_bank,
+    word_bank,
 )
 from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
 from neurodecode.analysis.selectivity import (
@@ -99,6 +100,41 @@ def embed_all(encoder, images: np.ndarray, batch: int = 256) -> np.ndarray:
         for i in range(0, len(images), batch)
     ]
     return np.concatenate(parts)
+
+
+def compare_himalaya(trials, feats: np.ndarray, run) -> dict[str, Any]:
+    """Fit time and held-out R² of himalaya's RidgeCV beside ours on the same (stacked) problem.
+
+    himalaya is an optional benchmark extra, never a runtime dependency: skipped when absent.
+    """
+    try:
+        from himalaya.ridge import RidgeCV
+    except ImportError:
+        return {"skipped": "himalaya is not installed (optional benchmark extra)"}
+    from neurodecode.analysis.encoding import fit_encoder, r2_score_columns
+    from neurodecode.models.ridge import DEFAULT_ALPHAS
+
+    train = trials.select(trials.split == "train").average_repeats()
+    x = feats[train.stimulus_id]
+    mean, sd = x.mean(0), x.std(0)
+    sd[sd == 0] = 1
+    xs = (x - mean) / sd
+    test_x = (feats[run.test_ids] - mean) / sd
+    started = time.perf_counter()
+    ours = fit_encoder(xs, train.data, standardize=False)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    theirs = RidgeCV(alphas=DEFAULT_ALPHAS, cv=5, fit_intercept=True).fit(xs, train.data)
+    theirs_s = time.perf_counter() - started
+    return {
+        "ours_seconds": round(ours_s, 2),
+        "himalaya_seconds": round(theirs_s, 2),
+        "ours_mean_r2": float(r2_score_columns(run.test_measured, ours.predict(test_x)).mean()),
+        "himalaya_mean_r2": float(
+            r2_score_columns(run.test_measured, np.asarray(theirs.predict(test_x))).mean()
+        ),
+        "problem": "stacked generating features (one band), repeat-averaged training images",
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -166,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fit_seconds": round(timings["encoding_s"], 1),
     }
 
+    results["encoding"]["himalaya"] = compare_himalaya(trials, feats, run)
+
     # 3. captions --------------------------------------------------------------------------
     from neurodecode.features.sim_clip import get_sim_clip
 
@@ -205,9 +243,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     early = np.isin(roi, EARLY_ROIS)
     caps = caption_voxels(enc.weights[:, early].T, embeds, bank_emb, bank)
     early_score = score_captions(caps.best, None)
+    words = word_bank()
+    with torch.no_grad():
+        word_emb = clip.encode_text(words, normalize=True).numpy()
+    early_words = score_captions(
+        caption_voxels(enc.weights[:, early].T, embeds, word_emb, words).best, None
+    )
+    category_voxels = np.isin(roi, list(CATEGORY_ROIS))
+    category_words = score_captions(
+        caption_voxels(enc.weights[:, category_voxels].T, embeds, word_emb, words).best, None
+    )
     captions["early_visual"] = {
         "fraction_lowlevel": early_score.fraction_lowlevel,
         "fraction_naming_a_category": 1 - early_score.category_counts["none"] / early_score.n,
+        "fraction_lowlevel_word_bank_only": early_words.fraction_lowlevel,
+        "category_rois_fraction_lowlevel_word_bank_only": category_words.fraction_lowlevel,
         "n_voxels": early_score.n,
     }
     results["captions"] = captions
