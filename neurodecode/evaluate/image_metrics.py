@@ -529,22 +529,52 @@ def reconstruction_metrics(
     -------
     ImageMetrics
     """
-    recons_t, stimuli_t = _check_pair(recons, stimuli)
+    return compare_methods({"recons": recons}, stimuli, networks, size, batch_size)["recons"]
+
+
+def compare_methods(
+    methods: Mapping[str, ImageArray],
+    stimuli: ImageArray,
+    networks: Sequence[FeatureNetwork] | None = None,
+    size: int | None = 425,
+    batch_size: int = 32,
+) -> dict[str, ImageMetrics]:
+    """Score several sets of reconstructions (a method and its controls) against the same stimuli.
+
+    The stimuli's network features are computed once. Arguments as
+    :func:`reconstruction_metrics`; ``methods`` maps a name (e.g. ``"reconstruction"``,
+    ``"shuffled trials"``, ``"mean image"``) to that method's images, in stimulus order.
+
+    Returns
+    -------
+    dict of str -> ImageMetrics
+        In the order of ``methods``; pass it to :func:`metric_table`.
+    """
+    if not methods:
+        raise InvalidInputError("methods is empty; expected at least one set of reconstructions.")
+    stimuli_t = as_image_tensor(stimuli, "stimuli")
     if networks is None:
         networks = feature_networks()
-    values = {
-        "pixcorr": pixcorr(recons_t, stimuli_t, size),
-        "ssim": ssim(recons_t, stimuli_t, size),
-    }
-    used = {}
-    for network in networks:
-        a, b = _features(network, recons_t, batch_size), _features(network, stimuli_t, batch_size)
-        if network.kind == "two_way":
-            values[network.key] = two_way_identification(a, b)
-        else:
-            values[network.key] = correlation_distance(a, b)
-        used[network.key] = network.source
-    return ImageMetrics(values, used)
+    stimulus_features = {n.key: _features(n, stimuli_t, batch_size) for n in networks}
+    results = {}
+    for name, recons in methods.items():
+        recons_t, _ = _check_pair(recons, stimuli_t)
+        values = {
+            "pixcorr": pixcorr(recons_t, stimuli_t, size),
+            "ssim": ssim(recons_t, stimuli_t, size),
+        }
+        used = {}
+        for network in networks:
+            features = _features(network, recons_t, batch_size)
+            if network.kind == "two_way":
+                values[network.key] = two_way_identification(
+                    features, stimulus_features[network.key]
+                )
+            else:
+                values[network.key] = correlation_distance(features, stimulus_features[network.key])
+            used[network.key] = network.source
+        results[name] = ImageMetrics(values, used)
+    return results
 
 
 def _format(key: str, value: float) -> str:

@@ -9,6 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from neurodecode.evaluate.image_metrics import (
     ImageMetrics,
+    compare_methods,
     correlation_distance,
     feature_networks,
     metric_table,
@@ -151,7 +152,9 @@ def test_reconstruction_metrics_and_table(images, tmp_path, monkeypatch):
     assert perfect.values["ssim"] == pytest.approx(1.0)
     for key in ("alexnet2_2way", "alexnet5_2way", "clip_2way"):
         assert perfect.values[key] == 1.0
-    shuffled = reconstruction_metrics(images.roll(1, 0), images, networks, size=32)
+    both = compare_methods({"same": images, "shuffled": images.roll(1, 0)}, images, networks, 32)
+    assert both["same"].values == perfect.values
+    shuffled = both["shuffled"]
     assert shuffled.values["clip_2way"] < 1.0
     assert perfect.networks["clip_2way"] == "pixels"
     table = metric_table(
