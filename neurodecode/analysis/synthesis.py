@@ -250,6 +250,7 @@ def guided_sample(
     generator: torch.Generator | None = None,
     through_denoiser: bool = True,
     device: torch.device | str | None = None,
+    normalize_gradient: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM sampling with BrainDiVE's gradient guidance (``guidance_scale=0``: unguided).
 
@@ -271,6 +272,9 @@ def guided_sample(
         ``dx0/dx_t = 1/sqrt(abar_t)`` (no backward pass through the network).
     device : torch.device or str, optional
         Default ``denoiser.device``.
+    normalize_gradient : bool
+        Rescale each sample's gradient to unit root-mean-square, so that ``guidance_scale`` is in
+        units of the noise estimate's standard deviation whatever the objective's scale.
 
     Returns
     -------
@@ -315,6 +319,9 @@ def guided_sample(
                     score = objective(denoiser.to_images(x0_in))
                     grad = torch.autograd.grad(score.sum(), x0_in)[0] / abar.sqrt()
         if guided:
+            if normalize_gradient:
+                rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+                grad = grad / rms.view(-1, *([1] * (grad.ndim - 1)))
             eps = eps - guidance_scale * (1 - abar).sqrt() * grad
             x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
         if denoiser.clip_sample:
@@ -347,6 +354,7 @@ def braindive(
     seed: int = 0,
     batch_size: int = 16,
     through_denoiser: bool = True,
+    normalize_gradient: bool = False,
 ) -> BrainDiVEResult:
     """Generate ``n_images`` guided samples and keep the top ``keep_fraction`` by the objective.
 
@@ -370,6 +378,7 @@ def braindive(
             num_inference_steps,
             generator,
             through_denoiser=through_denoiser,
+            normalize_gradient=normalize_gradient,
         )
         images.append(imgs)
         scores.append(sc)

@@ -43,8 +43,11 @@ def tiny_unet_denoiser():
     return denoiser_from_diffusers(unet, scheduler)
 
 
-@pytest.mark.parametrize("through_denoiser", [True, False])
-def test_guidance_raises_the_objective(tiny_unet_denoiser, through_denoiser):
+@pytest.mark.parametrize(
+    ("through_denoiser", "normalize", "scale"),
+    [(True, False, 20.0), (False, False, 20.0), (True, True, 2.0)],
+)
+def test_guidance_raises_the_objective(tiny_unet_denoiser, through_denoiser, normalize, scale):
     seed = 0
     plain, plain_scores = guided_sample(
         tiny_unet_denoiser, redness, 6, 0.0, 5, torch.Generator().manual_seed(seed)
@@ -53,10 +56,11 @@ def test_guidance_raises_the_objective(tiny_unet_denoiser, through_denoiser):
         tiny_unet_denoiser,
         redness,
         6,
-        20.0,
+        scale,
         5,
         torch.Generator().manual_seed(seed),
         through_denoiser=through_denoiser,
+        normalize_gradient=normalize,
     )
     assert guided.shape == plain.shape == (6, 3, 8, 8)
     assert guided.min() >= 0 and guided.max() <= 1
