@@ -505,31 +505,77 @@ class RetrievalModule(PretrainedMixin, L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         backbone, embedding = self(batch["brain"], batch["subject"])
         index = self.subjects.index(self._subject_name(batch["subject"]))
-        store = self._test_outputs.setdefault(index, {"brain": [], "image": [], "prior": []})
-        store["brain"].append(embedding.detach().cpu())
-        store["image"].append(batch["target"].detach().cpu())
+        store = self._test_outputs.setdefault(
+            index, {"brain": [], "image": [], "prior": [], "stimulus_id": []}
+        )
+        store["brain"].append(embedding.detach())
+        store["image"].append(batch["target"].detach())
+        if "stimulus_id" in batch:
+            store["stimulus_id"].append(batch["stimulus_id"].detach().reshape(-1))
         if self.prior is not None:
             sample = self.prior.sample(
                 backbone,
                 num_inference_steps=self.hparams.prior_inference_steps,
                 guidance_scale=self.hparams.prior_guidance_scale,
             )
-            store["prior"].append(sample.detach().cpu())
+            store["prior"].append(sample.detach())
+
+    def _gather_rows(self, rows: Tensor) -> Tensor:
+        """Concatenate ``rows`` (n_rank, ...) of every process in rank order (padded all_gather,
+        as ranks may hold different counts); the tensor itself with one process. On the CPU."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world <= 1:
+            return rows.cpu()
+        count = torch.tensor([rows.shape[0]], device=self.device)
+        counts = self.all_gather(count).reshape(-1).tolist()
+        padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+        padded[: rows.shape[0]] = rows
+        gathered = self.all_gather(padded)  # (world, max_count, ...)
+        return torch.cat([gathered[r, :n] for r, n in enumerate(counts)]).cpu()
+
+    def _gathered_test_outputs(self) -> dict[int, dict[str, Tensor]]:
+        """Test outputs of all processes per subject, one row per stimulus (rows that padded
+        distributed batches repeat are dropped), ordered by stimulus id when ids are known."""
+        reference = next(self.parameters())
+        out: dict[int, dict[str, Tensor]] = {}
+        for index in range(len(self.subjects)):  # same collectives, same order, on every rank
+            store = self._test_outputs.get(index, {})
+            parts: dict[str, Tensor] = {}
+            for key in ("brain", "image", "prior", "stimulus_id"):
+                local = store.get(key) or []
+                if key == "stimulus_id":
+                    rows = torch.cat(local) if local else reference.new_zeros(0, dtype=torch.long)
+                else:
+                    shape = (0, *self.target_shape)
+                    rows = torch.cat(local) if local else reference.new_zeros(shape)
+                parts[key] = self._gather_rows(rows.to(reference.device))
+            n = parts["image"].shape[0]
+            if n == 0:
+                continue
+            if parts["stimulus_id"].shape[0] == n:
+                _, first = np.unique(parts["stimulus_id"].numpy(), return_index=True)
+                keep = torch.as_tensor(first, dtype=torch.long)
+                parts = {k: v[keep] if v.shape[0] == n else v for k, v in parts.items()}
+            out[index] = parts
+        return out
 
     def on_test_epoch_end(self) -> None:
-        """Log N-way top-1/top-5 retrieval per subject (and their mean over subjects)."""
+        """Log N-way top-1/top-5 retrieval per subject (and their mean over subjects).
+
+        Outputs are gathered across processes first, so a distributed test scores the whole
+        test set, exactly as one process does."""
         from neurodecode.evaluate.retrieval import retrieval_metrics
 
         collected: dict[str, list[float]] = {}
-        for index, store in sorted(self._test_outputs.items()):
-            image = torch.cat(store["image"])
+        for index, store in sorted(self._gathered_test_outputs().items()):
+            image = store["image"]
             n_way = min(int(self.hparams.test_n_way), image.shape[0])
             if n_way < 2:
                 continue
             k = (1, 5) if n_way >= 5 else (1,)
-            sources = {"": torch.cat(store["brain"])}
-            if store["prior"]:
-                prior = torch.cat(store["prior"])
+            sources = {"": store["brain"]}
+            if store["prior"].shape[0]:
+                prior = store["prior"]
                 sources["prior_"] = prior
                 cos = F.cosine_similarity(prior.flatten(1), image.flatten(1), dim=-1).mean()
                 collected.setdefault("prior_cosine", []).append(float(cos))
