@@ -512,15 +512,16 @@ def get_sim_generator(
     """
     check_option("preset", preset, PRESETS)
     config = dataclasses.replace(PRESETS[preset], **overrides)
-    raw, images = training_stimuli(config)
-    if embed_key is None:
-        embed_key = embedding_fingerprint(embed_images(embed_fn, raw[:16]))
+    if embed_key is None:  # image i of the stream is the same whatever n: probe with the first 16
+        probe = generate_stimuli(16, size=config.embed_image_size, seed=config.stimulus_seed)
+        embed_key = embedding_fingerprint(embed_images(embed_fn, probe.images))
     key = config_key({"config": config.to_dict(), "embed": embed_key})
     folder = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = folder / "sim-generator" / key
     if folder.exists() and not force_retrain:
         return SimGenerator.load(folder)
     log.info("training the sim generator (preset %r) into %s", preset, folder)
+    raw, images = training_stimuli(config)
     generator = train_sim_generator(None, config, embeds=embed_images(embed_fn, raw), images=images)
     if force_retrain and folder.exists():
         shutil.rmtree(folder)
