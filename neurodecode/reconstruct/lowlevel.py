@@ -59,12 +59,12 @@ class SimVAEConfig:
     """
 
     image_size: int = 32
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
     latent_channels: int = 4
     kl_weight: float = 1e-6
     n_stimuli: int = 4000
     stimulus_seed: int = 15485863
-    train_steps: int = 300
+    train_steps: int = 250
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 0
