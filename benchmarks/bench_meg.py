@@ -7,7 +7,7 @@ Protocol: both subjects; training = single trials of the training images (``exp`
 shared test images averaged over their repeats, per subject; retrieval is n-way top-1 (cosine,
 30 random draws), per subject, averaged over subjects. Targets are the simulation's 24-D
 generating features (``ground_truth.h5``: low-level image statistics, category, colour, count,
-size), z-scored on the training images. Ridge: flattened epochs (channels x times), one model per
+size) as stored, the targets ``experiments/sim_meg.yaml`` trains on. Ridge: flattened epochs (channels x times), one model per
 subject, per-target CV alphas. Brain module: one model for both subjects (subject layers), CLIP +
 MSE. Time course: decoders trained and tested on 200 ms sliding windows (step 150 ms).
 """
@@ -75,8 +75,6 @@ def main() -> dict:
     geometry_full = full.geometry
     brain_tr, target_tr, subject_tr = _arrays(full, "train")
     brain_te, target_te, subject_te = _arrays(full, "test")
-    mean, std = target_tr.mean(0), target_tr.std(0) + 1e-6
-    target_tr, target_te = (target_tr - mean) / std, (target_te - mean) / std
     times = full.times
     timing["load_s"] = time.perf_counter() - t
     print(
@@ -130,7 +128,7 @@ def main() -> dict:
         "data": {
             "root": str(SIM_ROOT.relative_to(REPO)),
             "config": str(SIM_CONFIG.relative_to(REPO)),
-            "targets": "simulation generating features (ground_truth.h5 'features', 24-D, z-scored)",
+            "targets": "simulation generating features (ground_truth.h5 'features', 24-D, as stored)",
             "n_train_trials": len(x_tr),
             "n_test_items": len(x_te),
             "window_s": list(WINDOW),

@@ -76,15 +76,24 @@ def test_metadata_names_existing_images_and_splits(tiny_meg):
     assert row["image_path"] == md["image_path"].iloc[0]
 
 
-def test_same_seed_gives_byte_identical_files(tiny_meg, tmp_path):
-    again = simulate_meg(MEGSimConfig.from_yaml(TINY), tmp_path / "again")
-    assert _digest(again) == _digest(tiny_meg)
-    other = simulate_meg(
-        MEGSimConfig(n_subjects=1, n_train_images=4, n_test_images=2, n_test_repeats=2, seed=1),
-        tmp_path / "other",
-    )
-    name = "derivatives/preprocessed/preprocessed_P1-epo.fif"
-    assert _digest(other)[name] != _digest(tiny_meg)[name]
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    def micro(seed: int) -> MEGSimConfig:
+        return MEGSimConfig(
+            seed=seed,
+            n_subjects=1,
+            n_train_images=6,
+            n_test_images=2,
+            n_test_repeats=2,
+            image_size=16,
+        )
+
+    first = _digest(simulate_meg(micro(0), tmp_path / "first"))
+    again = _digest(simulate_meg(micro(0), tmp_path / "again"))
+    other = _digest(simulate_meg(micro(1), tmp_path / "other"))
+    assert again == first
+    assert len(first) == 1 + 1 + 8 + 1  # epochs, stimuli.tsv, 8 PNGs, ground truth
+    for name in ("derivatives/preprocessed/preprocessed_P1-epo.fif", "ground_truth.h5"):
+        assert other[name] != first[name]
 
 
 def test_category_response_peaks_at_planted_latency(tiny_meg):
