@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    shutil.rmtree(cache, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(f"embedding: {embed_name}; preset {args.preset}; {args.n_test} held-out stimuli")
