@@ -24,6 +24,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from neurodecode.features import sim_convnet  # noqa: F401  (registers sim-clip's timm towers)
 from neurodecode.features.hooks import capture_activations
 from neurodecode.validation import InvalidInputError, check_option
 

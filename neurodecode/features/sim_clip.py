@@ -2,8 +2,9 @@
 
 The embedded default image-text space of the project: no weights can be downloaded here, so a
 small open_clip model (configs ``sim-clip-default`` / ``sim-clip-tiny`` in
-:mod:`neurodecode.features.model_configs`: a vision transformer on 64 px (32 px) images with
-8 px patches and a small causal text transformer) is trained contrastively (open_clip's
+:mod:`neurodecode.features.model_configs`: the small convnet of
+:mod:`neurodecode.features.sim_convnet` on 64 px (32 px) images as a timm image tower, and a small
+causal text transformer) is trained contrastively (open_clip's
 ``ClipLoss``) on procedural scenes of :func:`neurodecode.sim.stimuli.generate_stimuli` drawn with
 their own seed (:data:`TRAIN_SEED`, not the seed the simulated experiments show), in fp32.
 
@@ -20,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from neurodecode.features.clip import ClipEncoder, load_clip
-from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
+from neurodecode.sim.stimuli import CATEGORIES, COLOURS, generate_stimuli
 from neurodecode.validation import InvalidInputError, check_option
 
 #: Seed of the stimulus stream sim-clip is trained and scored on (held out from experiments).
@@ -93,7 +95,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
         "warmup": 30,
         "weight_decay": 0.05,
-        "prefix_prob": 0.3,
+        "prefix_prob": 0.2,
+        "short_caption_prob": 0.4,
         "seed": 0,
     },
     "tiny": {
@@ -106,7 +109,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "warmup": 20,
         "weight_decay": 0.05,
-        "prefix_prob": 0.3,
+        "prefix_prob": 0.2,
+        "short_caption_prob": 0.4,
         "seed": 0,
     },
 }
@@ -224,6 +228,36 @@ def zero_shot_metrics(
     }
 
 
+_POSITION = re.compile(
+    r" (in the centre|at the top|at the bottom|on the left|on the right)"
+    r"( on the left| on the right)?$"
+)
+_COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOURS) + r") ")
+_WORD_COLOUR = re.compile(r" in (" + "|".join(COLOURS) + r")\b")
+
+
+def shorten_caption(caption: str, rng: np.random.Generator) -> str:
+    """Drop attribute words from a caption, each with probability 1/2.
+
+    Position phrase, size word and colour word are dropped independently ("three small purple
+    blocks at the top" -> "three purple blocks", "three blocks", ...), as alt-text varies in
+    detail. In a batch of short captions, colour and position no longer tell the scenes apart,
+    so the model must also learn what is drawn. Only the caption text is used.
+    """
+    if rng.random() < 0.5:
+        caption = _POSITION.sub("", caption)
+    if rng.random() < 0.5:
+        caption = caption.replace("small ", "").replace("large ", "")
+    if rng.random() < 0.5:
+        caption = (
+            _WORD_COLOUR.sub("", caption)
+            if caption.startswith("the letters")
+            else (_COLOUR_WORD.sub("", caption, count=1))
+        )
+    caption = re.sub(r"\ban ([^aeiou])", r"a \1", caption)
+    return re.sub(r"\ba ([aeiou])", r"an \1", caption)
+
+
 def train_sim_clip(
     preset: str = "default",
     out_dir: str | Path | None = None,
@@ -260,13 +294,15 @@ def train_sim_clip(
     model = encoder.model
     pixels = encoder.preprocess_images(stimuli.images[:n_train])
     captions = stimuli.captions[:n_train]
-    tokens = encoder.tokenizer(captions).to(pixels.device)
-    prefix_rng = np.random.default_rng(config["seed"])
-    prefixed = [
-        CAPTION_PREFIXES[k] + c
-        for k, c in zip(prefix_rng.integers(len(CAPTION_PREFIXES), size=n_train), captions)
-    ]
-    tokens_prefixed = encoder.tokenizer(prefixed).to(pixels.device)
+    text_rng = np.random.default_rng(config["seed"])
+    # caption variants: as written; with a prefix; two with attribute words dropped
+    variants = [captions, [CAPTION_PREFIXES[int(text_rng.integers(3))] + c for c in captions]]
+    variants += [[shorten_caption(c, text_rng) for c in captions] for _ in range(2)]
+    tokens = torch.stack([encoder.tokenizer(v) for v in variants]).to(pixels.device)
+    p_short = config["short_caption_prob"] / 2
+    variant_probs = torch.tensor(
+        [1 - config["prefix_prob"] - 2 * p_short, config["prefix_prob"], p_short, p_short]
+    )
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -294,10 +330,8 @@ def train_sim_clip(
         lr = _cosine_lr(step, steps, config["warmup"], config["lr"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        use_prefix = torch.rand(len(batch), generator=generator) < config["prefix_prob"]
-        text = torch.where(
-            use_prefix[:, None].to(pixels.device), tokens_prefixed[batch], tokens[batch]
-        )
+        variant = torch.multinomial(variant_probs, len(batch), True, generator=generator)
+        text = tokens[variant.to(pixels.device), batch]
         image_features, text_features, logit_scale = model(pixels[batch], text)[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)

@@ -59,13 +59,16 @@ def test_local_checkpoint_round_trip(tmp_path, images):
 
 
 def test_tokens_output_holds_all_last_layer_tokens(images):
-    pooled = load_clip("sim-clip-tiny", None, seed=0)
-    tokens = load_clip("sim-clip-tiny", None, seed=0, output="tokens")
+    pooled = load_clip("sim-clip-vit-tiny", None, seed=0)
+    tokens = load_clip("sim-clip-vit-tiny", None, seed=0, output="tokens")
     out = tokens.encode_image(images)
     assert out.shape == (4, 1 + (32 // 8) ** 2, 64)  # class token + 4 x 4 patches, projected
     # token 0 is the class token: the pooled embedding of class-token pooling
     torch.testing.assert_close(out[:, 0], pooled.encode_image(images), rtol=1e-5, atol=1e-6)
     assert tokens.settings["output"] == "tokens" and pooled.settings["output"] == "pooled"
+    convnet = load_clip("sim-clip-tiny", None, output="tokens")  # no tokens: a clear error
+    with pytest.raises(InvalidInputError, match="needs a plain open_clip VisionTransformer"):
+        convnet.encode_image(images)
 
 
 def test_uncached_hub_tag_fails_fast_with_offline_instructions(tmp_path):
@@ -97,7 +100,7 @@ def test_tiny_sim_clip_zero_shot_and_cache(tiny_clip, sim_clip_cache, monkeypatc
     ]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["category_chance"] == pytest.approx(1 / 6)
-    assert metrics["category_accuracy"] > 0.45  # chance 0.167
+    assert metrics["category_accuracy"] > 0.3  # chance 0.167; ~0.47 measured
     assert metrics["caption_top5"] > 10 * metrics["caption_chance"] * 5
     assert tiny_clip.settings["checkpoint_sha256"]
 

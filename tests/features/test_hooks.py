@@ -39,15 +39,18 @@ def test_matches_manual_forward_of_submodules():
     assert not pooled["2.0"].requires_grad
 
 
-def test_open_clip_block_tokens(tiny_clip):
-    visual = tiny_clip.model.visual
-    pixels = torch.randn(3, 3, tiny_clip.image_size, tiny_clip.image_size)
+def test_open_clip_block_tokens():
+    from neurodecode.features.clip import load_clip
+
+    clip = load_clip("sim-clip-vit-tiny", None)
+    visual = clip.model.visual
+    pixels = torch.randn(3, 3, clip.image_size, clip.image_size)
     out = capture_activations(visual, ["transformer.resblocks.0"], pixels, pooled=False)
     tokens = visual._embeds(pixels)  # patch + class embeddings, position, ln_pre
     with torch.no_grad():
         manual = visual.transformer.resblocks[0](tokens)
     torch.testing.assert_close(out["transformer.resblocks.0"], manual)
-    n_tokens = 1 + (tiny_clip.image_size // 8) ** 2
+    n_tokens = 1 + (clip.image_size // 8) ** 2
     assert manual.shape == (3, n_tokens, visual.transformer.width)
     pooled = capture_activations(visual, ["transformer.resblocks.0"], pixels)
     torch.testing.assert_close(pooled["transformer.resblocks.0"], manual.mean(dim=1))
