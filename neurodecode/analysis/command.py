@@ -30,6 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from neurodecode.analysis.cortex_command import (
+    run_captions,
+    run_encoding,
+    run_selectivity,
+    run_synthesis,
+)
 from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
 
 TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation")
@@ -442,6 +448,10 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
 #: analysis name -> (help, runner(config, config_path) -> run folder)
 ANALYSES: dict[str, tuple[str, Callable[[dict[str, Any], Path], Path]]] = {
     "sae": ("train and evaluate a sparse autoencoder or transcoder", run_sae),
+    "encoding": ("voxel-wise encoding: R², r, noise ceiling, R²/NC per voxel", run_encoding),
+    "selectivity": ("SAE latents <-> ROI alignment with category preference", run_selectivity),
+    "captions": ("BrainSCUBA voxel captions scored by ROI category", run_captions),
+    "synthesis": ("BrainDiVE ROI-guided image synthesis", run_synthesis),
 }
 
 

@@ -206,7 +206,14 @@ def test_encoding_runner_writes_tables_and_maps(tiny_nsd, tmp_path):
         "data": {"root": str(tiny_nsd), "subject": "subj01"},
         "features": {"source": "ground_truth"},
     }
-    run_dir = run_encoding(config)
+    import yaml
+
+    from neurodecode.cli import main
+
+    path = tmp_path / "encoding.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "encoding", "--config", str(path)]) == 0
+    run_dir = tmp_path / "run"
     with open(run_dir / "voxels.csv") as fh:
         rows = list(csv.DictReader(fh))
     with h5py.File(tiny_nsd / "ground_truth.h5", "r") as f:
