@@ -30,7 +30,7 @@ def _features(ids: list[str]) -> np.ndarray:
 
 
 def _slow_features(ids: list[str]) -> np.ndarray:
-    time.sleep(0.05)
+    time.sleep(0.1)
     return _features(ids)
 
 
@@ -163,6 +163,7 @@ def feature_store(tiny_nsd, tmp_path_factory) -> Path:
     return build_feature_store(tiny_nsd, tmp_path_factory.mktemp("features") / "features.h5")
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_training_killed_resumes_to_the_same_weights(tiny_nsd, feature_store, tmp_path):
     reference = _train(tmp_path / "uninterrupted", tiny_nsd, feature_store)
 
