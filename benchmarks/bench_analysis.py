@@ -23,8 +23,10 @@ On one subject (``subj01``) of a simulated world (default ``data/sim/default``, 
 4. **Selectivity** (``selectivity.<roi>.*``): a TopK SAE on sim-clip embeddings of the world's
    images; the latent with the highest correlation with the ROI-mean response (training images,
    repeat-averaged) and the category that latent fires for most (ground-truth labels).
-5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator sampled
-   unconditionally with and without gradient guidance toward the ROI's mean predicted response
+5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator, conditioned
+   on the mean image embedding of the world (``--condition mean``; ``null`` = its unconditional
+   embedding), sampled with and without gradient guidance (per-sample normalised gradient, scale
+   2 in noise-SD units) toward the ROI's mean predicted response
    (sim-clip image tower + the caption encoder), the same initial noise for both; each image
    judged by sim-clip zero-shot classification; ``guided_rate`` / ``unguided_rate`` = fraction of
    images judged to be the ROI's category (all samples; ``guided_rate_top20`` on BrainDiVE's
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clip", default="default", choices=["default", "tiny"])
     parser.add_argument("--generator", default="default", choices=["default", "tiny"])
     parser.add_argument("--n-synth", type=int, default=24)
-    parser.add_argument("--guidance", type=float, default=30.0)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--condition", default="mean", choices=["mean", "null"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sae-steps", type=int, default=600)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -297,7 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lambda x: clip.encode_image(x, normalize=True), preset=args.generator
     )
     timings["generator_load_s"] = time.perf_counter() - started
-    denoiser = denoiser_from_sim_generator(generator)
+    condition = (
+        None if args.condition == "null" else torch.from_numpy(embeds.mean(0, keepdims=True))
+    )
+    denoiser = denoiser_from_sim_generator(generator, condition)
     embed = differentiable_clip_embed(clip)
     for p in clip.model.parameters():
         p.requires_grad_(False)
@@ -314,7 +320,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         objective = roi_objective(embed, enc, voxels)
         seed = torch.Generator().manual_seed(0)
         images_g, scores = guided_sample(
-            denoiser, objective, args.n_synth, args.guidance, args.steps, seed
+            denoiser,
+            objective,
+            args.n_synth,
+            args.guidance,
+            args.steps,
+            seed,
+            normalize_gradient=True,
         )
         labels = zero_shot_categories(clip, images_g)
         top = torch.argsort(scores, descending=True)[: max(1, args.n_synth // 5)].numpy()
@@ -333,6 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["synthesis_settings"] = {
         "n_images": args.n_synth,
         "guidance_scale": args.guidance,
+        "normalize_gradient": True,
+        "condition": args.condition,
         "steps": args.steps,
         "generator": args.generator,
         "clip": args.clip,

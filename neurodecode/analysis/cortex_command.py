@@ -16,8 +16,9 @@ stimulus features, fits a voxel-wise encoder and writes tables (CSV/JSON) and fi
     encoding: {n_folds: 5, train_on: average, standardize: true}
     captions: {temperature: 0.006667, top_k: 5, bank_images: 2000, bank_seed: 65537}
     selectivity: {architecture: topk, n_latents: 64, k: 4, steps: 600, lr: 0.001, sae_path: null}
-    synthesis: {generator_preset: default, rois: [FFA-1, PPA], n_images: 24, guidance_scale: 30,
-                num_inference_steps: 10, keep_fraction: 0.2, seed: 0}
+    synthesis: {generator_preset: default, rois: [FFA-1, PPA], n_images: 24, guidance_scale: 2,
+                normalize_gradient: true, condition: mean, num_inference_steps: 10,
+                keep_fraction: 0.2, seed: 0}
 
 ROI labels come from the data set's localiser files (``floc-*``, ``prf-visualrois``); on a
 simulated world the ground truth adds the planted unlabelled ROIs (``food``).
@@ -59,7 +60,9 @@ SECTIONS: dict[str, dict[str, Any]] = {
         "generator_preset": "default",
         "rois": ["FFA-1", "EBA", "PPA", "VWFA-1", "food"],
         "n_images": 24,
-        "guidance_scale": 30.0,
+        "guidance_scale": 2.0,
+        "normalize_gradient": True,
+        "condition": "mean",
         "num_inference_steps": 10,
         "keep_fraction": 0.2,
         "seed": 0,
@@ -381,6 +384,8 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
 def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Path:
     """BrainDiVE images per ROI with the embedded generator, judged by sim-clip zero-shot."""
 
+    import torch
+
     from neurodecode.analysis.synthesis import (
         braindive,
         denoiser_from_sim_generator,
@@ -402,9 +407,15 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
     generator = get_sim_generator(
         lambda x: clip.encode_image(x, normalize=True), preset=syn["generator_preset"]
     )
-    denoiser = denoiser_from_sim_generator(generator)
+    check_option("synthesis.condition", syn["condition"], ("mean", "null"))
+    pool = subject.clip_embeddings()
+    condition = (
+        None if syn["condition"] == "null" else torch.from_numpy(pool.mean(0, keepdims=True))
+    )
+    denoiser = denoiser_from_sim_generator(generator, condition)
     embed = differentiable_clip_embed(clip)
     common = {
+        "normalize_gradient": syn["normalize_gradient"],
         "n_images": syn["n_images"],
         "keep_fraction": syn["keep_fraction"],
         "num_inference_steps": syn["num_inference_steps"],
