@@ -160,8 +160,8 @@ def fit_decoder(datamodule, model_args: dict, trainer_args: dict, out: Path, see
 
 
 def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:
-    """300-way (or N-way) retrieval of the eval subject's averaged test trials: ours (head,
-    backbone, prior), ridge fitted on the same training trials, and the oracle."""
+    """300-way (or N-way) retrieval of the eval subject's averaged test trials: ours (head and
+    prior output), ridge fitted on the same training trials, and the oracle."""
     import torch
 
     from neurodecode.evaluate.retrieval import retrieval_metrics
@@ -172,7 +172,6 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
     n_way, subject = min(300, len(test)), datamodule.eval_subject
     brain_emb = model.embed(test.data, subject).cpu().numpy()
     ours = retrieval_metrics(brain_emb, image_emb, n_way=n_way, n_draws=30)
-    backbone_emb = model.embed(test.data, subject, output="backbone").cpu().numpy()
     prior_metrics = None
     if with_prior and model.prior is not None:
         generator = torch.Generator().manual_seed(0)
@@ -190,7 +189,6 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
     oracle = oracle_retrieval(data, subject, n_way=n_way, n_draws=30)
     return {
         "retrieval": {**ours, "subject": subject},
-        "retrieval_backbone": retrieval_metrics(backbone_emb, image_emb, n_way=n_way, n_draws=30),
         "prior": prior_metrics,
         "baselines": {"ridge": ridge_metrics},
         "oracle": oracle,
@@ -287,7 +285,6 @@ def _summary_table(m: dict) -> str:
     if m.get("prior"):
         rows.append(("diffusion prior output", m["prior"]))
     rows += [
-        ("backbone output", m["retrieval_backbone"]),
         ("ridge baseline", m["baselines"]["ridge"]),
         ("oracle (true model)", m["oracle"]),
     ]

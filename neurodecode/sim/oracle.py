@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.io
+import scipy.special
 
 from neurodecode.sim.fmri import betas_dir
 from neurodecode.validation import check_file
@@ -101,11 +102,15 @@ def oracle_retrieval(
 ) -> dict:
     """The oracle's n-way identification of averaged test trials (MindEye protocol).
 
-    ``n_way`` is capped at the number of shared images. Returns the keys of
+    Candidates are ranked by their posterior probability given the trial (log-likelihood
+    normalised over candidates), in both directions. ``n_way`` is capped at the number of shared images. Returns the keys of
     :func:`neurodecode.evaluate.retrieval.n_way_identification`.
     """
     from neurodecode.evaluate.retrieval import n_way_identification
 
     observed, responses, noise_var = oracle_test_data(root, subject)
     scores = oracle_scores(observed, responses, noise_var)
+    # rank by the posterior P(image j | trial i) (flat prior): rows are unchanged, and columns
+    # (image -> brain) compare probabilities rather than likelihoods of different data
+    scores = scores - scipy.special.logsumexp(scores, axis=1, keepdims=True)
     return n_way_identification(scores, n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed)
