@@ -248,13 +248,43 @@ def run(args: argparse.Namespace) -> int:
         out / "retrieval.png",
     )
 
+    if not args.no_reconstruction:
+        from neurodecode.features.sim_clip import get_sim_clip
+        from neurodecode.reconstruct.demo_reconstruction import reconstruct_and_score
+
+        steps("reconstruct", "Reconstruct test images (generator + low-level pathway + best-of-4)")
+        recon = reconstruct_and_score(
+            model,
+            datamodule,
+            args.data,
+            get_sim_clip(args.clip_preset, progress=False),
+            out,
+            preset=args.clip_preset,
+        )
+        metrics["reconstruction"] = {k: v for k, v in recon.items() if k != "table"}
+        metrics["_reconstruction_table"] = recon["table"]
+
     steps.done()
     metrics["timing"] = {**steps.timing, "total_s": steps.total}
+    recon_table = metrics.pop("_reconstruction_table", None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
-    (out / "report.md").write_text(_report(metrics, args))
+    report = _report(metrics, args)
+    if recon_table is not None:
+        networks = ", ".join(f"{k}: {v}" for k, v in metrics["reconstruction"]["networks"].items())
+        report += (
+            "\n## Reconstruction (MindEye metric table; controls: shuffled trials, mean image)\n\n"
+            + recon_table
+            + f"\n\nFeature networks and their weights: {networks}.\n\n"
+            "![stimulus | low-level | reconstruction](reconstruction.png)\n"
+        )
+    (out / "report.md").write_text(report)
     print("\n" + _summary_table(metrics))
+    if recon_table is not None:
+        print("\n" + recon_table)
     print(
         f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'retrieval.png'}, "
+        + ("" if args.no_reconstruction else f"{out / 'reconstruction.png'}, ")
+        + f"
         f"{out / 'decoder'}/ in {steps.total:.0f} s"
     )
     return 0

@@ -32,7 +32,13 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert 0 <= metrics["baselines"]["ridge"]["brain_to_image_top1"] <= 1
     assert metrics["oracle"]["brain_to_image_top1"] > 10 / 60  # the ceiling is far above chance
     assert metrics["timing"]["total_s"] > 0
-    assert "| retrieval head (ours) |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| retrieval head (ours) |" in report and "| shuffled trials |" in report
+    recon = metrics["reconstruction"]
+    for key in ("pixcorr", "ssim", "clip_2way"):
+        assert key in recon and key in recon["controls"]["shuffled"]
+        assert key in recon["controls"]["mean_image"]
+    assert (out / "reconstruction.png").stat().st_size > 1000
     assert (out / "retrieval.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "oracle (true model)" in printed
