@@ -284,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'retrieval.png'}, "
         + ("" if args.no_reconstruction else f"{out / 'reconstruction.png'}, ")
-        + f"
-        f"{out / 'decoder'}/ in {steps.total:.0f} s"
+        + f"{out / 'decoder'}/ in {steps.total:.0f} s"
     )
     return 0
 
