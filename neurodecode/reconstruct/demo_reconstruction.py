@@ -136,6 +136,7 @@ def reconstruct_and_score(
         },
         stimuli,
         networks=networks,
+        size=int(stimuli.shape[1]),  # PixCorr/SSIM at the stimuli's own size (NSD's is 425)
     )
     plot_reconstructions(stimuli, ours.lowlevel, ours.images, out / "reconstruction.png")
     result = dict(scored["reconstruction"].values)
