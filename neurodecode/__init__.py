@@ -8,4 +8,6 @@ trials), :mod:`neurodecode.features` (stimuli -> activations), :mod:`neurodecode
 
 __version__ = "0.1.0"
 
-from neurodecode.pretrained import load_pretrained  # noqa: E402
+from neurodecode.pretrained import load_pretrained
+
+__all__ = ["__version__", "load_pretrained"]

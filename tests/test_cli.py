@@ -20,13 +20,20 @@ def tiny_store(tiny_nsd, tmp_path_factory):
     with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
         values = gt["generating_features"][:].astype(np.float64)
     values = (values - values.mean(0)) / (values.std(0) + 1e-9)
-    projection = np.random.default_rng(0).normal(size=(values.shape[1], 16)) / values.shape[1] ** 0.5
+    projection = (
+        np.random.default_rng(0).normal(size=(values.shape[1], 16)) / values.shape[1] ** 0.5
+    )
     embeddings = (values @ projection).astype(np.float32)
     path = tmp_path_factory.mktemp("features") / "tiny-features.h5"
     store = FeatureStore(path)
-    store.fill("gt-projection", "image", np.arange(len(values)),
-               lambda ids: embeddings[[int(i) for i in ids]], {"model": "gt-projection"},
-               progress=False)
+    store.fill(
+        "gt-projection",
+        "image",
+        np.arange(len(values)),
+        lambda ids: embeddings[[int(i) for i in ids]],
+        {"model": "gt-projection"},
+        progress=False,
+    )
     return path
 
 
@@ -64,16 +71,30 @@ def test_fit_resume_and_test_through_lightning_cli(tiny_nsd, tiny_store, tmp_pat
     first = checkpoints[-1]
     assert "epoch=1" in first.name
     # resume: continues from epoch 2 up to 3 epochs
-    main(["fit", "-c", config, *_overrides(tiny_nsd, tiny_store, tmp_path / "resumed", 3),
-          f"--ckpt_path={first}"])
+    main(
+        [
+            "fit",
+            "-c",
+            config,
+            *_overrides(tiny_nsd, tiny_store, tmp_path / "resumed", 3),
+            f"--ckpt_path={first}",
+        ]
+    )
     resumed = sorted((tmp_path / "resumed").rglob("*.ckpt"))
     assert resumed and "epoch=2" in resumed[-1].name
     import torch
 
     state = torch.load(resumed[-1], map_location="cpu", weights_only=True)
     assert state["epoch"] == 2 and state["global_step"] > 0
-    main(["test", "-c", config, *_overrides(tiny_nsd, tiny_store, tmp_path / "test", 1),
-          f"--ckpt_path={resumed[-1]}"])
+    main(
+        [
+            "test",
+            "-c",
+            config,
+            *_overrides(tiny_nsd, tiny_store, tmp_path / "test", 1),
+            f"--ckpt_path={resumed[-1]}",
+        ]
+    )
 
 
 def test_real_data_configs_validate_with_print_config(capsys):
@@ -94,6 +115,12 @@ def _printed_mindeye(capsys) -> str:
 
 def test_config_typo_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "-c", str(REPO / "experiments/sim_retrieval.yaml"),
-              "--model.init_args.hiden_dim=3"])
+        main(
+            [
+                "fit",
+                "-c",
+                str(REPO / "experiments/sim_retrieval.yaml"),
+                "--model.init_args.hiden_dim=3",
+            ]
+        )
     assert "hiden_dim" in capsys.readouterr().err

@@ -16,13 +16,20 @@ from .conftest import REPO
 def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([
-        "--sim-config", str(REPO / "datasets/sim/tiny.yaml"),
-        "--data", str(tmp_path / "sim"),
-        "--out", str(tmp_path / "run"),
-        "--clip-preset", "tiny",
-        "--max-epochs", "2",
-    ])
+    args = parser.parse_args(
+        [
+            "--sim-config",
+            str(REPO / "datasets/sim/tiny.yaml"),
+            "--data",
+            str(tmp_path / "sim"),
+            "--out",
+            str(tmp_path / "run"),
+            "--clip-preset",
+            "tiny",
+            "--max-epochs",
+            "2",
+        ]
+    )
     assert run(args) == 0
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -44,7 +51,9 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert "oracle (true model)" in printed
     # the saved decoder loads in one line and decodes the same way
     decoder = neurodecode.load_pretrained(out / "decoder")
-    trials = np.random.default_rng(0).normal(size=(4, decoder.hparams.geometry["n_voxels"]["subj01"]))
+    trials = np.random.default_rng(0).normal(
+        size=(4, decoder.hparams.geometry["n_voxels"]["subj01"])
+    )
     a = decoder.embed(trials.astype(np.float32), "subj01")
     b = neurodecode.load_pretrained(out / "decoder").embed(trials.astype(np.float32), "subj01")
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
