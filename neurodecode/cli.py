@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("neurodecode.features.command", "fill a FeatureStore with DNN features of stimuli"),
     "train-clip": ("neurodecode.features.train_clip_command", "train and cache sim-clip"),
     "analyze": ("neurodecode.analysis.command", "run an analysis: sae, ..."),
+    "reconstruct": (
+        "neurodecode.reconstruct.command",
+        "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
+    ),
     "demo": ("neurodecode.demo", "the main job end to end on the simulated world (make demo)"),
 }
 

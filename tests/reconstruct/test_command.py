@@ -1,0 +1,94 @@
+"""`neurodecode reconstruct` on a saved tiny decoder: files written, bad inputs rejected."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from neurodecode.cli import main
+from neurodecode.validation import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.models.retrieval import RetrievalModule
+
+    dim = get_sim_clip("tiny", progress=False).embed_dim
+    model = RetrievalModule(
+        geometry={"n_voxels": {"subj01": 12}, "target_shape": [dim]},
+        hidden_dim=16,
+        n_blocks=1,
+        projector_dim=16,
+        prior={"depth": 1, "num_heads": 2, "head_dim": 8},
+        prior_inference_steps=2,
+    )
+    path = tmp_path_factory.mktemp("decoder") / "decoder"
+    model.save_pretrained(path)
+    return path
+
+
+def _run(decoder, input_path, out, *extra):
+    return main(
+        [
+            "reconstruct",
+            "--model",
+            str(decoder),
+            "--input",
+            str(input_path),
+            "--out",
+            str(out),
+            "--clip-preset",
+            "tiny",
+            "--num-samples",
+            "2",
+            *extra,
+        ]
+    )
+
+
+def test_writes_pngs_and_index_from_a_voxel_matrix(tiny_decoder, tmp_path):
+    brain = np.random.default_rng(0).normal(size=(3, 12)).astype(np.float32)
+    np.save(tmp_path / "brain.npy", brain)
+    assert _run(tiny_decoder, tmp_path / "brain.npy", tmp_path / "out") == 0
+    rows = list(csv.DictReader(open(tmp_path / "out/index.csv")))
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    for r in rows:
+        assert (tmp_path / "out" / r["file"]).stat().st_size > 100
+
+
+def test_nifti_series_with_mask_and_trial_selection(tiny_decoder, tmp_path):
+    mask = np.zeros((4, 3, 2), dtype=np.int16)
+    mask.flat[:12] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    series = np.random.default_rng(1).normal(size=(4, 3, 2, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "bold.nii.gz")
+    assert (
+        _run(
+            tiny_decoder,
+            tmp_path / "bold.nii.gz",
+            tmp_path / "out",
+            "--mask",
+            str(tmp_path / "mask.nii.gz"),
+            "--trials",
+            "1,3",
+        )
+        == 0
+    )
+    rows = list(csv.DictReader(open(tmp_path / "out/index.csv")))
+    assert [r["trial"] for r in rows] == ["1", "3"]
+
+
+def test_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_path):
+    np.save(tmp_path / "brain.npy", np.zeros((2, 30), dtype=np.float32))
+    with pytest.raises(InvalidInputError, match=r"30 voxels.*expects 12 for subj01"):
+        _run(tiny_decoder, tmp_path / "brain.npy", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InvalidInputError, match="--mask is required"):
+        nib.save(
+            nib.Nifti1Image(np.zeros((2, 2, 2, 2), np.float32), np.eye(4)), tmp_path / "v.nii.gz"
+        )
+        _run(tiny_decoder, tmp_path / "v.nii.gz", tmp_path / "out2")
