@@ -92,3 +92,29 @@ def test_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_path):
             nib.Nifti1Image(np.zeros((2, 2, 2, 2), np.float32), np.eye(4)), tmp_path / "v.nii.gz"
         )
         _run(tiny_decoder, tmp_path / "v.nii.gz", tmp_path / "out2")
+
+
+def test_nsd_betas_file_with_mask(tiny_decoder, tiny_nsd, tmp_path):
+    roi = nib.load(tiny_nsd / "nsddata/ppdata/subj01/func1pt8mm/roi/nsdgeneral.nii.gz")
+    general = np.argwhere(np.asarray(roi.dataobj) == 1)[:12]
+    mask = np.zeros(roi.shape, dtype=np.int16)
+    mask[tuple(general.T)] = 1
+    nib.save(nib.Nifti1Image(mask, roi.affine), tmp_path / "mask12.nii.gz")
+    betas = (
+        tiny_nsd
+        / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+        / "betas_session01.hdf5"
+    )
+    assert (
+        _run(
+            tiny_decoder,
+            betas,
+            tmp_path / "out",
+            "--mask",
+            str(tmp_path / "mask12.nii.gz"),
+            "--trials",
+            "0,1,2",
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "out").glob("recon_*.png"))) == 3
