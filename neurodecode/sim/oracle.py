@@ -12,11 +12,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.io
 import scipy.special
 
-from neurodecode.sim.fmri import betas_dir
-from neurodecode.validation import check_file
+from neurodecode.validation import InvalidInputError, check_file
 
 
 def oracle_scores(observed: np.ndarray, responses: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
@@ -46,7 +44,8 @@ def oracle_scores(observed: np.ndarray, responses: np.ndarray, noise_var: np.nda
 def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Averaged, drift-corrected test trials of one subject with the matching truth.
 
-    Reads the written betas (h5py, (trials, Z, Y, X), int16 / 300) at the subject's nsdgeneral voxels.
+    Reads the written betas with :func:`neurodecode.data.nsd.read_nsd_betas` (percent signal
+    change, nsdgeneral voxels) and removes the planted per-session drift.
 
     Returns
     -------
@@ -57,13 +56,10 @@ def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.nda
     noise_var : ndarray, shape (n_voxels,)
         Noise variance of the average.
     """
+    from neurodecode.data.nsd import read_design, read_nsd_betas
+
     root = Path(root)
     gt_path = check_file(root / "ground_truth.h5", "simulation ground truth")
-    design = scipy.io.loadmat(root / "nsddata/experiments/nsd/nsd_expdesign.mat")
-    master = design["masterordering"].ravel().astype(int) - 1
-    subject_index = int(subject[-2:]) - 1
-    subjectim = design["subjectim"].astype(int)[subject_index] - 1
-    shared = design["sharedix"].ravel().astype(int) - 1
     with h5py.File(gt_path, "r") as gt:
         g = gt[subject]
         ijk = g["voxel_ijk"][:]
@@ -71,29 +67,20 @@ def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.nda
         responses_all = g["responses"][:]
         noise_sd = g["noise_sd"][:]
         offset, gain = g["drift_offset"][:], g["drift_gain"][:]
+    # the project's own NSD reader: same voxels (nsdgeneral = the simulated voxels), psc units
+    trials = read_nsd_betas(root, subject, zscore=False, progress=False)
+    if not np.array_equal(trials.info["voxel_ijk"], ijk):
+        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match {gt_path}.")
+    test = trials.select(trials.split == "test")
+    sessions = test.session - 1
+    test.data = ((test.data - offset[sessions]) / gain[sessions][:, None]).astype(np.float32)
+    averaged = test.average_repeats()
+    shared = read_design(root).sharedix
+    position = {int(i): k for k, i in enumerate(averaged.stimulus_id)}
+    observed = averaged.data[[position[int(i)] for i in shared]]
     row_of = {int(i): r for r, i in enumerate(ids)}
-    sums = np.zeros((len(shared), len(ijk)))
-    counts = np.zeros(len(shared))
-    index_of = {int(i): k for k, i in enumerate(shared)}
-    files = sorted(betas_dir(root, subject).glob("betas_session*.hdf5"))
-    t0 = 0
-    for sess, path in enumerate(files):
-        with h5py.File(path, "r") as f:
-            betas = f["betas"]
-            n = betas.shape[0]
-            trial_ids = subjectim[master[t0 : t0 + n]]
-            rows = np.nonzero(np.isin(trial_ids, shared))[0]
-            if len(rows):
-                data = betas[rows.tolist()][:, ijk[:, 2], ijk[:, 1], ijk[:, 0]] / 300.0
-                data = (data - offset[sess]) / gain[sess]
-                for r, values in zip(rows, data):
-                    k = index_of[int(trial_ids[r])]
-                    sums[k] += values
-                    counts[k] += 1
-        t0 += n
-    observed = sums / np.maximum(counts, 1)[:, None]
     responses = responses_all[[row_of[int(i)] for i in shared]]
-    n_rep = max(int(np.median(counts)), 1)
+    n_rep = max(int(np.median(averaged.repeat)), 1)
     return observed, responses, noise_sd**2 / n_rep
 
 
