@@ -1,19 +1,88 @@
-"""LightningCLI wiring for ``neurodecode fit/validate/test/predict``.
+"""LightningCLI wiring for ``neurodecode fit/validate/test/predict``, and the sharded strategies.
 
 Experiments choose their model and datamodule by ``class_path`` (subclass mode), so any
 LightningModule/LightningDataModule in :mod:`neurodecode.models` / :mod:`neurodecode.data` can be
 trained from YAML without code changes. The datamodule's ``geometry`` (voxel counts per subject,
 sensor layout, target shape) is linked into the model's ``geometry`` argument when both are
 instantiated, so configs never repeat data-dependent sizes.
+
+Strategies registered here (``trainer.strategy`` in YAML or ``--trainer.strategy=NAME``):
+
+``fsdp_linear``
+    Lightning's FSDP (full sharding, GPUs, NCCL) with every ``nn.Linear`` its own FSDP unit: the
+    subject adapters (voxels x hidden), the residual blocks and heads of the MindEye backbone
+    (hidden x hidden), the projector and the prior's layers, i.e. where MindEye's ~1B parameters
+    are. Layer norms and other small parameters live in the root unit.
+``fsdp_linear_cpu``
+    The same on the CPU with gloo (:class:`CPUFSDPStrategy`), to check an FSDP run without a GPU.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.strategies import FSDPStrategy
+
+FSDP_STRATEGIES = ("fsdp_linear", "fsdp_linear_cpu")
+
+
+class CPUFSDPStrategy(FSDPStrategy):
+    """:class:`~lightning.pytorch.strategies.FSDPStrategy` that also runs on the CPU (gloo).
+
+    Lightning refuses ``strategy="fsdp"`` with ``accelerator="cpu"``, and torch's FSDP needs
+    ``device_id=torch.device("cpu")`` to shard CPU modules (Lightning passes the device index,
+    ``None`` on the CPU). This wraps the model with that device and otherwise leaves everything
+    to Lightning; on a GPU it is the parent class.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("process_group_backend", "gloo")
+        super().__init__(**kwargs)
+
+    def _setup_model(self, model):
+        import torch
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = any(isinstance(m, FullyShardedDataParallel) for m in model.modules())
+        if self.root_device.type == "cpu" and not wrapped:
+            kwargs = dict(self.kwargs)
+            self.kwargs.pop("auto_wrap_policy", None)  # applied here; Lightning would warn
+            model = FullyShardedDataParallel(
+                module=model,
+                cpu_offload=self.cpu_offload,
+                mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy,
+                device_id=torch.device("cpu"),
+                **kwargs,
+            )
+        return super()._setup_model(model)
+
+
+def register_strategies() -> None:
+    """Add :data:`FSDP_STRATEGIES` to Lightning's strategy registry (idempotent)."""
+    from lightning.pytorch.strategies import StrategyRegistry
+    from torch import nn
+
+    strategies = {
+        "fsdp_linear": (FSDPStrategy, "FSDP, full sharding, every nn.Linear its own unit"),
+        "fsdp_linear_cpu": (
+            CPUFSDPStrategy,
+            "FSDP on the CPU (gloo), every nn.Linear its own unit",
+        ),
+    }
+    for name, (strategy, description) in strategies.items():
+        if name not in StrategyRegistry:
+            StrategyRegistry.register(
+                name, strategy, description=description, auto_wrap_policy={nn.Linear}
+            )
 
 
 def run_lightning_cli(argv: list[str]) -> None:
     """Run LightningCLI on ``argv`` (e.g. ``["fit", "-c", "experiments/sim_retrieval.yaml"]``)."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    register_strategies()
 
     class NeurodecodeCLI(LightningCLI):
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -182,6 +182,18 @@ class SubjectBatchSampler(BatchSampler):
         return len(self._batches())
 
 
+def _empty_trials(n_voxels: int) -> TrialSet:
+    """A training set with no trials for a subject that is not trained on."""
+    return TrialSet(
+        data=np.zeros((0, n_voxels), np.float32),
+        subject=np.zeros(0, dtype=str),
+        session=np.zeros(0, dtype=int),
+        stimulus_id=np.zeros(0, dtype=int),
+        repeat=np.zeros(0, dtype=int),
+        split=np.zeros(0, dtype=str),
+    )
+
+
 class NSDDataModule(L.LightningDataModule):
     """NSD-layout trials joined with a FeatureStore's features.
 
@@ -197,6 +209,11 @@ class NSDDataModule(L.LightningDataModule):
         Subjects to train on (``"subj01"`` ...); their order is the model's subject order.
     eval_subject : str, optional
         Subject whose shared images are the validation/test set (default: the first).
+    train_subjects : list of str, optional
+        Subjects whose training trials are loaded (default: all of ``subjects``). The others
+        still define the subject order and geometry, so a model pretrained on them can be
+        fine-tuned on a new subject alone with unchanged subject indices (MindEye2's new-subject
+        step; see :func:`neurodecode.models.retrieval.fit_new_subject`).
     roi : str
         ROI file that masks the voxels (``nsdgeneral``).
     max_train_sessions : int or dict, optional
@@ -215,6 +232,7 @@ class NSDDataModule(L.LightningDataModule):
         feature_layer: str = "image",
         subjects: list[str] | None = None,
         eval_subject: str | None = None,
+        train_subjects: list[str] | None = None,
         roi: str = "nsdgeneral",
         max_train_sessions: int | dict[str, int] | None = None,
         val_images: int = 50,
@@ -230,6 +248,13 @@ class NSDDataModule(L.LightningDataModule):
         if self.eval_subject not in self.subjects:
             raise InvalidInputError(
                 f"eval_subject={self.eval_subject!r} is not in subjects={self.subjects}."
+            )
+        self.train_subjects = list(self.subjects if train_subjects is None else train_subjects)
+        unknown = [s for s in self.train_subjects if s not in self.subjects]
+        if unknown or not self.train_subjects:
+            raise InvalidInputError(
+                f"train_subjects={self.train_subjects}; expected a non-empty subset of "
+                f"subjects={self.subjects}."
             )
         self._geometry: dict | None = None
         self._loaded = False
@@ -270,6 +295,12 @@ class NSDDataModule(L.LightningDataModule):
         rng = np.random.default_rng(hp.seed)
         train_sets, train_targets, val_sets, val_targets = [], [], [], []
         for k, subject in enumerate(self.subjects):
+            if subject not in self.train_subjects and subject != self.eval_subject:
+                # keeps ``train_set.trials[k]`` = subject k; nothing of it is read
+                n_voxels = self.geometry["n_voxels"][subject]
+                train_sets.append(_empty_trials(n_voxels))
+                train_targets.append(np.zeros((0, *self.geometry["target_shape"]), np.float32))
+                continue
             trials = read_nsd_betas(self.root, subject, roi=hp.roi, progress=False)
             train = trials.select(trials.split == "train")
             n_max = limit.get(subject) if isinstance(limit, dict) else limit
@@ -290,13 +321,17 @@ class NSDDataModule(L.LightningDataModule):
                 self.test_trials = test
                 self.test_targets = self._targets(test.stimulus_id)
                 self.eval_index = k
-            train_sets.append(train)
-            train_targets.append(self._targets(train.stimulus_id))
             if train.data.shape[1] != self.geometry["n_voxels"][subject]:
                 raise InvalidInputError(
                     f"{subject}: read {train.data.shape[1]} voxels but the geometry says "
                     f"{self.geometry['n_voxels'][subject]}."
                 )
+            if subject not in self.train_subjects:  # evaluated on, not trained on
+                train = train.select(np.zeros(len(train), dtype=bool))
+                train_targets.append(np.zeros((0, *self.geometry["target_shape"]), np.float32))
+            else:
+                train_targets.append(self._targets(train.stimulus_id))
+            train_sets.append(train)
         self.train_set = BrainFeatureDataset(
             train_sets, train_targets, list(range(len(train_sets)))
         )

@@ -193,8 +193,8 @@ def test_input_errors():
     with pytest.raises(InvalidInputError, match="already"):
         model.add_subject("subj01", 10)
     single = RetrievalModule({"n_voxels": {"s": 3}, "target_shape": [4]}, **TINY)
-    with pytest.raises(InvalidInputError, match="shared_latent=True"):
-        single.add_subject("t", 3)
+    assert single.add_subject("t", 3) == 1  # a single-subject model becomes shared-latent
+    assert single.hparams.shared_latent and single(torch.randn(2, 3), "t")[1].shape == (2, 4)
 
 
 class _EpochRecorder(Callback):
