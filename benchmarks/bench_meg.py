@@ -7,9 +7,13 @@ Protocol: both subjects; training = single trials of the training images (``exp`
 shared test images averaged over their repeats, per subject; retrieval is n-way top-1 (cosine,
 30 random draws), per subject, averaged over subjects. Targets are the simulation's 24-D
 generating features (``ground_truth.h5``: low-level image statistics, category, colour, count,
-size) as stored, the targets ``experiments/sim_meg.yaml`` trains on. Ridge: flattened epochs (channels x times), one model per
-subject, per-target CV alphas. Brain module: one model for both subjects (subject layers), CLIP +
-MSE. Time course: decoders trained and tested on 200 ms sliding windows (step 150 ms).
+size) as stored, the targets ``experiments/sim_meg.yaml`` trains on. Ridge: flattened epochs
+(channels x times), one model per subject, per-target CV alphas. Brain module: one model for both
+subjects (subject layers), CLIP + MSE, with the optimisation of ``experiments/sim_meg.yaml``
+(one-cycle AdamW peaking at 3e-3, CLIP temperature 0.2, spatial-attention init scale 4, MSE
+weight 1, 15 epochs). Time course: decoders trained and tested on 200 ms sliding windows (step 150 ms); the
+best ridge window is also reported as a stronger, optimistic linear baseline (its window is
+picked on the test trials).
 """
 
 from __future__ import annotations
@@ -38,18 +42,22 @@ RESULTS = REPO / "benchmarks/results/meg.json"
 
 N_WAY = 50
 WINDOW = (-0.1, 1.0)
+# The settings of experiments/sim_meg.yaml (see its header for why they win).
 MODEL = dict(
     hidden=64,
     n_blocks=2,
     spatial_channels=64,
     n_freqs=8,
     out_channels=128,
-    lr=1e-3,
-    mse_weight=0.5,
+    spatial_init_scale=4.0,
+    lr=3e-3,
+    lr_schedule="onecycle",
+    mse_weight=1.0,
+    temperature=0.2,
 )
-EPOCHS = 10
+EPOCHS = 15
 CURVE_MODEL = dict(MODEL, hidden=32, spatial_channels=32, out_channels=64, n_blocks=1)
-CURVE_EPOCHS = 5
+CURVE_EPOCHS = 10
 
 
 def _arrays(dm: MEGDataModule, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,6 +130,13 @@ def main() -> dict:
     centres = np.array(curve["window_centre_s"])
     model_curve = np.array(curve["model"]["brain_to_image_top1"])
     ridge_curve = np.array(curve["ridge"]["brain_to_image_top1"])
+    best = int(np.argmax(ridge_curve))
+    # a stronger (and optimistic: the window is picked on the test trials) linear baseline
+    ridge_best_window = {
+        "window_centre_s": float(centres[best]),
+        "brain_to_image_top1": float(ridge_curve[best]),
+        "image_to_brain_top1": float(curve["ridge"]["image_to_brain_top1"][best]),
+    }
     timing["total_s"] = time.perf_counter() - start
 
     results = {
@@ -139,14 +154,20 @@ def main() -> dict:
             "chance_top1": 1 / N_WAY,
             "brain_module": brain_module,
             "ridge": ridge,
+            "ridge_best_window": ridge_best_window,
             "ratio_top1": brain_module["brain_to_image_top1"]
             / max(ridge["brain_to_image_top1"], 1e-9),
+            "beats_ridge_both_directions": bool(
+                brain_module["brain_to_image_top1"] > ridge["brain_to_image_top1"]
+                and brain_module["image_to_brain_top1"] > ridge["image_to_brain_top1"]
+            ),
         },
         "time_course": {
             **curve,
             "model_peak_s": float(centres[np.argmax(model_curve)]),
             "ridge_peak_s": float(centres[np.argmax(ridge_curve)]),
             "model_max_before_onset": float(model_curve[centres < 0].max(initial=0.0)),
+            "model_peaks_after_onset": bool(centres[np.argmax(model_curve)] > 0),
         },
         "model": {
             "full": MODEL,
@@ -167,6 +188,13 @@ def main() -> dict:
             f"{name:<14}{r['brain_to_image_top1']:>14.3f}{r['image_to_brain_top1']:>14.3f}"
             f"{r['brain_to_image_top5']:>8.3f}"
         )
+    best_name = f"ridge@{ridge_best_window['window_centre_s']:+.2f}s"
+    print(
+        f"{best_name:<14}{ridge_best_window['brain_to_image_top1']:>14.3f}"
+        f"{ridge_best_window['image_to_brain_top1']:>14.3f}{'-':>8}"
+        "   (best 200 ms window, picked on the test trials)"
+    )
+    print(f"brain module fit: {timing['model_fit_s']:.0f} s ({EPOCHS} epochs)")
     print("\ntime course (200 ms windows): centre s | module | ridge")
     for c, m, r in zip(centres, model_curve, ridge_curve):
         print(f"  {c:+.2f} | {m:.3f} | {r:.3f}")
