@@ -16,6 +16,11 @@ any moment leaves either the previous or the next complete store, never a corrup
 most the chunk being computed. Because every checkpoint copies the file, checkpoints are spaced by
 ``checkpoint_every`` batches; raise it for stores of many gigabytes. A lock file keeps two processes
 from filling the same store at once.
+
+Sharded filling (several processes or GPUs): rank ``r`` of ``w`` fills its own shard store
+(:meth:`FeatureStore.shard`) with the ids :func:`shard_ids` gives it, then one process merges the
+shards into the store with :meth:`FeatureStore.merge`, in one atomic commit. A killed rank resumes
+its shard; the store itself only ever holds complete merges.
 """
 
 from __future__ import annotations
@@ -436,44 +441,196 @@ class FeatureStore:
         block = np.concatenate(rows, axis=0)
 
         def write(f: h5py.File) -> None:
-            if key not in f:
-                group = f.require_group(key)
-                group.attrs["model_name"] = model_name
-                group.attrs["layer"] = layer
-                group.attrs["settings"] = json.dumps(settings, sort_keys=True)
-                for name, value in settings.items():  # readable with h5ls/h5dump as well
-                    if isinstance(value, str | int | float | bool):
-                        group.attrs[f"setting.{name}"] = value
-                row_bytes = max(1, int(np.prod(block.shape[1:])) * 4)
-                chunk_rows = int(max(1, min(1024, (1 << 20) // row_bytes)))
-                group.create_dataset(
-                    "features",
-                    shape=(0, *block.shape[1:]),
-                    maxshape=(None, *block.shape[1:]),
-                    dtype=np.float32,
-                    chunks=(chunk_rows, *block.shape[1:]),
-                )
-                group.create_dataset(
-                    "stimulus_ids",
-                    shape=(0,),
-                    maxshape=(None,),
-                    dtype=h5py.string_dtype(),
-                    chunks=(4096,),
-                )
-            group = f[key]
-            data, sids = group["features"], group["stimulus_ids"]
-            if tuple(data.shape[1:]) != tuple(block.shape[1:]):
-                raise InvalidInputError(
-                    f"FeatureStore {self.path} ({model_name}/{layer}) holds rows of shape "
-                    f"{data.shape[1:]}; compute returned {block.shape[1:]}."
-                )
-            n = data.shape[0]
-            data.resize(n + len(block), axis=0)
-            data[n:] = block
-            sids.resize(n + len(ids), axis=0)
-            sids[n:] = np.array(ids, dtype=object)
+            self._write_rows(f, key, model_name, layer, settings, ids, block)
 
         self._commit(write)
+
+    def _write_rows(
+        self,
+        f: h5py.File,
+        key: str,
+        model_name: str,
+        layer: str,
+        settings: dict[str, Any],
+        ids: list[str],
+        block: np.ndarray,
+    ) -> None:
+        """Append ``block`` (len(ids), *feature_shape) to the entry ``key`` of the open file."""
+        if key not in f:
+            group = f.require_group(key)
+            group.attrs["model_name"] = model_name
+            group.attrs["layer"] = layer
+            group.attrs["settings"] = json.dumps(settings, sort_keys=True)
+            for name, value in settings.items():  # readable with h5ls/h5dump as well
+                if isinstance(value, str | int | float | bool):
+                    group.attrs[f"setting.{name}"] = value
+            row_bytes = max(1, int(np.prod(block.shape[1:])) * 4)
+            chunk_rows = int(max(1, min(1024, (1 << 20) // row_bytes)))
+            group.create_dataset(
+                "features",
+                shape=(0, *block.shape[1:]),
+                maxshape=(None, *block.shape[1:]),
+                dtype=np.float32,
+                chunks=(chunk_rows, *block.shape[1:]),
+            )
+            group.create_dataset(
+                "stimulus_ids",
+                shape=(0,),
+                maxshape=(None,),
+                dtype=h5py.string_dtype(),
+                chunks=(4096,),
+            )
+        group = f[key]
+        data, sids = group["features"], group["stimulus_ids"]
+        if tuple(data.shape[1:]) != tuple(block.shape[1:]):
+            raise InvalidInputError(
+                f"FeatureStore {self.path} ({model_name}/{layer}) holds rows of shape "
+                f"{data.shape[1:]}; compute returned {block.shape[1:]}."
+            )
+        n = data.shape[0]
+        data.resize(n + len(block), axis=0)
+        data[n:] = block
+        sids.resize(n + len(ids), axis=0)
+        sids[n:] = np.array(ids, dtype=object)
+
+    # ------------------------------------------------------------------ sharded filling
+
+    def shard(self, rank: int, world_size: int) -> FeatureStore:
+        """The store that rank ``rank`` of ``world_size`` fills before :meth:`merge`.
+
+        A hidden sibling file ``.<name>.shard-<rank>-of-<world_size>.h5``: filling it is atomic
+        and resumable like any store, and no two ranks write the same file.
+        """
+        _check_rank(rank, world_size)
+        name = f".{self.path.name}.shard-{rank}-of-{world_size}.h5"
+        return FeatureStore(self.path.with_name(name))
+
+    def shard_files(self) -> list[Path]:
+        """Shard files of this store left in its folder (any world size), sorted."""
+        return sorted(self.path.parent.glob(f".{self.path.name}.shard-*-of-*.h5"))
+
+    def merge(
+        self,
+        shards: Sequence[str | Path],
+        order: Sequence[int | str] | np.ndarray | None = None,
+        remove: bool = True,
+    ) -> dict[tuple[str, str], int]:
+        """Move the rows of shard stores into this store in one atomic commit.
+
+        Parameters
+        ----------
+        shards : sequence of path
+            Shard stores (see :meth:`shard`); missing files are an error.
+        order : sequence of int or str, optional
+            Stimulus ids in the order new rows are appended (ids not listed follow in shard
+            order). With the ids given to a 1-process :meth:`fill`, the merged store has the rows
+            of that fill, in its order.
+        remove : bool
+            Delete the shard files once the merged store is in place.
+
+        Returns
+        -------
+        dict of (model_name, layer) -> int
+            Rows added per entry.
+
+        Raises
+        ------
+        InvalidInputError
+            A shard is missing or unreadable, its settings differ from another shard's or from
+            the store's, or one stimulus id has different features in two shards. The store is
+            then left as it was.
+        """
+        paths = [Path(p) for p in shards]
+        rank_of = {} if order is None else {sid: i for i, sid in enumerate(_as_ids(order))}
+        with self._lock():
+            self._remove_stale_temporaries()
+            have: dict[str, set[str]] = {}
+            if self.path.is_file():
+                with self._open() as f:
+                    for model_name, layer in self._keys(f):
+                        group = self._group(f, model_name, layer)
+                        have[group.name.lstrip("/")] = set(group["stimulus_ids"].asstr()[...])
+            entries: dict[str, dict[str, Any]] = {}
+            for path in paths:
+                shard = FeatureStore(path)
+                with shard._open() as f:
+                    for model_name, layer in shard._keys(f):
+                        group = shard._group(f, model_name, layer)
+                        key = group.name.lstrip("/")
+                        settings = json.loads(group.attrs["settings"])
+                        if self.path.is_file():
+                            with self._open() as main:
+                                self._check_settings(main, model_name, layer, settings)
+                        entry = entries.setdefault(
+                            key,
+                            {"name": (model_name, layer), "settings": settings, "rows": {}},
+                        )
+                        if entry["settings"] != settings:
+                            raise InvalidInputError(
+                                f"shard {path} ({model_name}/{layer}) was filled with other "
+                                f"settings than the shards before it; refusing to merge."
+                            )
+                        ids = group["stimulus_ids"].asstr()[...]
+                        data = np.asarray(group["features"][...], dtype=np.float32)
+                        known = have.get(key, set())
+                        for sid, row in zip(ids, data):
+                            if sid in known:
+                                continue
+                            seen = entry["rows"].get(sid)
+                            if seen is not None and not np.array_equal(seen, row):
+                                raise InvalidInputError(
+                                    f"stimulus id {sid!r} has different {model_name}/{layer} "
+                                    f"features in two shards (one is {path}); refusing to merge."
+                                )
+                            entry["rows"][sid] = row
+            added = {entry["name"]: len(entry["rows"]) for entry in entries.values()}
+            if any(added.values()):
+
+                def write(f: h5py.File) -> None:
+                    for key, entry in entries.items():
+                        if not entry["rows"]:
+                            continue
+                        ids = sorted(entry["rows"], key=lambda sid: rank_of.get(sid, len(rank_of)))
+                        block = np.stack([entry["rows"][sid] for sid in ids])
+                        self._write_rows(f, key, *entry["name"], entry["settings"], ids, block)
+
+                self._commit(write)
+            if remove:
+                for path in paths:
+                    path.unlink(missing_ok=True)
+            return added
+
+
+def shard_ids(
+    stimulus_ids: Sequence[int | str] | np.ndarray, rank: int, world_size: int, batch_size: int
+) -> list[str]:
+    """The ids rank ``rank`` of ``world_size`` computes: every ``world_size``-th batch.
+
+    The unique ids (order kept) are cut into batches of ``batch_size`` as a 1-process fill cuts
+    them, and batch ``k`` goes to rank ``k % world_size``; so each batch is computed on the very
+    inputs a 1-process fill would use, and the merged features are bit-identical to it.
+
+    Returns
+    -------
+    list of str
+        This rank's ids, in order. Over all ranks, each unique id exactly once.
+    """
+    _check_rank(rank, world_size)
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}.")
+    wanted = list(dict.fromkeys(_as_ids(stimulus_ids)))
+    mine: list[str] = []
+    for k, start in enumerate(range(0, len(wanted), batch_size)):
+        if k % world_size == rank:
+            mine.extend(wanted[start : start + batch_size])
+    return mine
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if not (isinstance(world_size, int) and world_size >= 1):
+        raise InvalidInputError(f"world_size must be an integer >= 1; got {world_size!r}.")
+    if not (isinstance(rank, int) and 0 <= rank < world_size):
+        raise InvalidInputError(f"rank must be an integer in [0, {world_size}); got {rank!r}.")
 
 
 def _to_numpy(rows: Any) -> np.ndarray:
