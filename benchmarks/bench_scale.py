@@ -1,20 +1,20 @@
 """NSD-scale run: peak memory and throughput of loading, feature extraction and one training epoch.
 
-The ``datasets/sim/nsd-scale.yaml`` world has NSD subj01's volume (81 x 104 x 83, ~15k nsdgeneral
-voxels) and trial count (30,000 trials in 40 sessions of 750), about 1 GB of int16 betas per
-session file (whole volumes, as NSD ships them). Simulating all 40 sessions takes longer than a
-benchmark may, so this writes the first ``--sessions`` sessions' worth of trials (the image counts
-are scaled down by the same fraction, keeping NSD's 1:9 shared:unique ratio) with **every voxel**,
-and states the fraction in the JSON.
+The ``datasets/sim/nsd-scale.yaml`` world has NSD subj01's volume (81 x 104 x 83, 15,587
+nsdgeneral voxels in a cortical shell; NSD: 15,724) and trial count (30,000 trials in 40 sessions
+of 750), about 1 GB of int16 betas per session file (whole volumes, as NSD ships them): ~42 GB for
+all 40 sessions, more than this machine's free disk. So the world is the first ``--sessions``
+sessions' worth of trials: the simulator's own config with the image counts scaled by the same
+fraction (NSD's 1:9 shared:unique ratio kept), written by the real simulator::
 
-The world is written by :func:`write_scale_world`, not by ``neurodecode.sim``: at this grid the
-simulator's voxel model did not reach the betas within 10 minutes on this machine's 2 shared
-cores. The fast writer keeps what the measured stages depend on — NSD's file layout, volume shape,
-int16 whole-volume session files, nsdgeneral voxel count, design tables, procedural stimuli —
-and fills nsdgeneral with a planted low-rank image signal plus noise (not the simulator's pRF and
-category model), so the decoder has something to learn. What does not depend on the number of sessions (per-session
-streaming memory, voxels per trial, throughput) is measured directly; what does (the size of the
-loaded trial matrix) is measured at the fraction and projected to 40 sessions by its formula.
+    neurodecode simulate fmri --config datasets/sim/nsd-scale.yaml --out DIR \
+        --set n_shared=250 --set n_train_per_subject=2250        # 10 of 40 sessions
+
+and the fraction is stated in the JSON. What does not depend on the number of sessions
+(per-session streaming memory, voxels per trial, throughput) is measured directly; what does (the
+size of the loaded trial matrix) is measured at the fraction and projected to 40 sessions by its
+formula. A world already at ``--data`` is reused when its recorded config digest is the scaled
+config's.
 
 Each stage runs in a fresh interpreter so that its peak resident memory (``ru_maxrss``) is its own:
 
@@ -64,108 +64,55 @@ def scaled_config(sessions: int):
     return config
 
 
-NSD_SUBJ01_NSDGENERAL = 15724  # nsdgeneral voxels of NSD subj01 (func1pt8mm)
+def write_scale_world(root: Path, sessions: int) -> dict:
+    """Write the scaled nsd-scale world with ``neurodecode simulate`` in a child process.
 
-
-def _nsdgeneral_mask(grid: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """An ellipsoidal 'brain' and, in its posterior part, an nsdgeneral mask of ~15.7k voxels."""
-    x, y, z = np.indices(grid, dtype=np.float32)
-    centre = np.array(grid, dtype=np.float32) / 2
-    brain = ((x - centre[0]) / 36) ** 2 + ((y - centre[1]) / 48) ** 2 + (
-        (z - centre[2]) / 36
-    ) ** 2 <= 1
-    # posterior ellipsoid whose radii are scaled until it holds NSD's voxel count
-    scale = (NSD_SUBJ01_NSDGENERAL / (4 / 3 * np.pi * 20 * 14 * 12.8)) ** (1 / 3)
-    a, b, c = 20 * scale, 14 * scale, 12.8 * scale
-    general = ((x - centre[0]) / a) ** 2 + ((y - 0.28 * grid[1]) / b) ** 2 + (
-        (z - centre[2]) / c
-    ) ** 2 <= 1
-    return brain, general & brain
-
-
-def write_scale_world(root: Path, sessions: int, seed: int = 0, rank: int = 16) -> dict:
-    """Write an NSD-layout world with nsd-scale geometry and ``sessions`` sessions of trials.
-
-    Returns counts and timings. Written to ``root.partial`` and renamed when complete.
+    Returns the write's wall time and the child's peak resident memory; also saved beside the
+    world as ``bench_world.json``.
     """
-    import h5py
-    import nibabel as nib
-    import scipy.io
-
-    from neurodecode.sim.stimuli import generate_stimuli
-
-    start = time.perf_counter()
     config = scaled_config(sessions)
-    rng = np.random.default_rng(seed)
-    tmp = root.with_name(root.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    grid = list(config.grid)
-    brain, general = _nsdgeneral_mask(grid)
-    roi = tmp / "nsddata/ppdata/subj01/func1pt8mm/roi"
-    roi.mkdir(parents=True)
-    labels = np.where(brain, 0, -1).astype(np.int16)
-    labels[general] = 1
-    nib.save(nib.Nifti1Image(labels, np.diag([1.8, 1.8, 1.8, 1.0])), roi / "nsdgeneral.nii.gz")
-    (roi / "nsdgeneral.mgz.ctab").write_text("0 Unknown\n1 nsdgeneral\n")
-
-    n_images, n_repeats = config.n_images, config.n_repeats
-    subjectim = rng.permutation(n_images)[None, :] + 1  # 1-based 73k ids
-    masterordering = rng.permutation(np.repeat(np.arange(n_images), n_repeats)) + 1
-    sharedix = np.sort(subjectim[0, : config.n_shared])
-    design = tmp / "nsddata/experiments/nsd"
-    design.mkdir(parents=True)
-    scipy.io.savemat(
-        design / "nsd_expdesign.mat",
-        {"masterordering": masterordering[None, :], "subjectim": subjectim, "sharedix": sharedix},
-    )
-    stimuli = tmp / "nsddata_stimuli/stimuli/nsd"
-    stimuli.mkdir(parents=True)
-    images = generate_stimuli(n_images, size=config.image_size, seed=seed).images
-    with h5py.File(stimuli / "nsd_stimuli.hdf5", "w") as f:
-        f.create_dataset("imgBrick", data=images)
-
-    # planted signal: image latent (n_images, rank) @ voxel weights (rank, V), noise SD 1
-    ijk = np.argwhere(general)
-    latent = rng.standard_normal((n_images, rank), dtype=np.float32)
-    weights = rng.standard_normal((rank, len(ijk)), dtype=np.float32) * 0.5 / np.sqrt(rank)
-    other = np.argwhere(brain & ~general)
-    betas = tmp / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
-    betas.mkdir(parents=True)
-    X, Y, Z = grid
-    per = config.trials_per_session
-    for session in range(sessions):
-        trials = np.arange(session * per, min((session + 1) * per, len(masterordering)))
-        image_ids = subjectim[0, masterordering[trials] - 1] - 1
-        with h5py.File(betas / f"betas_session{session + 1:02d}.hdf5", "w") as f:
-            out = f.create_dataset("betas", (len(trials), Z, Y, X), np.int16, chunks=(1, Z, Y, X))
-            for lo in range(0, len(trials), 50):
-                ids = image_ids[lo : lo + 50]
-                volume = np.zeros((len(ids), X, Y, Z), np.float32)
-                signal = latent[ids] @ weights
-                signal += rng.standard_normal(signal.shape, dtype=np.float32)
-                volume[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]] = signal
-                volume[:, other[:, 0], other[:, 1], other[:, 2]] = rng.standard_normal(
-                    (len(ids), len(other)), dtype=np.float32
-                )
-                block = np.clip(np.round(volume * 300), -32768, 32767).astype(np.int16)
-                out[lo : lo + len(ids)] = block.transpose(0, 3, 2, 1)  # (trials, Z, Y, X)
-    with h5py.File(tmp / "ground_truth.h5", "w") as f:
-        f.attrs["writer"] = "benchmarks.bench_scale.write_scale_world"
-        f.create_dataset("latent", data=latent)
+    command = [
+        sys.executable,
+        "-m",
+        "neurodecode.cli",
+        "simulate",
+        "fmri",
+        "--config",
+        str(REPO / "datasets/sim/nsd-scale.yaml"),
+        "--out",
+        str(root),
+        "--set",
+        f"n_shared={config.n_shared}",
+        "--set",
+        f"n_train_per_subject={config.n_train_per_subject}",
+        "--quiet",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"simulate failed:\n{done.stderr[-3000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB
     info = {
-        "writer": "benchmarks.bench_scale.write_scale_world (planted low-rank signal)",
+        "writer": "neurodecode simulate fmri (the real simulator)",
+        "command": " ".join(command[2:]),
         "write_s": round(time.perf_counter() - start, 1),
+        "write_peak_rss_gib": round(peak, 3),
     }
-    (tmp / "bench_world.json").write_text(json.dumps(info) + "\n")
-    os.replace(tmp, root)
+    (root / "bench_world.json").write_text(json.dumps(info, indent=2) + "\n")
     return {**info, "reused": False}
 
 
 def _ensure_world(data: Path, sessions: int) -> dict:
-    if (data / "ground_truth.h5").is_file():
+    import h5py
+
+    truth = data / "ground_truth.h5"
+    if truth.is_file():
+        with h5py.File(truth, "r") as f:
+            digest = f.attrs.get("config_digest")
+        if digest != scaled_config(sessions).digest():
+            raise SystemExit(
+                f"{data} holds another world (config digest {digest!r}); choose another --data."
+            )
         info = data / "bench_world.json"
         return {**(json.loads(info.read_text()) if info.is_file() else {}), "reused": True}
     return write_scale_world(data, sessions)
@@ -339,17 +286,17 @@ def _run_stage(name: str, data: Path, train_batches: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=4, help="sessions of trials to simulate")
+    parser.add_argument("--sessions", type=int, default=10, help="sessions of trials to simulate")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument(
         "--train-batches",
         type=int,
         default=40,
-        help="training batches timed (0 = the whole epoch; ~80 at 4/40 sessions, 3 min here)",
+        help="training batches timed (0 = the whole epoch; ~200 at 10/40 sessions)",
     )
     parser.add_argument("--stage", choices=sorted(STAGES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    data = args.data or REPO / f"data/sim/nsd-scale-{args.sessions}of{FULL_SESSIONS}"
+    data = args.data or REPO / f"data/sim/nsd-scale-sim-{args.sessions}of{FULL_SESSIONS}"
     if args.stage is not None:  # child process: one stage, JSON on the last stdout line
         if args.stage == "train":
             result = stage_train(data, args.train_batches or None)

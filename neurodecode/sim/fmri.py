@@ -53,6 +53,8 @@ EARLY_AREAS = ("V1", "V2", "V3", "hV4")
 _EARLY_BANDS = (0.10, 0.18, 0.25, 0.31)
 _PRF_SIZE = {"V1": 0.06, "V2": 0.09, "V3": 0.12, "hV4": 0.17}
 VOXEL_SIZE_MM = 1.8
+#: trials per block of a streamed betas write (~100 MB of float32 at NSD's volume size)
+_TRIALS_PER_BLOCK = 32
 
 
 @dataclass
@@ -91,6 +93,10 @@ class FMRISimConfig:
         Radius of category ROIs, voxels.
     drift_sd : float
         SD of per-session additive drift, in units of each voxel's signal SD.
+    cortex_thickness : float or None
+        None (the small worlds): nsdgeneral fills the posterior part of the brain ellipsoid. A
+        number: nsdgeneral is a cortical shell this many voxels thick and the category ROIs sit on
+        it, so that an NSD-size volume holds NSD's ~15k nsdgeneral voxels, not ~130k.
     """
 
     seed: int = 0
@@ -110,6 +116,7 @@ class FMRISimConfig:
     energy_grid: int = 8
     roi_radius: float = 2.2
     drift_sd: float = 0.5
+    cortex_thickness: float | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FMRISimConfig:
@@ -134,9 +141,25 @@ class FMRISimConfig:
         """Total stimuli written to ``nsd_stimuli.hdf5``."""
         return self.n_shared + self.n_subjects * self.n_train_per_subject
 
+    def settings(self) -> dict:
+        """The settings as recorded in the ground truth.
+
+        Options added after worlds were published are left out while unset, so that the configs
+        that predate them still give byte-identical files.
+        """
+        recorded = asdict(self)
+        for name in _LATER_OPTIONS:
+            if recorded[name] is None:
+                del recorded[name]
+        return recorded
+
     def digest(self) -> str:
         """Short hash of the settings (recorded in the ground truth)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: optional settings recorded only when set (see :meth:`FMRISimConfig.settings`)
+_LATER_OPTIONS = ("cortex_thickness",)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -185,6 +208,11 @@ def _anatomy(config: FMRISimConfig, s: int, rng: np.random.Generator) -> Subject
     uy = (y - (centre[1] - radii[1])) / (2 * radii[1])
     dz = (z - centre[2]) / radii[2]
     nsdgeneral = brain & (uy < 0.48)
+    surface_depth = None  # shell mode: distance below the brain's surface, voxels
+    if config.cortex_thickness is not None:
+        radius = np.sqrt(dx**2 + (2 * uy - 1) ** 2 + dz**2)
+        surface_depth = (1 - radius) * radii.mean()
+        nsdgeneral &= surface_depth < config.cortex_thickness
     labels: dict[str, np.ndarray] = {}
     claimed = np.zeros(shape, dtype=bool)
     medial = np.abs(dx) < 0.7
@@ -206,11 +234,62 @@ def _anatomy(config: FMRISimConfig, s: int, rng: np.random.Generator) -> Subject
         region = np.zeros(shape, dtype=bool)
         for side in (-1, 1):
             cx = centre[0] + side * radii[0] * (lat + jitter[0])
-            region |= (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= config.roi_radius**2
+            px, py, pz = cx, cy, cz
+            if surface_depth is not None:  # move the centre out onto the cortical shell
+                px, py, pz = _onto_shell(np.array([cx, cy, cz]), centre, radii, config)
+            region |= (x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2 <= config.roi_radius**2
         region &= nsdgeneral & ~claimed
         labels[name] = region
         claimed |= region
     return SubjectAnatomy(shape, brain, nsdgeneral, labels, centre, radii)
+
+
+def _unit_lowlevel(
+    energy_raw: np.ndarray,
+    grid: int,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    sigma: np.ndarray,
+    profiles: np.ndarray,
+) -> np.ndarray:
+    """pRF pooling weights of many voxels, each scaled to unit SD of its drive over the images.
+
+    Parameters
+    ----------
+    energy_raw : ndarray, shape (n_images, n_channels * grid * grid)
+        Raw oriented energy of every image.
+    cx, cy, sigma : ndarray, shape (n,)
+        pRF centres and sizes, image fractions.
+    profiles : ndarray, shape (n, n_channels)
+        Channel mixtures.
+
+    Returns
+    -------
+    ndarray, shape (n, n_channels * grid * grid)
+
+    Each voxel is computed on its own with :func:`neurodecode.sim.brain._prf_weights` and one
+    matrix-vector product: batched ``exp`` and matrix products round differently in the last bit,
+    which would change the bytes of worlds already written.
+    """
+    out = np.empty((len(cx), energy_raw.shape[1]))
+    for v in range(len(cx)):
+        w = _prf_weights(grid, cx[v], cy[v], sigma[v], profiles[v])
+        out[v] = w / max((energy_raw @ w).std(), 1e-12)
+    return out
+
+
+def _onto_shell(
+    point: np.ndarray, centre: np.ndarray, radii: np.ndarray, config: FMRISimConfig
+) -> np.ndarray:
+    """Move ``point`` (x, y, z) to the middle of the cortical shell at the same y.
+
+    Only the lateral and vertical coordinates are scaled, so an ROI keeps its place along the
+    posterior-anterior axis (and out of the early visual bands behind it).
+    """
+    n = (point - centre) / radii
+    target = 1 - config.cortex_thickness / 2 / radii.mean()
+    scale = np.sqrt(max(target**2 - n[1] ** 2, 0.0) / max(n[0] ** 2 + n[2] ** 2, 1e-12))
+    return centre + radii * np.array([n[0] * scale, n[1], n[2] * scale])
 
 
 def _population(
@@ -220,12 +299,17 @@ def _population(
     standardised: np.ndarray,
     rng: np.random.Generator,
 ) -> VoxelPopulation:
+    """Draw every nsdgeneral voxel's parameters.
+
+    The random draws are made voxel by voxel in the order the model defines (the bytes of a world
+    depend on it); everything computed from them is done for all voxels at once.
+    """
     ijk = np.argwhere(anatomy.nsdgeneral)  # (V, 3) x, y, z in C order of the volume
     n_vox, n_feat = len(ijk), features.values.shape[1]
     roi = np.full(n_vox, "", dtype="<U12")
     for name, mask in anatomy.labels.items():
         roi[mask[tuple(ijk.T)]] = name
-    early = np.array([r[:-1] in EARLY_AREAS or r == "hV4" for r in roi])
+    early = np.array([r[:-1] in EARLY_AREAS or r == "hV4" for r in roi], dtype=bool)
     category = np.isin(roi, list(CATEGORY_ROIS))
     kind = np.where(early, "early", np.where(category, "category", "other"))
     weights = np.zeros((n_vox, n_feat))
@@ -237,38 +321,64 @@ def _population(
     grid = features.grid
     n_channels = (e1 - e0) // grid**2
     energy_raw = features.values[:, e0:e1]
+    ones = np.ones(n_channels)
 
-    def lowlevel(cx: float, cy: float, sigma: float) -> np.ndarray:
-        w = _prf_weights(grid, cx, cy, sigma, rng.dirichlet(np.ones(n_channels)))
-        return w / max((energy_raw @ w).std(), 1e-12)  # unit SD drive over images
+    # 1. the draws, voxel by voxel in the model's order
+    is_early = kind == "early"
+    is_category = kind == "category"
+    jitter = np.zeros((n_vox, 2))  # early: retinotopic jitter; other: pRF centre
+    profiles = np.empty((n_vox, n_channels))
+    uniform = np.ones(n_vox)  # early: compressive draw
+    attributes = np.zeros((n_vox, a1 - a0))
+    semantic = np.zeros((n_vox, c1 - c0))
+    for v in range(n_vox):
+        if is_early[v]:
+            jitter[v] = rng.normal(0, 0.05), rng.normal(0, 0.05)
+            profiles[v] = rng.dirichlet(ones)
+            uniform[v] = rng.random()
+        elif is_category[v]:
+            attributes[v] = rng.normal(0, 0.12, size=a1 - a0)
+            profiles[v] = rng.dirichlet(ones)
+        else:
+            semantic[v] = rng.normal(0, 0.5, size=c1 - c0)
+            attributes[v] = rng.normal(0, 0.2, size=a1 - a0)
+            jitter[v] = rng.uniform(0.2, 0.8, size=2)
+            profiles[v] = rng.dirichlet(ones)
 
+    # 2. what the draws mean, for all voxels at once
     x, z = ijk[:, 0].astype(float), ijk[:, 2].astype(float)
     dx = (x - anatomy.centre[0]) / anatomy.radii[0]
     dz = (z - anatomy.centre[2]) / anatomy.radii[2]
-    for v in range(n_vox):
-        if kind[v] == "early":
-            area = "hV4" if roi[v] == "hV4" else roi[v][:-1]
-            # retinotopy: left hemisphere sees the right field; ventral sees the upper field
-            cx = float(np.clip(0.5 - 0.7 * dx[v] + rng.normal(0, 0.05), 0.05, 0.95))
-            cy = float(np.clip(0.5 + 0.7 * dz[v] + rng.normal(0, 0.05), 0.05, 0.95))
-            sigma = _PRF_SIZE[area] * (1 + 0.5 * np.hypot(cx - 0.5, cy - 0.5))
-            weights[v, e0:e1] = lowlevel(cx, cy, sigma)
-            prf[v] = cx, cy, sigma
-            if rng.random() < config.compressive_fraction:
-                exponent[v] = 0.5
-        elif kind[v] == "category":
-            preferred, spill, _ = CATEGORY_ROIS[roi[v]]
-            weights[v, c0 + CATEGORIES.index(preferred)] = 1.0
-            if spill is not None:
-                weights[v, c0 + CATEGORIES.index(spill)] = 0.35
-            weights[v, a0:a1] = rng.normal(0, 0.12, size=a1 - a0)
-            weights[v, e0:e1] = 0.15 * lowlevel(0.5, 0.5, 0.35)
-        else:
-            weights[v, c0:c1] = rng.normal(0, 0.5, size=c1 - c0)
-            weights[v, a0:a1] = rng.normal(0, 0.2, size=a1 - a0)
-            cx, cy = rng.uniform(0.2, 0.8, size=2)
-            weights[v, e0:e1] = 0.7 * lowlevel(cx, cy, 0.25)
-            prf[v] = cx, cy, 0.25
+    cx, cy, sigma = np.empty(n_vox), np.empty(n_vox), np.empty(n_vox)
+    # early: retinotopy (left hemisphere sees the right field; ventral sees the upper field)
+    e = np.flatnonzero(is_early)
+    cx[e] = np.clip(0.5 - 0.7 * dx[e] + jitter[e, 0], 0.05, 0.95)
+    cy[e] = np.clip(0.5 + 0.7 * dz[e] + jitter[e, 1], 0.05, 0.95)
+    size = np.array([_PRF_SIZE["hV4" if r == "hV4" else r[:-1]] for r in roi[e]])
+    sigma[e] = size * (1 + 0.5 * np.hypot(cx[e] - 0.5, cy[e] - 0.5))
+    prf[e] = np.column_stack([cx[e], cy[e], sigma[e]])
+    exponent[e[uniform[e] < config.compressive_fraction]] = 0.5
+    # category: a weak central low-level term
+    c = np.flatnonzero(is_category)
+    cx[c], cy[c], sigma[c] = 0.5, 0.5, 0.35
+    # other: a wide pRF at the drawn centre
+    o = np.flatnonzero(~is_early & ~is_category)
+    cx[o], cy[o], sigma[o] = jitter[o, 0], jitter[o, 1], 0.25
+    prf[o] = np.column_stack([cx[o], cy[o], sigma[o]])
+
+    lowlevel = _unit_lowlevel(energy_raw, grid, cx, cy, sigma, profiles)
+    gain = np.where(is_early, 1.0, np.where(is_category, 0.15, 0.7))
+    weights[e, e0:e1] = lowlevel[e]
+    weights[~is_early, e0:e1] = gain[~is_early, None] * lowlevel[~is_early]
+    for name in np.unique(roi[c]):
+        preferred, spill, _ = CATEGORY_ROIS[name]
+        members = c[roi[c] == name]
+        weights[members, c0 + CATEGORIES.index(preferred)] = 1.0
+        if spill is not None:
+            weights[members, c0 + CATEGORIES.index(spill)] = 0.35
+    weights[c, a0:a1] = attributes[c]
+    weights[o, c0:c1] = semantic[o]
+    weights[o, a0:a1] = attributes[o]
     amplitude = rng.uniform(0.6, 2.0, size=n_vox)
     baseline = rng.uniform(0.3, 2.0, size=n_vox)
     medians = np.array([config.ncsnr_median[k] for k in kind])
@@ -429,7 +539,7 @@ def simulate_fmri(config: FMRISimConfig, out_dir: str | Path, progress: bool = T
     n_sessions = -(-len(design.masterordering) // config.trials_per_session)
 
     with h5py.File(tmp / "ground_truth.h5", "w") as gt:
-        gt.attrs["config"] = json.dumps(asdict(config), sort_keys=True)
+        gt.attrs["config"] = json.dumps(config.settings(), sort_keys=True)
         gt.attrs["config_digest"] = config.digest()
         d = gt.create_dataset("generating_features", data=features.values.astype(np.float32))
         d.attrs["blocks"] = json.dumps(features.blocks)
@@ -518,13 +628,17 @@ def _write_betas(
         ids = design.subjectim[s, design.masterordering[trials]]
         signal = responses[ids] + rng.normal(size=(len(trials), len(pop.ijk))) * pop.noise_sd
         signal = drift_gain[sess] * signal + drift_offset[sess]
-        volume = np.zeros((len(trials), X, Y, Z), dtype=np.float32)
-        volume[:, pop.ijk[:, 0], pop.ijk[:, 1], pop.ijk[:, 2]] = signal
-        volume[:, other[:, 0], other[:, 1], other[:, 2]] = (
-            other_baseline + rng.normal(size=(len(trials), len(other))) * other_sd
-        )
-        # MATLAB stores X x Y x Z x trials; h5py sees the reverse: (trials, Z, Y, X)
-        data = np.clip(np.round(volume * 300), -32768, 32767).astype(np.int16)
-        data = np.ascontiguousarray(data.transpose(0, 3, 2, 1))
+        # streamed in blocks of trials: the other-cortex noise is the session's last draw, so
+        # drawing it block by block gives the same numbers as one draw, in bounded memory
         with h5py.File(bdir / f"betas_session{sess + 1:02d}.hdf5", "w") as f:
-            f.create_dataset("betas", data=data, chunks=(1, Z, Y, X))
+            out = f.create_dataset("betas", (len(trials), Z, Y, X), np.int16, chunks=(1, Z, Y, X))
+            for lo in range(0, len(trials), _TRIALS_PER_BLOCK):
+                hi = min(lo + _TRIALS_PER_BLOCK, len(trials))
+                volume = np.zeros((hi - lo, X, Y, Z), dtype=np.float32)
+                volume[:, pop.ijk[:, 0], pop.ijk[:, 1], pop.ijk[:, 2]] = signal[lo:hi]
+                volume[:, other[:, 0], other[:, 1], other[:, 2]] = (
+                    other_baseline + rng.normal(size=(hi - lo, len(other))) * other_sd
+                )
+                # MATLAB stores X x Y x Z x trials; h5py sees the reverse: (trials, Z, Y, X)
+                data = np.clip(np.round(volume * 300), -32768, 32767).astype(np.int16)
+                out[lo:hi] = data.transpose(0, 3, 2, 1)

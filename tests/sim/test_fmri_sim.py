@@ -160,7 +160,9 @@ def test_oracle_far_above_chance_and_falls_with_noise(tmp_path):
     assert tops[1] < tops[0]
 
 
-def test_same_seed_gives_identical_bytes(tmp_path):
+def test_same_seed_gives_identical_bytes(tmp_path, monkeypatch):
+    import neurodecode.sim.fmri as fmri
+
     config = dataclasses.replace(
         FMRISimConfig.from_yaml(REPO / "datasets/sim/tiny.yaml"),
         n_subjects=1,
@@ -168,6 +170,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
         n_shared=12,
     )
     a = simulate_fmri(config, tmp_path / "a", progress=False)
+    monkeypatch.setattr(fmri, "_TRIALS_PER_BLOCK", 5)  # streamed in other blocks: same bytes
     b = simulate_fmri(config, tmp_path / "b", progress=False)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert len(files) > 10
@@ -182,3 +185,42 @@ def test_config_errors_name_the_file(tmp_path):
         FMRISimConfig.from_yaml(bad)
     with pytest.raises(InvalidInputError, match="already exists"):
         simulate_fmri(FMRISimConfig(), tmp_path)
+
+
+def test_options_added_later_are_not_recorded_while_unset():
+    import hashlib
+
+    config = FMRISimConfig.from_yaml(REPO / "datasets/sim/default.yaml")
+    legacy = dataclasses.asdict(config)
+    del legacy["cortex_thickness"]  # the settings as recorded before the option existed
+    assert config.settings() == legacy
+    expected = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]
+    assert config.digest() == expected
+    shell = dataclasses.replace(config, cortex_thickness=1.5)
+    assert shell.settings()["cortex_thickness"] == 1.5 and shell.digest() != config.digest()
+
+
+def test_cortex_shell_holds_nsdgeneral_and_every_category_roi():
+    from neurodecode.sim.fmri import _anatomy
+
+    config = FMRISimConfig.from_yaml(REPO / "datasets/sim/nsd-scale.yaml")
+    shell = _anatomy(config, 0, np.random.default_rng([config.seed, 100]))  # as simulate_fmri
+    assert 14_000 < shell.nsdgeneral.sum() < 17_500  # NSD subj01: 15,724 in an 81x104x83 volume
+    x, y, z = np.nonzero(shell.nsdgeneral)
+    r = np.sqrt(sum(((c - shell.centre[i]) / shell.radii[i]) ** 2 for i, c in enumerate((x, y, z))))
+    assert ((1 - r) * shell.radii.mean()).max() < config.cortex_thickness
+    for name, mask in shell.labels.items():
+        assert mask.sum() > 0, name
+        assert not (mask & ~shell.nsdgeneral).any(), name
+
+
+def test_simulate_set_overrides(tmp_path):
+    from neurodecode.sim.command import apply_overrides
+
+    config = FMRISimConfig()
+    apply_overrides(config, ["n_shared=25", "grid=[20, 22, 18]", "cortex_thickness=1.65"])
+    assert (config.n_shared, config.grid, config.cortex_thickness) == (25, [20, 22, 18], 1.65)
+    with pytest.raises(InvalidInputError, match="no setting 'n_sharde'"):
+        apply_overrides(config, ["n_sharde=3"])
+    with pytest.raises(InvalidInputError, match="KEY=VALUE"):
+        apply_overrides(config, ["n_shared"])
