@@ -7,6 +7,11 @@ same generator given shuffled embeddings, and the mean training image. A blurred
 round trip stands in for the low-level pathway's output as the img2img init (the brain decoders
 supply the real one in the demo).
 
+With the demo's world present (``data/sim/default`` and its feature store, as ``make demo`` leaves
+them), it also scores the real low-level pathway from brain activity *alone* (ridge from the eval
+subject's repeat-averaged training trials to a 16 px image, on its averaged test trials) against
+the mean training image: the part of the reconstruction that carries PixCorr and SSIM.
+
 Run: ``.venv/bin/python -m benchmarks.bench_reconstruct [--embed sim-clip|sim-clip-tiny|random-conv]``
 Writes ``benchmarks/results/reconstruction.json``.
 """
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--strength", type=float, default=0.6)
     parser.add_argument("--size", type=int, default=425, help="common side for PixCorr/SSIM")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--world", type=Path, default=Path("data/sim/default"), help="demo world for the brain part"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,6 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     shutil.rmtree(cache, ignore_errors=True)
+    t0 = time.perf_counter()
+    result["brain_lowlevel"] = brain_lowlevel(args.world, embed_fn, embed_name)
+    result["brain_lowlevel_seconds"] = time.perf_counter() - t0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(f"embedding: {embed_name}; preset {args.preset}; {args.n_test} held-out stimuli")
@@ -178,7 +189,58 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(f"images/s: generate {plain_rate:.1f}, best-of-{args.num_samples} {best_rate:.1f}")
     print(table)
+    if "table" in result["brain_lowlevel"]:
+        print(f"\nlow-level pathway from brain activity alone ({args.world}):")
+        print(result["brain_lowlevel"]["table"])
+    else:
+        print(f"\nbrain low-level pathway skipped: {result['brain_lowlevel']['skipped']}")
     return result
+
+
+def brain_lowlevel(world: Path, embed_fn, embed_name: str) -> dict:
+    """Low-level pathway alone on the demo world's test trials vs the mean training image."""
+    import yaml
+
+    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.data.nsd import read_stimuli
+    from neurodecode.reconstruct.demo_reconstruction import fit_lowlevel
+
+    store = world.with_name(world.name + "-features.h5")
+    experiment = Path(__file__).resolve().parents[1] / "experiments/sim_retrieval.yaml"
+    if not (world / "ground_truth.h5").is_file() or not store.is_file():
+        return {"skipped": f"no demo world at {world} (run make demo first)"}
+    data_args = dict(yaml.safe_load(experiment.read_text())["data"]["init_args"])
+    data_args.update(root=str(world), feature_store=str(store))
+    datamodule = NSDDataModule(**data_args)
+    datamodule.setup("fit")
+    train = datamodule.train_set.trials[datamodule.eval_index].average_repeats()
+    test = datamodule.test_trials
+    t0 = time.perf_counter()
+    pathway = fit_lowlevel(train.data, read_stimuli(world, train.stimulus_id))
+    fit_seconds = time.perf_counter() - t0
+    stimuli = read_stimuli(world, test.stimulus_id)
+    ids = np.unique(train.stimulus_id)[:500]  # as the demo
+    mean_image = images_to_tensor(read_stimuli(world, ids), size=32).mean(0)
+
+    def clip_fn(images: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(embed_fn(tensor_to_images(images))).float()
+
+    networks = feature_networks(clip_fn=clip_fn, clip_source=embed_name, random_fallback=False)
+    scores = compare_methods(
+        {
+            "low-level alone (brain)": pathway.decode(torch.as_tensor(test.data)),
+            "control: mean training image": mean_image[None].expand(len(test), -1, -1, -1),
+        },
+        stimuli,
+        networks,
+        size=int(stimuli.shape[1]),
+    )
+    return {
+        "n_test": len(test),
+        "fit_seconds": fit_seconds,
+        "metrics": {name: m.to_dict() for name, m in scores.items()},
+        "table": metric_table(scores),
+    }
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
     prior output), ridge fitted on the same training trials, and the oracle."""
     import torch
 
-    from neurodecode.evaluate.retrieval import retrieval_metrics
+    from neurodecode.evaluate.retrieval import cosine_scores, retrieval_metrics
     from neurodecode.models.ridge import RidgeRegression
     from neurodecode.sim.oracle import oracle_retrieval
 
@@ -179,7 +179,7 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
         prior_emb = prior_emb.cpu().numpy()
         prior_metrics = retrieval_metrics(prior_emb, image_emb, n_way=n_way, n_draws=30)
         prior_metrics["cosine_to_true"] = float(
-            np.mean(np.sum(_unit(prior_emb) * _unit(image_emb), axis=1))
+            np.mean(np.diag(cosine_scores(prior_emb, image_emb)))
         )
     k = datamodule.eval_index
     ridge = RidgeRegression().fit(
@@ -287,11 +287,6 @@ def run(args: argparse.Namespace) -> int:
         + f"{out / 'decoder'}/ in {steps.total:.0f} s"
     )
     return 0
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def _jsonable(value):

@@ -13,10 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from neurodecode.evaluate.retrieval import cosine_scores
 
 
 def plot_retrieval_examples(
@@ -44,7 +41,7 @@ def plot_retrieval_examples(
     matplotlib.figure.Figure
         Column 0 is the seen image, then the top retrieved images (green frame = correct).
     """
-    scores = _unit(brain_embeddings) @ _unit(image_embeddings).T
+    scores = cosine_scores(brain_embeddings, image_embeddings)
     rows = np.random.default_rng(seed).choice(
         len(images), size=min(n_rows, len(images)), replace=False
     )

@@ -11,8 +11,12 @@
 Volumes are masked (the mask's positive voxels, in the same C order as training) and z-scored over
 the given trials, as NSD betas are per session. The decoder's prior predicts image embeddings and
 the embedded default generator (trained for ``--clip-preset``'s sim-clip space) draws
-``--num-samples`` images per trial, keeping the one closest to the prediction. Writes
-``recon_NNNN.png`` and ``index.csv`` (row, trial, file) to ``--out``.
+``--num-samples`` images per trial, keeping the one closest to the prediction. If the decoder
+folder holds a low-level pathway (``<model>/lowlevel/``, written by ``make demo``; see
+:func:`neurodecode.reconstruct.lowlevel.save_lowlevel`), its blurry image is the img2img init at the
+saved strength and is blended into the final image with the saved weight (chosen on validation
+images); ``--no-lowlevel`` skips it. The output says which was used. Writes ``recon_NNNN.png``
+and ``index.csv`` (row, trial, file) to ``--out``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["yes", "no"],
         default="yes",
         help="z-score volume inputs over the trials (as NSD sessions)",
+    )
+    parser.add_argument(
+        "--no-lowlevel",
+        action="store_true",
+        help="ignore the low-level pathway saved in <model>/lowlevel/",
     )
     parser.add_argument("--seed", type=int, default=0)
 
@@ -143,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     import neurodecode
     from neurodecode.features.sim_clip import get_sim_clip
     from neurodecode.reconstruct.generators import tensor_to_images
+    from neurodecode.reconstruct.lowlevel import LOWLEVEL_FOLDER, load_lowlevel
     from neurodecode.reconstruct.reconstructor import Reconstructor
     from neurodecode.reconstruct.sim_generator import get_sim_generator
 
@@ -165,6 +175,16 @@ def run(args: argparse.Namespace) -> int:
             f"--input {args.input} gives {brain.shape[1]} voxels per trial but the decoder in "
             f"{args.model} expects {expected} for {subject} (check --mask / the ROI)."
         )
+    pathway = None
+    lowlevel_dir = Path(args.model) / LOWLEVEL_FOLDER
+    if lowlevel_dir.is_dir() and not args.no_lowlevel:
+        pathway = load_lowlevel(lowlevel_dir)
+        if pathway.n_voxels != expected or pathway.subject != subject:
+            raise InvalidInputError(
+                f"low-level pathway {lowlevel_dir} reads {pathway.n_voxels} voxels of "
+                f"{pathway.subject!r} but the decoder expects {expected} for {subject!r}; "
+                "expected the pathway saved with this decoder (or pass --no-lowlevel)."
+            )
     encoder = get_sim_clip(args.clip_preset, progress=False)
 
     def embed_images(images: np.ndarray) -> torch.Tensor:
@@ -179,12 +199,27 @@ def run(args: argparse.Namespace) -> int:
             batch, subject, output="prior", generator=torch.Generator().manual_seed(args.seed)
         )
 
+    lowlevel_args = {}
+    if pathway is not None:
+        lowlevel_args = dict(
+            lowlevel=pathway.module.decode,
+            strength=pathway.strength,
+            blend=pathway.blend,
+            blend_mode=pathway.blend_mode,
+        )
+        print(
+            f"low-level pathway: {lowlevel_dir} (img2img strength {pathway.strength:g}, "
+            f"{pathway.blend_mode} blend {pathway.blend:g})"
+        )
+    else:
+        print("low-level pathway: none (generating from the embedding alone)")
     reconstructor = Reconstructor(
         decoder_embed,
         generator,
         num_samples=args.num_samples,
         select_with=embed_images,
         batch_size=16,
+        **lowlevel_args,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(brain), desc="reconstruct", unit="trial")

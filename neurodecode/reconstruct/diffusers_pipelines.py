@@ -312,6 +312,34 @@ class ImageVariationGenerator(_PipelineGenerator):
         return _as_output(out, n, num_samples)
 
 
+@contextmanager
+def _dual_transformers_ignore_encoder_mask(unet: torch.nn.Module) -> Iterator[None]:
+    """Let the dual-guided UNet's ``DualTransformer2DModel`` blocks accept a ``None`` mask.
+
+    diffusers' UNet blocks pass ``encoder_attention_mask=None`` to every attention block, but
+    ``DualTransformer2DModel.forward`` has no such argument (TypeError in diffusers 0.42); the mask
+    is dropped for the duration of a block (it is always ``None`` in this pipeline).
+    """
+    from diffusers.models import DualTransformer2DModel
+
+    patched = []
+    for module in unet.modules():
+        if isinstance(module, DualTransformer2DModel) and "forward" not in vars(module):
+
+            def forward(*args, _forward=module.forward, encoder_attention_mask=None, **kwargs):
+                if encoder_attention_mask is not None:
+                    raise InvalidInputError("Versatile Diffusion takes no encoder attention mask.")
+                return _forward(*args, **kwargs)
+
+            module.forward = forward
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
 class VersatileDiffusionGenerator(_PipelineGenerator):
     """Versatile Diffusion dual-guided as a :class:`~neurodecode.reconstruct.generators.Generator`.
 
@@ -370,7 +398,10 @@ class VersatileDiffusionGenerator(_PipelineGenerator):
             )
 
         placeholder = [torch.zeros(3, 224, 224)] * n  # sets the batch size only
-        with _replaced_method(pipe, "_encode_image_prompt", encode):
+        with (
+            _replaced_method(pipe, "_encode_image_prompt", encode),
+            _dual_transformers_ignore_encoder_mask(pipe.image_unet),
+        ):
             out = pipe(
                 prompt=[self.prompt] * n,
                 image=placeholder,

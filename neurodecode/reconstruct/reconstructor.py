@@ -4,7 +4,10 @@
 prior) predicts an image embedding per trial; the low-level pathway, if given, decodes a blurry
 image used as the img2img init at ``strength``; the generator draws ``num_samples`` images per trial;
 and the sample whose embedding (by ``select_with``, the same image encoder the decoder targets) is
-most cosine-similar to the predicted embedding is kept.
+most cosine-similar to the predicted embedding is kept. With ``blend > 0`` the kept sample is then
+mixed with the blurry image (:func:`blend_images`: in RGB, as MindEye2 blends its blurry and final
+reconstructions, or in luminance only, keeping the generated colours) so that the final image keeps
+the low-level information.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurodecode.reconstruct.generators import Generator, tensor_to_images
-from neurodecode.validation import InvalidInputError
+from neurodecode.reconstruct.generators import Generator, resize_images, tensor_to_images
+from neurodecode.validation import InvalidInputError, check_option
 
 #: brain (B, V) -> predicted image embeddings (B, D)
 DecoderEmbedFn = Callable[[torch.Tensor], torch.Tensor]
@@ -32,7 +35,8 @@ class Reconstruction:
     Attributes
     ----------
     images : Tensor, shape (B, 3, H, W), in [0, 1]
-        The selected sample per trial.
+        The final image per trial: the selected sample, blended with the low-level image when the
+        reconstructor's ``blend`` is positive.
     samples : Tensor, shape (B, n, 3, H, W), in [0, 1]
         Every sample drawn.
     scores : Tensor, shape (B, n)
@@ -95,6 +99,48 @@ def select_best(
     return best, index, scores
 
 
+BLEND_MODES = ("rgb", "luminance")
+
+
+def blend_images(
+    generated: torch.Tensor, lowlevel: torch.Tensor, weight: float, mode: str = "rgb"
+) -> torch.Tensor:
+    """Blend generated images with low-level (blurry) ones, at the generated images' size.
+
+    Parameters
+    ----------
+    generated : Tensor, shape (B, 3, H, W), in [0, 1]
+    lowlevel : Tensor, shape (B, 3, h, w), in [0, 1]
+        Resized (bilinear) to ``H x W``.
+    weight : float in [0, 1]
+    mode : {"rgb", "luminance"}
+        ``"rgb"``: ``weight * lowlevel + (1 - weight) * generated`` (MindEye2's blend).
+        ``"luminance"``: only the luminance is blended; every channel is shifted by
+        ``weight * (Y(lowlevel) - Y(generated))`` (``Y`` the grayscale of the metrics), so the
+        generated colour differences (chrominance) are kept and, at ``weight=1``, the layout of
+        light and dark comes from the low-level pathway.
+
+    Returns
+    -------
+    Tensor, shape (B, 3, H, W), in [0, 1]
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise InvalidInputError(f"blend weight={weight!r} is not valid; expected [0, 1].")
+    check_option("blend mode", mode, BLEND_MODES)
+    if generated.ndim != 4 or lowlevel.ndim != 4 or len(generated) != len(lowlevel):
+        raise InvalidInputError(
+            f"generated has shape {tuple(generated.shape)} and lowlevel "
+            f"{tuple(lowlevel.shape)}; expected (B, 3, H, W) and (B, 3, h, w)."
+        )
+    low = resize_images(lowlevel.float(), generated.shape[-1]).to(generated.device)
+    if mode == "rgb":
+        return (weight * low + (1.0 - weight) * generated).clamp(0, 1)
+    from neurodecode.evaluate.image_metrics import rgb_to_gray
+
+    shift = weight * (rgb_to_gray(low) - rgb_to_gray(generated))
+    return (generated + shift[:, None]).clamp(0, 1)
+
+
 class Reconstructor:
     """Brain activity -> images (MindEye's reconstruction pipeline).
 
@@ -109,6 +155,11 @@ class Reconstructor:
         :meth:`neurodecode.reconstruct.lowlevel.LowLevelModule.decode`); used as img2img init.
     strength : float in [0, 1]
         img2img strength from the low-level image (ignored without ``lowlevel``).
+    blend : float in [0, 1]
+        Weight of the low-level image in the final one (MindEye2's blending; 0 keeps the generated
+        sample as it is; ignored without ``lowlevel``).
+    blend_mode : {"rgb", "luminance"}
+        See :func:`blend_images`.
     num_samples : int
         Samples drawn per trial.
     select_with : callable, optional
@@ -130,15 +181,22 @@ class Reconstructor:
         select_with: ImageEmbedFn | None = None,
         num_inference_steps: int | None = None,
         batch_size: int = 64,
+        blend: float = 0.0,
+        blend_mode: str = "rgb",
     ):
         if not 0.0 <= strength <= 1.0:
             raise InvalidInputError(f"strength={strength!r} is not valid; expected [0, 1].")
+        if not 0.0 <= blend <= 1.0:
+            raise InvalidInputError(f"blend={blend!r} is not valid; expected [0, 1].")
+        check_option("blend_mode", blend_mode, BLEND_MODES)
         if num_samples < 1:
             raise InvalidInputError(f"num_samples={num_samples!r} is not valid; expected >= 1.")
         self.decoder_embed_fn = decoder_embed_fn
         self.generator = generator
         self.lowlevel = lowlevel
         self.strength = strength
+        self.blend = blend
+        self.blend_mode = blend_mode
         self.num_samples = num_samples
         self.select_with = select_with
         self.num_inference_steps = num_inference_steps
@@ -167,6 +225,8 @@ class Reconstructor:
             best = samples[:, 0]
             index = torch.zeros(len(samples), dtype=torch.long)
             scores = torch.zeros(samples.shape[:2])
+        if init is not None and self.blend > 0:
+            best = blend_images(best, init.cpu(), self.blend, self.blend_mode)
         return Reconstruction(
             best, samples, scores, index, embeds.cpu(), None if init is None else init.cpu()
         )

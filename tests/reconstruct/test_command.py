@@ -118,3 +118,49 @@ def test_nsd_betas_file_with_mask(tiny_decoder, tiny_nsd, tmp_path):
         == 0
     )
     assert len(list((tmp_path / "out").glob("recon_*.png"))) == 3
+
+
+def _decoder_with_lowlevel(tiny_decoder, tmp_path, n_voxels=12, blend=1.0, mode="rgb"):
+    """A copy of the tiny decoder with a planted low-level pathway: every trial -> pure red."""
+    import shutil
+
+    import torch
+
+    from neurodecode.reconstruct.lowlevel import (
+        LOWLEVEL_FOLDER,
+        LowLevelPathway,
+        RidgeLowLevel,
+        save_lowlevel,
+    )
+
+    decoder = tmp_path / "decoder"
+    shutil.copytree(tiny_decoder, decoder)
+    module = RidgeLowLevel(n_voxels, image_size=4)
+    module.intercept.copy_(torch.tensor([1.0, 0.0, 0.0]).repeat_interleave(16))
+    save_lowlevel(LowLevelPathway(module, "subj01", 0.5, blend, mode), decoder / LOWLEVEL_FOLDER)
+    return decoder
+
+
+def test_saved_lowlevel_pathway_is_used(tiny_decoder, tmp_path, capsys):
+    from PIL import Image
+
+    decoder = _decoder_with_lowlevel(tiny_decoder, tmp_path)
+    np.save(tmp_path / "brain.npy", np.random.default_rng(2).normal(size=(2, 12)).astype("f4"))
+    assert _run(decoder, tmp_path / "brain.npy", tmp_path / "out") == 0
+    assert "low-level pathway: " + str(decoder / "lowlevel") in capsys.readouterr().out
+    for png in sorted((tmp_path / "out").glob("recon_*.png")):
+        image = np.asarray(Image.open(png))
+        # blend weight 1 in RGB: the final image is the pathway's (red) image
+        assert (image[..., 0] == 255).all() and (image[..., 1:] == 0).all()
+    assert _run(decoder, tmp_path / "brain.npy", tmp_path / "plain", "--no-lowlevel") == 0
+    assert "low-level pathway: none" in capsys.readouterr().out
+    plain = np.asarray(Image.open(tmp_path / "plain/recon_0000.png"))
+    assert not ((plain[..., 0] == 255).all() and (plain[..., 1:] == 0).all())
+
+
+def test_lowlevel_with_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_path):
+    decoder = _decoder_with_lowlevel(tiny_decoder, tmp_path, n_voxels=7)
+    np.save(tmp_path / "brain.npy", np.zeros((2, 12), dtype=np.float32))
+    with pytest.raises(InvalidInputError, match=r"lowlevel reads 7 voxels.*expects 12"):
+        _run(decoder, tmp_path / "brain.npy", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

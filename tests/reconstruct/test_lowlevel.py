@@ -66,3 +66,36 @@ def test_lowlevel_module_learns_a_planted_mapping(tiny_vae, images):
     assert all(not p.requires_grad for p in module.vae.parameters())
     with pytest.raises(InvalidInputError, match=r"expected \(B, 50\)"):
         module(torch.zeros(2, 49))
+
+
+def test_ridge_lowlevel_recovers_a_planted_linear_brain_and_round_trips(tmp_path):
+    from neurodecode.reconstruct.generators import resize_images
+    from neurodecode.reconstruct.lowlevel import (
+        LowLevelPathway,
+        RidgeLowLevel,
+        load_lowlevel,
+        save_lowlevel,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(200, 3, 16, 16, generator=gen)
+    small = resize_images(images, 4)  # what the pathway predicts: the 4 px image
+    mixing = torch.randn(48, 60, generator=gen)
+    brain = small.flatten(1) @ mixing + 0.01 * torch.randn(200, 60, generator=gen)
+    module = RidgeLowLevel.fit(brain[:150], images[:150], image_size=4, alphas=[1e-3, 1e-1, 10.0])
+    predicted = module.decode(brain[150:])
+    assert predicted.shape == (50, 3, 4, 4)
+    assert (predicted - small[150:]).abs().mean() < 0.01  # vs 0.04 for the mean image
+    save_lowlevel(LowLevelPathway(module, "subj01", 0.45, 0.8, "luminance"), tmp_path / "ll")
+    loaded = load_lowlevel(tmp_path / "ll")
+    assert (loaded.subject, loaded.strength, loaded.blend, loaded.blend_mode) == (
+        "subj01",
+        0.45,
+        0.8,
+        "luminance",
+    )
+    torch.testing.assert_close(loaded.module.decode(brain[150:]), predicted)
+    with pytest.raises(InvalidInputError, match=r"expected \(B, 60\)"):
+        loaded.module(torch.zeros(2, 59))
+    with pytest.raises(InvalidInputError, match="incomplete"):
+        load_lowlevel(tmp_path / "missing")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neurodecode.reconstruct.figures import plot_reconstructions
-from neurodecode.reconstruct.reconstructor import Reconstructor, select_best
+from neurodecode.reconstruct.reconstructor import Reconstructor, blend_images, select_best
 from neurodecode.validation import InvalidInputError
 
 COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
@@ -96,3 +96,37 @@ def test_plot_reconstructions_writes_a_figure(tmp_path):
     plot_reconstructions(stimuli, None, recons, tmp_path / "g.png", n_rows=2)
     with pytest.raises(InvalidInputError, match="same non-zero number"):
         plot_reconstructions(stimuli, None, recons[:2], tmp_path / "h.png")
+
+
+def test_blend_images_rgb_and_luminance():
+    from neurodecode.evaluate.image_metrics import rgb_to_gray
+
+    generated = torch.tensor([0.6, 0.3, 0.2]).view(1, 3, 1, 1).expand(2, 3, 8, 8).clone()
+    lowlevel = torch.full((2, 3, 4, 4), 0.5)
+    rgb = blend_images(generated, lowlevel, 0.25)
+    torch.testing.assert_close(rgb[0, :, 0, 0], torch.tensor([0.575, 0.35, 0.275]))
+    lum = blend_images(generated, lowlevel, 1.0, mode="luminance")
+    assert lum.shape == (2, 3, 8, 8)
+    # luminance taken from the low-level image, colour differences kept from the generated one
+    torch.testing.assert_close(rgb_to_gray(lum), torch.full((2, 8, 8), 0.5))
+    torch.testing.assert_close(lum[:, 0] - lum[:, 1], generated[:, 0] - generated[:, 1])
+    torch.testing.assert_close(blend_images(generated, lowlevel, 0.0, "luminance"), generated)
+    with pytest.raises(InvalidInputError, match="blend mode"):
+        blend_images(generated, lowlevel, 0.5, mode="hsv")
+    with pytest.raises(InvalidInputError, match=r"expected \[0, 1\]"):
+        blend_images(generated, lowlevel, 1.5)
+
+
+def test_reconstructor_blends_the_selected_sample_with_the_lowlevel_image():
+    blur = torch.full((3, 3, 4, 4), 0.5)
+    recon = Reconstructor(
+        lambda b: COLOURS[[0, 1, 2]][: len(b)],
+        ColourGenerator(),
+        lowlevel=lambda b: blur[: len(b)],
+        num_samples=4,
+        select_with=mean_colour,
+        blend=0.5,
+    ).reconstruct(torch.zeros(3, 2))
+    # selected flat colours, half-way to grey; the raw samples stay unblended
+    torch.testing.assert_close(recon.images[:, :, 0, 0], 0.5 * COLOURS[[0, 1, 2]] + 0.25)
+    assert torch.equal(recon.samples[:, 0, :, 0, 0], COLOURS[[0, 0, 0]])

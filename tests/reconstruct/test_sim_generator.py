@@ -7,7 +7,13 @@ import torch
 
 from neurodecode.evaluate.image_metrics import pixcorr_per_image
 from neurodecode.reconstruct.generators import Generator, images_to_tensor
-from neurodecode.reconstruct.sim_generator import SimGenerator, get_sim_generator
+from neurodecode.reconstruct.model_cache import config_key
+from neurodecode.reconstruct.sim_generator import (
+    PRESETS,
+    SimGenerator,
+    SimGeneratorConfig,
+    get_sim_generator,
+)
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError
 
@@ -91,3 +97,37 @@ def test_bad_arguments_are_named(tiny_generator, held_out):
         tiny_generator.generate(embeds[:2], init_images=torch.zeros(3, 3, 32, 32))
     with pytest.raises(InvalidInputError, match="preset"):
         get_sim_generator(lambda x: x, preset="huge")
+
+
+def test_default_preset_is_pinned():
+    """The demo's generator (and its cache key) must not drift when other presets are added."""
+    assert PRESETS["default"] == SimGeneratorConfig()
+    assert PRESETS["default"].to_dict() == {
+        "image_size": 32,
+        "embed_image_size": 64,
+        "block_out_channels": [32, 48, 48],
+        "layers_per_block": 1,
+        "coarse_size": 8,
+        "num_train_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": "sample",
+        "cond_dropout": 0.1,
+        "n_stimuli": 4000,
+        "stimulus_seed": 104729,
+        "train_steps": 200,
+        "batch_size": 32,
+        "learning_rate": 0.003,
+        "seed": 0,
+        "guidance_scale": 1.5,
+        "num_inference_steps": 10,
+    }
+
+
+def test_braindive_preset_changes_only_the_training_recipe():
+    """Same network and sizes as "default" (the guidance code sees the same UNet), its own cache."""
+    default, braindive = PRESETS["default"].to_dict(), PRESETS["braindive"].to_dict()
+    changed = {k for k in default if default[k] != braindive[k]}
+    assert changed == {"prediction_type", "n_stimuli", "train_steps"}
+    assert config_key({"config": default, "embed": "e"}) != config_key(
+        {"config": braindive, "embed": "e"}
+    )
