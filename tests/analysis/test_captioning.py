@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 
 from neurodecode.analysis.captioning import (
+    MINILM_PACKAGE,
     caption_category,
     caption_voxels,
     is_lowlevel_text,
+    minilm_text_encoder,
     project_to_image_manifold,
     rank_texts,
     score_captions,
+    semantic_categories,
+    semantic_fraction_correct,
     simulated_caption_bank,
     word_bank,
 )
@@ -129,3 +133,54 @@ def test_errors():
         score_captions(["a face"], "cat")
     with pytest.raises(InvalidInputError, match="empty"):
         score_captions([], "face")
+
+
+def bag_of_words_encoder(texts):
+    """A planted text encoder: one axis per content word (so descriptions match by shared words)."""
+    vocab = ["face", "person", "building", "letters", "fruit", "block", "red"]
+    out = np.full((len(texts), len(vocab)), 0.01)
+    for row, text in enumerate(texts):
+        for col, word in enumerate(vocab):
+            out[row, col] += text.lower().count(word)
+    return out
+
+
+def test_semantic_categories_with_a_planted_encoder():
+    descriptions = {"face": "a face", "body": "a person", "place": "a building"}
+    texts = ["two faces", "one person on the left", "a tall building", "a face and a person face"]
+    names, similarity = semantic_categories(texts, bag_of_words_encoder, descriptions)
+    assert names.tolist() == ["face", "body", "place", "face"]
+    assert similarity.shape == (4, 3)
+    assert semantic_fraction_correct(["a face", "a block"], "face", bag_of_words_encoder) == 0.5
+    with pytest.raises(InvalidInputError, match="expected_category"):
+        semantic_fraction_correct(["a face"], "tree", bag_of_words_encoder)
+    with pytest.raises(InvalidInputError, match="at least one text"):
+        semantic_categories([], bag_of_words_encoder)
+    with pytest.raises(InvalidInputError, match="text_encoder returned"):
+        semantic_categories(["a face"], lambda t: np.ones((len(t) + 1, 3)), descriptions)
+
+
+def test_minilm_scorer_names_categories_when_installed():
+    pytest.importorskip(MINILM_PACKAGE)
+    encoder = minilm_text_encoder()
+    assert encoder is not None
+    texts = ["two black faces in the centre", "three red apples on the right", "the letters KRT"]
+    names, _ = semantic_categories(texts, encoder)
+    assert names.tolist() == ["face", "food", "word"]
+    embeddings = encoder(texts)
+    assert embeddings.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)
+
+
+def test_minilm_scorer_is_none_without_the_package(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(name, *args):
+        if name == MINILM_PACKAGE:
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    assert minilm_text_encoder() is None

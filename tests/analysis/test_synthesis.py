@@ -8,12 +8,16 @@ import torch
 
 from neurodecode.analysis.encoding import VoxelEncoder
 from neurodecode.analysis.synthesis import (
+    CategoryJudge,
+    _blur,
     braindive,
     denoiser_from_diffusers,
     denoiser_from_sim_generator,
     differentiable_clip_embed,
     guided_sample,
     roi_objective,
+    simulated_category_judge,
+    train_category_judge,
     zero_shot_categories,
 )
 from neurodecode.sim.stimuli import CATEGORIES
@@ -100,6 +104,94 @@ def test_roi_objective_through_sim_generator_and_braindive():
     cond = denoiser_from_sim_generator(generator, torch.ones(1, 4))
     images, _ = guided_sample(cond, objective, 2, 1.0, 2, torch.Generator().manual_seed(1))
     assert images.shape == (2, 3, config.image_size, config.image_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_sim_generator():
+    from neurodecode.reconstruct.sim_generator import PRESETS, ConditionedUNet, SimGenerator
+
+    torch.manual_seed(0)
+    config = PRESETS["tiny"]
+    return SimGenerator(ConditionedUNet(4, config), config)
+
+
+def test_condition_guidance_raises_the_objective_and_stays_on_the_sphere(tiny_sim_generator):
+    denoiser = denoiser_from_sim_generator(tiny_sim_generator, torch.tensor([[1.0, 0.0, 0, 0]]))
+    start = denoiser.condition
+    assert torch.allclose(start.norm(), torch.tensor(2.0))  # normalised: sqrt(D)
+    moved = denoiser.project_condition(start + torch.tensor([[0.0, 5.0, 0, 0]]))
+    assert torch.allclose(moved.norm(dim=-1), torch.tensor([2.0]), atol=1e-5)
+    assert moved[0, 1] > moved[0, 0] > 0
+
+    seed = 3
+    _, plain = guided_sample(denoiser, redness, 6, 0.0, 4, torch.Generator().manual_seed(seed))
+    for space in ("condition", "both"):
+        _, guided = guided_sample(
+            denoiser,
+            redness,
+            6,
+            2.0,
+            4,
+            torch.Generator().manual_seed(seed),
+            normalize_gradient=True,
+            guidance_space=space,
+            condition_scale=1.0,
+        )
+        assert torch.all(guided > plain), space  # same noise: every sample gains
+    # the denoiser's own condition is left untouched
+    assert torch.equal(denoiser.condition, start)
+
+
+def test_condition_guidance_needs_a_condition(tiny_unet_denoiser):
+    with pytest.raises(InvalidInputError, match="conditioned denoiser"):
+        guided_sample(tiny_unet_denoiser, redness, 2, 1.0, 2, guidance_space="condition")
+    with pytest.raises(InvalidInputError, match="guidance_space"):
+        guided_sample(tiny_unet_denoiser, redness, 2, 1.0, 2, guidance_space="latent")
+
+
+def test_blur_keeps_flat_images_and_sigma_zero():
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    assert torch.allclose(_blur(flat, torch.tensor([0.0, 1.5])), flat, atol=1e-6)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(_blur(x, torch.zeros(2)), x, atol=1e-6)
+    blurred = _blur(x, torch.full((2,), 1.5))
+    assert blurred.std() < x.std()  # smoothing lowers pixel variance
+
+
+def test_category_judge_learns_a_planted_rule():
+    # "warm" images have a red square on the left, "cool" ones a blue square on the right
+    gen = torch.Generator().manual_seed(0)
+
+    def scenes(n: int) -> tuple[torch.Tensor, np.ndarray]:
+        x = torch.rand(n, 3, 16, 16, generator=gen) * 0.3
+        labels = np.where(torch.arange(n).numpy() % 2 == 0, "warm", "cool")
+        x[labels == "warm", 0, 4:12, 1:7] = 1.0
+        x[labels == "cool", 2, 4:12, 9:15] = 1.0
+        return x, labels
+
+    images, labels = scenes(64)
+    judge = train_category_judge(
+        images, labels, ["cool", "warm"], image_size=16, steps=40, batch_size=16, width=4
+    )
+    assert isinstance(judge, CategoryJudge) and judge.categories == ("cool", "warm")
+    test_images, test_labels = scenes(32)
+    assert np.mean(judge.predict(test_images) == test_labels) >= 0.9
+    with pytest.raises(InvalidInputError, match="not among categories"):
+        train_category_judge(images, labels, ["cool"], steps=1)
+    with pytest.raises(InvalidInputError, match="expected"):
+        train_category_judge(images[:3], labels, steps=1)
+
+
+def test_simulated_category_judge_is_cached(tmp_path):
+    options = dict(image_size=16, n_stimuli=24, stimulus_size=16, steps=2, width=4, batch_size=8)
+    first = simulated_category_judge(cache_dir=tmp_path, **options)
+    assert first.categories == tuple(CATEGORIES)
+    assert len(list((tmp_path / "category-judge").iterdir())) == 1
+    again = simulated_category_judge(cache_dir=tmp_path, **options)
+    for (k, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    labels = again.predict(torch.rand(5, 3, 32, 32))  # any input size is resized
+    assert labels.shape == (5,) and set(labels) <= set(CATEGORIES)
 
 
 def test_clip_objective_is_differentiable_and_zero_shot_labels():
