@@ -25,17 +25,20 @@ On one subject (``subj01``) of a simulated world (default ``data/sim/default``, 
 4. **Selectivity** (``selectivity.<roi>.*``): a TopK SAE on sim-clip embeddings of the world's
    images; the latent with the highest correlation with the ROI-mean response (training images,
    repeat-averaged) and the category that latent fires for most (ground-truth labels).
-5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the embedded default generator, each of
-   ``--n-synth`` samples starting from the sim-clip embedding of a random world image
-   (``--condition pool``; ``mean``/``null``: one shared condition), sampled with and without
-   gradient guidance toward the ROI's mean predicted response (sim-clip image tower + the caption
-   encoder) from the same noise and conditions; guidance acts on the noisy pixels and on the
-   conditioning embedding (``--space both``, per-sample normalised gradients, scale 2 in noise-SD
-   units and 0.5 in embedding-RMS units per step). Each image is judged by a CNN trained on
-   simulated stimuli at the generator's size (independent of the guidance encoder; it abstains
-   below probability 0.5); ``guided_rate`` / ``unguided_rate`` = fraction of all samples judged
-   to be the ROI's category, ``*_top20`` on the top 20 % by predicted response (BrainDiVE's
-   selection), ``*_sim_clip_zero_shot`` with the old judge. ``braindive.png`` beside the JSON.
+5. **Synthesis** (``synthesis.<roi>.*``, BrainDiVE): the ``braindive`` generator preset (trained
+   once, ~15 min, cached; ``--generator default`` for the quick one, which cannot draw faces or
+   bodies), each of ``--n-synth`` samples starting from the sim-clip embedding of a random world
+   image (``--condition pool``; ``mean``/``null``: one shared condition), sampled with and without
+   guidance toward the ROI's mean predicted response (the caption encoder) from the same noise and
+   conditions. The recipe of ``experiments/analysis_synthesis.yaml``: the gradient acts on the
+   conditioning embedding only (``--space condition``), is the encoder's own gradient on the
+   embedding (``--condition-gradient embedding``), 3 embedding-RMS units per step, each step snapped
+   to the most similar real embedding (``--projection nearest``). Each image is judged by a CNN
+   trained on simulated stimuli at the generator's size (independent of the guidance encoder; it
+   abstains below probability 0.5); ``guided_rate`` / ``unguided_rate`` = fraction of all samples
+   judged to be the ROI's category, ``sign_test_p`` the paired one-sided sign test, ``*_top20`` on
+   the top 20 % by predicted response (BrainDiVE's selection), ``*_sim_clip_zero_shot`` with the
+   old judge. ``braindive.png`` beside the JSON.
 
 Run: ``.venv/bin/python -m benchmarks.bench_analysis [--root data/sim/default] [--clip default]``.
 Writes ``benchmarks/results/analysis.json`` and prints a table.
@@ -55,6 +58,7 @@ import numpy as np
 import torch
 
 from neurodecode.analysis.captioning import (
+    DEFAULT_TEMPERATURE,
     caption_voxels,
     minilm_text_encoder,
     score_captions,
@@ -62,6 +66,7 @@ from neurodecode.analysis.captioning import (
     simulated_caption_bank,
     word_bank,
 )
+from neurodecode.analysis.cortex_command import paired_sign_test
 from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
 from neurodecode.analysis.selectivity import (
     roi_responses,
@@ -71,7 +76,9 @@ from neurodecode.analysis.selectivity import (
 from neurodecode.analysis.synthesis import (
     denoiser_from_sim_generator,
     differentiable_clip_embed,
+    embedding_objective,
     guided_sample,
+    image_manifold_projection,
     roi_objective,
     simulated_category_judge,
     zero_shot_categories,
@@ -153,11 +160,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path, default=REPO / "datasets/sim/default.yaml")
     parser.add_argument("--subject", default="subj01")
     parser.add_argument("--clip", default="default", choices=["default", "tiny"])
-    parser.add_argument("--generator", default="default", choices=["default", "tiny"])
+    parser.add_argument(
+        "--generator", default="braindive", choices=["default", "braindive", "tiny"]
+    )
     parser.add_argument("--n-synth", type=int, default=48)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--space", default="both", choices=["sample", "condition", "both"])
-    parser.add_argument("--condition-scale", type=float, default=0.5)
+    parser.add_argument("--space", default="condition", choices=["sample", "condition", "both"])
+    parser.add_argument("--condition-scale", type=float, default=3.0)
+    parser.add_argument("--condition-gradient", default="embedding", choices=["embedding", "image"])
+    parser.add_argument(
+        "--projection", default="nearest", choices=["nearest", "manifold", "sphere"]
+    )
     parser.add_argument("--condition", default="pool", choices=["pool", "mean", "null"])
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--judge-threshold", type=float, default=0.5)
@@ -325,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     denoiser = denoiser_from_sim_generator(
         generator, None if args.condition == "null" else mean_condition
     )
+    if args.projection != "sphere":
+        denoiser.project_condition = image_manifold_projection(
+            embeds,
+            DEFAULT_TEMPERATURE if args.projection == "manifold" else None,
+            radius=float(np.sqrt(generator.embed_dim)),
+        )
     conditions = None
     if args.condition == "pool":  # each sample starts from a real image's embedding
         pick = np.random.default_rng(1).choice(len(embeds), args.n_synth, replace=False)
@@ -364,6 +383,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             guidance_space=args.space,
             condition_scale=args.condition_scale,
             condition=conditions,
+            condition_objective=(
+                embedding_objective(enc, voxels) if args.condition_gradient == "embedding" else None
+            ),
         )
         labels = judge.predict(images_g, args.judge_threshold)
         zero_shot = zero_shot_categories(clip, images_g)
@@ -376,6 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "n_images": args.n_synth,
             "guided_rate": float(np.mean(labels == category)),
             "unguided_rate": float(np.mean(unguided_labels == category)),
+            "sign_test_p": paired_sign_test(labels == category, unguided_labels == category),
             "guided_rate_top20": float(np.mean(labels[top] == category)),
             "unguided_rate_top20": float(np.mean(unguided_labels[top_u] == category)),
             "guided_rate_sim_clip_zero_shot": float(np.mean(zero_shot == category)),
@@ -394,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "guidance_scale": args.guidance,
         "guidance_space": args.space,
         "condition_scale": args.condition_scale,
+        "condition_gradient": args.condition_gradient,
+        "condition_projection": args.projection,
         "normalize_gradient": True,
         "condition": args.condition,
         "steps": args.steps,

@@ -18,7 +18,8 @@ stimulus features, fits a voxel-wise encoder and writes tables (CSV/JSON) and fi
     selectivity: {architecture: topk, n_latents: 64, k: 4, steps: 600, lr: 0.001, sae_path: null}
     synthesis: {generator_preset: default, generator_overrides: {}, rois: [FFA-1, PPA],
                 n_images: 24, guidance_scale: 2, normalize_gradient: true,
-                guidance_space: both, condition_scale: 0.5, condition: pool,
+                guidance_space: condition, condition_scale: 3, condition_gradient: embedding,
+                condition_projection: nearest, condition: pool,
                 num_inference_steps: 10, keep_fraction: 0.2, judge: classifier,
                 judge_threshold: 0.5, seed: 0}
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,10 @@ SECTIONS: dict[str, dict[str, Any]] = {
         "n_images": 24,
         "guidance_scale": 2.0,
         "normalize_gradient": True,
-        "guidance_space": "both",
-        "condition_scale": 0.5,
+        "guidance_space": "condition",
+        "condition_scale": 3.0,
+        "condition_gradient": "embedding",
+        "condition_projection": "nearest",
         "judge": "classifier",
         "judge_threshold": 0.5,
         "condition": "pool",
@@ -400,6 +404,21 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
     return run_dir
 
 
+def paired_sign_test(guided: np.ndarray, unguided: np.ndarray) -> float:
+    """One-sided exact sign test (McNemar) that ``guided`` hits more often than ``unguided``.
+
+    Both are bool arrays (n,) over the same samples (same noise and starting condition); only
+    discordant pairs count. Returns the p-value (1.0 when no pair is discordant).
+    """
+    from scipy.stats import binomtest
+
+    gained = int(np.sum(guided & ~unguided))
+    lost = int(np.sum(~guided & unguided))
+    if gained + lost == 0:
+        return 1.0
+    return float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue)
+
+
 def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Path:
     """BrainDiVE images per ROI with the embedded generator, judged against unguided samples.
 
@@ -407,10 +426,22 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
     starting conditions (``condition: pool``: the embedding of a random image of the data set per
     sample; ``mean``: their mean; ``null``: the generator's unconditional embedding); the
     judge (``classifier``: :func:`~neurodecode.analysis.synthesis.simulated_category_judge`, a
-    CNN trained on simulated stimuli; ``sim_clip``: zero-shot) labels every image. Writes
-    ``synthesis.json`` (rates over all samples and over the top ``keep_fraction`` by predicted
-    activation, for both) and ``braindive_<roi>.png`` (kept guided images above the unguided
-    images with the highest predicted activation).
+    CNN trained on simulated stimuli; ``sim_clip``: zero-shot) labels every image.
+
+    Where the gradient acts (see :func:`~neurodecode.analysis.synthesis.guided_sample`):
+    ``guidance_space`` ``sample`` (BrainDiVE's pixels, step ``guidance_scale``), ``condition``
+    or ``both``; ``condition_gradient`` ``image`` (through the network, image and sim-clip) or
+    ``embedding`` (the voxel encoder applied to the conditioning embedding itself, exact);
+    ``condition_projection`` ``sphere`` (renormalise), ``manifold`` (BrainSCUBA's softmax over
+    the data set's embeddings at ``captions.temperature``) or ``nearest`` (the most similar real
+    embedding). The defaults (condition, embedding, nearest, step 3) are the recipe that made
+    every category ROI's samples show its category on the simulation; pixel gradients through
+    sim-clip raise the predicted response without drawing the category (adversarial images).
+
+    Writes ``synthesis.json`` (per ROI: rates over all samples and over the top
+    ``keep_fraction`` by predicted activation, guided and unguided, and ``sign_test_p``, a
+    one-sided exact sign test over the paired samples) and ``braindive_<roi>.png`` (kept guided
+    images above the unguided images with the highest predicted activation).
     """
 
     import torch
@@ -419,6 +450,8 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         braindive,
         denoiser_from_sim_generator,
         differentiable_clip_embed,
+        embedding_objective,
+        image_manifold_projection,
         roi_objective,
         simulated_category_judge,
         zero_shot_categories,
@@ -432,6 +465,12 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
     syn = cfg["synthesis"]
     check_option("synthesis.condition", syn["condition"], ("pool", "mean", "null"))
     check_option("synthesis.judge", syn["judge"], ("classifier", "sim_clip"))
+    check_option("synthesis.condition_gradient", syn["condition_gradient"], ("image", "embedding"))
+    check_option(
+        "synthesis.condition_projection",
+        syn["condition_projection"],
+        ("sphere", "manifold", "nearest"),
+    )
     overrides = syn["generator_overrides"] or {}
     if not isinstance(overrides, dict):
         raise InvalidInputError(
@@ -452,6 +491,14 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         None if syn["condition"] == "null" else torch.from_numpy(pool.mean(0, keepdims=True))
     )
     denoiser = denoiser_from_sim_generator(generator, condition)
+    if syn["condition_projection"] != "sphere":  # back onto real image embeddings
+        denoiser.project_condition = image_manifold_projection(
+            pool,
+            float(cfg["captions"]["temperature"])
+            if syn["condition_projection"] == "manifold"
+            else None,
+            radius=math.sqrt(generator.embed_dim),
+        )
     starts = None
     if syn["condition"] == "pool":  # each sample starts from a real image's embedding
         pick = np.random.default_rng(int(syn["seed"])).choice(
@@ -481,6 +528,8 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
     results: dict[str, Any] = {
         "judge": syn["judge"],
         "guidance_space": syn["guidance_space"],
+        "condition_gradient": syn["condition_gradient"],
+        "condition_projection": syn["condition_projection"],
         "n_images": int(syn["n_images"]),
         "n_kept": n_keep,
     }
@@ -501,6 +550,11 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
             guidance_scale=syn["guidance_scale"],
             guidance_space=syn["guidance_space"],
             condition_scale=syn["condition_scale"],
+            condition_objective=(
+                embedding_objective(run.encoder, voxels)
+                if syn["condition_gradient"] == "embedding"
+                else None
+            ),
             **common,
         )
         if plain_images is None:  # the same unguided samples serve every ROI
@@ -511,6 +565,8 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         plain_top = torch.argsort(plain_scores, descending=True)[:n_keep].numpy()
         category = _category_of(name)
         g_labels = judge(guided.images)  # best first
+        g_hits = np.zeros(len(g_labels), dtype=bool)
+        g_hits[guided.kept] = g_labels == category  # back in sample order, paired with unguided
         results[name] = {
             "category": category,
             "guided_rate": float(np.mean(g_labels == category)) if category else None,
@@ -518,6 +574,9 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
             "guided_rate_top": float(np.mean(g_labels[:n_keep] == category)) if category else None,
             "unguided_rate_top": (
                 float(np.mean(plain_labels[plain_top] == category)) if category else None
+            ),
+            "sign_test_p": (
+                paired_sign_test(g_hits, plain_labels == category) if category else None
             ),
             "mean_predicted_guided": float(guided.scores.mean()),
             "mean_predicted_unguided": float(plain_scores.mean()),

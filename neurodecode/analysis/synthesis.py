@@ -19,6 +19,15 @@ trained on. This is our variant, not the paper's (BrainDiVE guides Stable Diffus
 an empty prompt): with a small embedding-conditioned generator the category a sample shows is
 set mostly by its conditioning, so the condition is where the gradient can change it.
 
+When the conditioning space is the encoder's own feature space (the sim generator is conditioned
+on sim-clip image embeddings, the features the voxel encoder was fitted on), the condition can
+instead follow the encoder's exact gradient on the embedding (``condition_objective``,
+:func:`embedding_objective`), and be projected back onto real image embeddings after each step
+(:func:`image_manifold_projection`: the nearest one, or BrainSCUBA's softmax). On the simulation
+this is the recipe that works: pixel gradients through a small CLIP find adversarial images
+(predicted FFA response above that of real faces, on images the judge calls words), and a
+condition moved off the manifold of real embeddings makes the generator draw blends.
+
 The samples are judged by :class:`CategoryJudge`, a small CNN trained on simulated stimuli at the
 generator's resolution (:func:`simulated_category_judge`), independent of the guidance encoder;
 sim-clip zero-shot labels (:func:`zero_shot_categories`) are a second opinion but fail at 32 px
@@ -223,6 +232,25 @@ def differentiable_clip_embed(clip_encoder) -> Callable[[torch.Tensor], torch.Te
     return embed
 
 
+def _region_indices(encoder: VoxelEncoder, voxels: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Voxel indices of a region given as a bool mask (n_voxels,) or indices; checked."""
+    index = np.asarray(voxels)
+    if index.dtype == bool:
+        if index.shape != (encoder.n_voxels,):
+            raise InvalidInputError(
+                f"voxel mask has shape {index.shape}; expected ({encoder.n_voxels},)."
+            )
+        index = np.flatnonzero(index)
+    if index.size == 0:
+        raise InvalidInputError("voxels selects no voxel; expected a non-empty region.")
+    if index.min() < 0 or index.max() >= encoder.n_voxels:
+        raise InvalidInputError(
+            f"voxel indices span {index.min()}..{index.max()}; the encoder has "
+            f"{encoder.n_voxels} voxels."
+        )
+    return index
+
+
 def roi_objective(
     embed: Callable[[torch.Tensor], torch.Tensor],
     encoder: VoxelEncoder,
@@ -239,25 +267,74 @@ def roi_objective(
     voxels : bool mask (n_voxels,) or indices
         The region (must select at least one voxel).
     """
-    index = np.asarray(voxels)
-    if index.dtype == bool:
-        if index.shape != (encoder.n_voxels,):
-            raise InvalidInputError(
-                f"voxel mask has shape {index.shape}; expected ({encoder.n_voxels},)."
-            )
-        index = np.flatnonzero(index)
-    if index.size == 0:
-        raise InvalidInputError("voxels selects no voxel; expected a non-empty region.")
-    if index.min() < 0 or index.max() >= encoder.n_voxels:
-        raise InvalidInputError(
-            f"voxel indices span {index.min()}..{index.max()}; the encoder has "
-            f"{encoder.n_voxels} voxels."
-        )
+    index = _region_indices(encoder, voxels)
 
     def objective(images: torch.Tensor) -> torch.Tensor:
         return encoder.predict_torch(embed(images), index).mean(1)
 
     return objective
+
+
+def embedding_objective(
+    encoder: VoxelEncoder, voxels: np.ndarray | Sequence[int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Predicted mean response of ``voxels`` to an embedding direction: ``(N, F) -> (N,)``.
+
+    For a generator conditioned on the same (unit-norm) CLIP image embeddings the ``encoder`` was
+    fitted on: each row is L2-normalised first, so the conditioning embedding's scale (e.g. the
+    sim generator's ``sqrt(D)``) does not matter. Use as ``condition_objective`` of
+    :func:`guided_sample`.
+    """
+    index = _region_indices(encoder, voxels)
+
+    def objective(embeds: torch.Tensor) -> torch.Tensor:
+        return encoder.predict_torch(F.normalize(embeds.flatten(1), dim=-1), index).mean(1)
+
+    return objective
+
+
+def image_manifold_projection(
+    pool: np.ndarray | torch.Tensor, temperature: float | None = None, radius: float = 1.0
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Projection of conditions onto real image embeddings (a ``Denoiser.project_condition``).
+
+    A condition moved by an encoder's gradient soon leaves the embeddings a generator was trained
+    on; this maps each row back onto them: with a ``temperature``, BrainSCUBA's softmax-weighted
+    mean of the ``pool`` (see :func:`~neurodecode.analysis.captioning.project_to_image_manifold`);
+    with ``temperature=None``, the single most similar pool embedding (the generator then sees
+    exactly the kind of condition it was trained on, never a blend).
+
+    Parameters
+    ----------
+    pool : array, shape (n_pool, D)
+        Real image embeddings (any norm).
+    temperature : float or None
+        Softmax temperature on cosine similarity, or None for the nearest embedding.
+    radius : float
+        Norm of the returned rows (the generator's conditioning norm, e.g. ``sqrt(D)``).
+
+    Returns
+    -------
+    callable
+        ``conditions (N, D) -> (N, D)``, not differentiable (applied after each step).
+    """
+    from neurodecode.analysis.captioning import project_to_image_manifold
+
+    if temperature is not None and not temperature > 0:
+        raise InvalidInputError(f"temperature={temperature!r}; expected > 0 or None (nearest).")
+    pool_t = F.normalize(torch.as_tensor(np.asarray(pool), dtype=torch.float32), dim=-1)
+    if pool_t.ndim != 2 or len(pool_t) == 0:
+        raise InvalidInputError(f"pool has shape {tuple(pool_t.shape)}; expected (n_pool, D).")
+
+    def project(cond: torch.Tensor) -> torch.Tensor:
+        flat = cond.detach().float().cpu().flatten(1)
+        if temperature is None:
+            near = pool_t[(F.normalize(flat, dim=-1) @ pool_t.T).argmax(1)]
+        else:
+            near = torch.from_numpy(project_to_image_manifold(flat, pool_t, temperature))
+        return (near * radius).view_as(cond).to(cond)
+
+    return project
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +375,7 @@ def guided_sample(
     guidance_space: str = "sample",
     condition_scale: float | None = None,
     condition: torch.Tensor | None = None,
+    condition_objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM sampling with BrainDiVE's gradient guidance (``guidance_scale=0``: unguided).
 
@@ -333,6 +411,11 @@ def guided_sample(
         Starting condition per sample, in the network's conditioning space (e.g. one real image
         embedding per sample, normalised as :attr:`Denoiser.condition`); default
         :attr:`Denoiser.condition`.
+    condition_objective : callable, optional
+        ``condition (N, ...) -> (N,)``, differentiable: when given, the condition moves along the
+        exact gradient of this function (e.g. :func:`embedding_objective`, the voxel encoder
+        applied to the conditioning embedding itself) instead of the gradient through the network
+        and the image objective; the pixels (``"both"``) still follow ``objective``.
 
     Returns
     -------
@@ -351,10 +434,12 @@ def guided_sample(
     guide_sample = guided and guidance_space in ("sample", "both")
     guide_condition = guided and guidance_space in ("condition", "both")
     start = denoiser.condition if condition is None else condition
-    if guide_condition and (start is None or not through_denoiser):
+    if guide_condition and (
+        start is None or (condition_objective is None and not through_denoiser)
+    ):
         raise InvalidInputError(
             f"guidance_space={guidance_space!r} needs a conditioned denoiser (Denoiser.condition) "
-            "and through_denoiser=True."
+            "and through_denoiser=True or a condition_objective."
         )
     condition_step = guidance_scale if condition_scale is None else float(condition_scale)
     device = torch.device(device if device is not None else denoiser.device)
@@ -378,25 +463,30 @@ def guided_sample(
         )
         t_batch = torch.full((n_images,), int(t), device=device, dtype=torch.long)
         grad = cond_grad = None
-        if guided and through_denoiser:
+        through_image = guide_condition and condition_objective is None
+        if guide_condition and not through_image:
+            c_in = cond.detach().requires_grad_(True)
+            with torch.enable_grad():
+                cond_grad = torch.autograd.grad(condition_objective(c_in).sum(), c_in)[0]
+        if (guide_sample and through_denoiser) or through_image:
             x_in = x.detach().requires_grad_(guide_sample)
-            c_in = cond.detach().requires_grad_(guide_condition) if cond is not None else None
+            c_in = cond.detach().requires_grad_(through_image) if cond is not None else None
             with torch.enable_grad():
                 x0, eps = _split(
                     denoiser.predict(x_in, t_batch, c_in), x_in, abar, denoiser.prediction_type
                 )
                 score = objective(denoiser.to_images(x0))
-                wrt = [v for v, use in ((x_in, guide_sample), (c_in, guide_condition)) if use]
+                wrt = [v for v, use in ((x_in, guide_sample), (c_in, through_image)) if use]
                 grads = list(torch.autograd.grad(score.sum(), wrt))
             grad = grads.pop(0) if guide_sample else None
-            cond_grad = grads.pop(0) if guide_condition else None
+            cond_grad = grads.pop(0) if through_image else cond_grad
             x0, eps = x0.detach(), eps.detach()
         else:
             with torch.no_grad():
                 x0, eps = _split(
                     denoiser.predict(x, t_batch, cond), x, abar, denoiser.prediction_type
                 )
-            if guided:
+            if guide_sample:
                 x0_in = x0.detach().requires_grad_(True)
                 with torch.enable_grad():
                     score = objective(denoiser.to_images(x0_in))
@@ -446,6 +536,7 @@ def braindive(
     guidance_space: str = "sample",
     condition_scale: float | None = None,
     condition: torch.Tensor | None = None,
+    condition_objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> BrainDiVEResult:
     """Generate ``n_images`` guided samples and keep the top ``keep_fraction`` by the objective.
 
@@ -481,6 +572,7 @@ def braindive(
                 if condition is not None and len(condition) == n_images and n_images > 1
                 else condition
             ),
+            condition_objective=condition_objective,
         )
         images.append(imgs)
         scores.append(sc)

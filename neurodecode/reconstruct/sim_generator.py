@@ -11,10 +11,11 @@ trains a learned null embedding, so sampling can use classifier-free guidance.
 :func:`get_sim_generator` trains one the first time a ``(preset, embedding function)`` pair is asked
 for and caches it (see :mod:`neurodecode.reconstruct.model_cache`); the ``"default"`` preset trains in
 about 90 s on 2 CPU cores, ``"tiny"`` in a few seconds (for tests). ``"braindive"`` (same network,
-v-prediction, 10 000 stimuli, 2000 steps; about 20 min on one CPU core) is a candidate for
-brain-guided synthesis: the default draws faces and stick-figure bodies as coloured blobs; this one
-draws bodies (a judge CNN names 56-62 % of samples conditioned on held-out body embeddings) but
-faces still mostly lack their eyes (12-31 %).
+v-prediction, 10 000 stimuli, 2000 steps; about 15 min on 2 CPU cores) is the one for
+brain-guided synthesis: the default draws faces and stick-figure bodies as coloured blobs (a judge
+CNN names 0-10 % of samples conditioned on held-out face or body embeddings); this one draws
+them often enough to steer toward (faces 25-45 %, bodies 40-45 %, n = 20 each, over
+classifier-free guidance 1-3; places 100 %, words 45-70 %, food 65-75 %).
 """
 
 from __future__ import annotations

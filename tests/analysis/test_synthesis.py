@@ -14,7 +14,9 @@ from neurodecode.analysis.synthesis import (
     denoiser_from_diffusers,
     denoiser_from_sim_generator,
     differentiable_clip_embed,
+    embedding_objective,
     guided_sample,
+    image_manifold_projection,
     roi_objective,
     simulated_category_judge,
     train_category_judge,
@@ -142,6 +144,85 @@ def test_condition_guidance_raises_the_objective_and_stays_on_the_sphere(tiny_si
     assert torch.equal(denoiser.condition, start)
 
 
+def test_embedding_objective_is_the_encoder_on_the_unit_condition():
+    # voxel 0 likes embedding axis 1, voxel 1 likes axis 2; the region is voxel 0
+    weights = np.zeros((4, 2))
+    weights[1, 0], weights[2, 1] = 1.0, 1.0
+    encoder = VoxelEncoder(weights, np.zeros(2), np.zeros(4), np.ones(4), np.ones(2), np.ones(2))
+    objective = embedding_objective(encoder, np.array([True, False]))
+    cond = torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])
+    assert torch.allclose(objective(cond), torch.tensor([0.8, 0.0]))  # 4 / |(3, 4)| = 0.8
+
+
+def test_condition_guided_by_the_encoder_ends_on_the_preferred_real_embedding(tiny_sim_generator):
+    # four real "image embeddings" (axes); the region prefers axis 1; samples start on axes 0, 2, 3
+    weights = np.zeros((4, 1))
+    weights[1, 0] = 1.0
+    encoder = VoxelEncoder(weights, np.zeros(1), np.zeros(4), np.ones(4), np.ones(1), np.ones(1))
+    pool = torch.eye(4)
+    denoiser = denoiser_from_sim_generator(tiny_sim_generator, pool[:1])
+    radius = float(denoiser.condition.norm())  # the generator's conditioning norm, sqrt(D) = 2
+    nearest = image_manifold_projection(pool.numpy(), None, radius=radius)
+    seen: list[torch.Tensor] = []
+
+    def spy(cond: torch.Tensor) -> torch.Tensor:
+        seen.append(nearest(cond))
+        return seen[-1]
+
+    denoiser.project_condition = spy
+    starts = pool[[0, 2, 3]] * radius
+    images, _ = guided_sample(
+        denoiser,
+        lambda x: x.mean((1, 2, 3)),  # the image objective plays no part here
+        3,
+        1.0,
+        3,
+        torch.Generator().manual_seed(0),
+        through_denoiser=False,
+        normalize_gradient=True,
+        guidance_space="condition",
+        condition_scale=3.0,
+        condition=starts,
+        condition_objective=embedding_objective(encoder, [0]),
+    )
+    size = tiny_sim_generator.image_size
+    assert images.shape == (3, 3, size, size)
+    assert len(seen) == 3  # one projection per step
+    for cond in seen:  # exactly the preferred real embedding, from the first step on
+        assert torch.equal(cond, pool[[1, 1, 1]] * radius)
+    # a small step stays nearest to where each sample started
+    seen.clear()
+    guided_sample(
+        denoiser,
+        lambda x: x.mean((1, 2, 3)),
+        3,
+        1.0,
+        2,
+        guidance_space="condition",
+        normalize_gradient=True,
+        condition_scale=0.1,
+        condition=starts,
+        condition_objective=embedding_objective(encoder, [0]),
+    )
+    assert all(torch.equal(cond, starts) for cond in seen) and len(seen) == 2
+
+
+def test_image_manifold_projection_softmax_and_nearest():
+    pool = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cond = torch.tensor([[2.0, 0.3], [0.1, 5.0]])
+    nearest = image_manifold_projection(pool, None, radius=3.0)(cond)
+    assert torch.allclose(nearest, torch.tensor([[3.0, 0.0], [0.0, 3.0]]))
+    sharp = image_manifold_projection(pool, 1e-3)(cond)
+    assert torch.allclose(sharp, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), atol=1e-4)
+    soft = image_manifold_projection(pool, 10.0)(cond)  # near the pool's mean direction
+    assert torch.allclose(soft.norm(dim=1), torch.ones(2))
+    assert torch.allclose(soft[0], soft[1], atol=0.05)
+    with pytest.raises(InvalidInputError, match="temperature"):
+        image_manifold_projection(pool, 0.0)
+    with pytest.raises(InvalidInputError, match="n_pool, D"):
+        image_manifold_projection(np.ones(3), None)
+
+
 def test_condition_guidance_needs_a_condition(tiny_unet_denoiser):
     with pytest.raises(InvalidInputError, match="conditioned denoiser"):
         guided_sample(tiny_unet_denoiser, redness, 2, 1.0, 2, guidance_space="condition")
@@ -228,3 +309,49 @@ def test_errors(tiny_unet_denoiser):
         guided_sample(tiny_unet_denoiser, redness, 2, -1.0)
     with pytest.raises(InvalidInputError, match="keep_fraction"):
         braindive(tiny_unet_denoiser, redness, 2, keep_fraction=0.0)
+
+
+def test_synthesis_runner_on_the_tiny_world(tiny_nsd, tmp_path):
+    import json
+
+    import yaml
+
+    from neurodecode.analysis.cortex_command import run_synthesis
+    from neurodecode.cli import main
+
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"root": str(tiny_nsd), "subject": "subj01"},
+        "features": {"source": "sim_clip", "preset": "tiny"},
+        "synthesis": {
+            "generator_preset": "tiny",
+            "rois": ["PPA"],
+            "n_images": 4,
+            "num_inference_steps": 2,
+            "judge": "sim_clip",
+        },
+    }
+    path = tmp_path / "synthesis.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "synthesis", "--config", str(path)]) == 0
+    out = json.loads((tmp_path / "run" / "synthesis.json").read_text())
+    assert out["condition_projection"] == "nearest" and out["n_images"] == 4
+    ppa = out["PPA"]
+    assert ppa["category"] == "place"
+    assert len(ppa["guided_labels"]) == len(ppa["unguided_labels"]) == 4
+    assert ppa["guided_rate"] == np.mean(np.asarray(ppa["guided_labels"]) == "place")
+    assert 0.0 <= ppa["sign_test_p"] <= 1.0
+    assert (tmp_path / "run" / "braindive_PPA.png").is_file()
+    bad = {**config, "synthesis": {**config["synthesis"], "condition_projection": "ball"}}
+    with pytest.raises(InvalidInputError, match="condition_projection"):
+        run_synthesis(bad)
+
+
+def test_paired_sign_test_by_hand():
+    from neurodecode.analysis.cortex_command import paired_sign_test
+
+    guided = np.array([True, True, True, False, True])
+    unguided = np.array([False, False, True, False, False])
+    # 3 gained, 0 lost: P(X >= 3 | n=3, p=1/2) = 1/8
+    assert paired_sign_test(guided, unguided) == pytest.approx(0.125)
+    assert paired_sign_test(unguided, unguided) == 1.0
