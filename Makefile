@@ -30,6 +30,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[bench]"
 	$(BIN)/python -m benchmarks.run_all
 
 lint: $(STAMP)

@@ -432,10 +432,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             str(k): int(v) for k, v in zip(*np.unique(unguided_labels, return_counts=True))
         },
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # a fresh checkout has no results/
     _synthesis_figure(figure_rows, args.out.parent / "braindive.png")
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     _print_table(results)
     return results
@@ -488,7 +487,12 @@ def _print_table(results: dict[str, Any]) -> None:
             f"{syn.get('guided_rate', float('nan')):7.2f} {syn.get('unguided_rate', float('nan')):9.2f}"
         )
     ev = results["captions"]["early_visual"]
-    print(f"early visual captions: low-level {ev['fraction_lowlevel']:.2f}")
+    print(
+        "low-level captions (word bank: categories, colours, positions, sizes): early visual "
+        f"{ev['fraction_lowlevel_word_bank_only']:.2f} vs category ROIs "
+        f"{ev['category_rois_fraction_lowlevel_word_bank_only']:.2f}; with the scene-caption "
+        f"bank (every entry names a category) {ev['fraction_lowlevel']:.2f}"
+    )
 
 
 if __name__ == "__main__":
