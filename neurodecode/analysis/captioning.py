@@ -9,7 +9,9 @@ embeddings ``e_i`` (unit-normalised),
 
 and ``p`` is turned into text. Here the text side is (a) ranking a caption/word bank by cosine
 similarity with CLIP text embeddings of the bank (always available), and (b) a prefix captioner
-(:class:`PrefixCaptioner`) when the user has one (BrainSCUBA uses a CLIP-prefix captioner, beam 5).
+(any :class:`PrefixCaptioner`; BrainSCUBA uses a CLIP-prefix captioner, beam 5): the ClipCap model
+of :mod:`neurodecode.analysis.prefix_captioner`, loaded from a saved folder or, for the
+simulation, trained on simulated captions.
 
 Captions of the simulated world are scored by the category nouns they contain
 (:func:`caption_category`) and by whether they are low-level words (colour, position, size;

