@@ -36,7 +36,7 @@ On one subject (``subj01``) of a simulated world (default ``data/sim/default``, 
    to the most similar real embedding (``--projection nearest``). Each image is judged by a CNN
    trained on simulated stimuli at the generator's size (independent of the guidance encoder; it
    abstains below probability 0.5); ``guided_rate`` / ``unguided_rate`` = fraction of all samples
-   judged to be the ROI's category, ``sign_test_p`` the paired one-sided sign test, ``*_top20`` on
+   judged to be the ROI's category, ``sign_test_p`` the paired one-sided sign test, ``*_rate_top`` on
    the top 20 % by predicted response (BrainDiVE's selection), ``*_sim_clip_zero_shot`` with the
    old judge. ``braindive.png`` beside the JSON.
 
@@ -66,7 +66,6 @@ from neurodecode.analysis.captioning import (
     simulated_caption_bank,
     word_bank,
 )
-from neurodecode.analysis.cortex_command import paired_sign_test
 from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
 from neurodecode.analysis.selectivity import (
     roi_responses,
@@ -79,7 +78,9 @@ from neurodecode.analysis.synthesis import (
     embedding_objective,
     guided_sample,
     image_manifold_projection,
+    pool_starts,
     roi_objective,
+    score_against_unguided,
     simulated_category_judge,
     zero_shot_categories,
 )
@@ -346,8 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     conditions = None
     if args.condition == "pool":  # each sample starts from a real image's embedding
-        pick = np.random.default_rng(1).choice(len(embeds), args.n_synth, replace=False)
-        conditions = generator.model.normalise(torch.from_numpy(embeds[pick]))
+        conditions = pool_starts(generator, embeds, args.n_synth, seed=1)
     embed = differentiable_clip_embed(clip)
     for p in clip.model.parameters():
         p.requires_grad_(False)
@@ -396,15 +396,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         synthesis[name] = {
             "category": category,
             "n_images": args.n_synth,
-            "guided_rate": float(np.mean(labels == category)),
-            "unguided_rate": float(np.mean(unguided_labels == category)),
-            "sign_test_p": paired_sign_test(labels == category, unguided_labels == category),
-            "guided_rate_top20": float(np.mean(labels[top] == category)),
-            "unguided_rate_top20": float(np.mean(unguided_labels[top_u] == category)),
+            **score_against_unguided(
+                category, labels, scores, unguided_labels, unguided_scores, keep_fraction=0.2
+            ),
             "guided_rate_sim_clip_zero_shot": float(np.mean(zero_shot == category)),
             "unguided_rate_sim_clip_zero_shot": float(np.mean(unguided_zero_shot == category)),
-            "mean_predicted_guided": float(scores.mean()),
-            "mean_predicted_unguided": float(unguided_scores.mean()),
             "guided_label_counts": {
                 str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))
             },

@@ -25,10 +25,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import yaml
-from scipy.stats import binomtest
 
 from neurodecode.data.datamodule import NSDDataModule
 from neurodecode.demo import evaluate_decoder, fit_decoder, prepare_world
+from neurodecode.evaluate.significance import exact_mcnemar
 from neurodecode.models.retrieval import fit_new_subject
 from neurodecode.models.ridge import RidgeRegression
 
@@ -55,14 +55,6 @@ def per_image_hits(brain: np.ndarray, image: np.ndarray) -> np.ndarray:
     own = np.diag(sims).copy()
     np.fill_diagonal(sims, -np.inf)
     return own > sims.max(axis=1)
-
-
-def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
-    """Exact McNemar test (two-sided binomial on discordant items) of hits ``a`` vs ``b``."""
-    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    n = only_a + only_b
-    p = binomtest(only_a, n, 0.5).pvalue if n else 1.0
-    return {"only_first": only_a, "only_second": only_b, "p_value": float(p)}
 
 
 def _low_data_subject(args, common, trainer, pretrained, runs) -> dict:
@@ -153,17 +145,18 @@ def _low_data_subject(args, common, trainer, pretrained, runs) -> dict:
             "hit_items": [np.nonzero(h)[0].tolist() for h in runs_hits],  # test-row indices
         }
     out["new_vs_single_mcnemar"] = [
-        mcnemar(a, b) for a, b in zip(hits["new_subject"], hits["single_subject"], strict=True)
+        exact_mcnemar(a, b)
+        for a, b in zip(hits["new_subject"], hits["single_subject"], strict=True)
     ]
-    out["new_vs_ridge_mcnemar"] = [mcnemar(a, hits["ridge"][0]) for a in hits["new_subject"]]
+    out["new_vs_ridge_mcnemar"] = [exact_mcnemar(a, hits["ridge"][0]) for a in hits["new_subject"]]
     # pooled over seeds: per image, hits summed over seeds; sign test on images that differ
     new_sum = np.sum(hits["new_subject"], axis=0)
     alone_sum = np.sum(hits["single_subject"], axis=0)
-    better, worse = int(np.sum(new_sum > alone_sum)), int(np.sum(new_sum < alone_sum))
+    pooled = exact_mcnemar(new_sum > alone_sum, new_sum < alone_sum)
     out["new_vs_single_pooled_sign_test"] = {
-        "images_new_better": better,
-        "images_alone_better": worse,
-        "p_value": float(binomtest(better, better + worse, 0.5).pvalue) if better + worse else 1.0,
+        "images_new_better": pooled["only_first"],
+        "images_alone_better": pooled["only_second"],
+        "p_value": pooled["p_value"],
     }
     return out
 

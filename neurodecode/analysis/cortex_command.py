@@ -447,21 +447,6 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
     return run_dir
 
 
-def paired_sign_test(guided: np.ndarray, unguided: np.ndarray) -> float:
-    """One-sided exact sign test (McNemar) that ``guided`` hits more often than ``unguided``.
-
-    Both are bool arrays (n,) over the same samples (same noise and starting condition); only
-    discordant pairs count. Returns the p-value (1.0 when no pair is discordant).
-    """
-    from scipy.stats import binomtest
-
-    gained = int(np.sum(guided & ~unguided))
-    lost = int(np.sum(~guided & unguided))
-    if gained + lost == 0:
-        return 1.0
-    return float(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue)
-
-
 def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Path:
     """BrainDiVE images per ROI with the embedded generator, judged against unguided samples.
 
@@ -495,7 +480,9 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         differentiable_clip_embed,
         embedding_objective,
         image_manifold_projection,
+        pool_starts,
         roi_objective,
+        score_against_unguided,
         simulated_category_judge,
         zero_shot_categories,
     )
@@ -544,10 +531,7 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         )
     starts = None
     if syn["condition"] == "pool":  # each sample starts from a real image's embedding
-        pick = np.random.default_rng(int(syn["seed"])).choice(
-            len(pool), int(syn["n_images"]), replace=len(pool) < int(syn["n_images"])
-        )
-        starts = generator.model.normalise(torch.from_numpy(pool[pick]))
+        starts = pool_starts(generator, pool, int(syn["n_images"]), int(syn["seed"]))
     embed = differentiable_clip_embed(clip)
     if syn["judge"] == "classifier":
         judge_model = simulated_category_judge(image_size=generator.image_size)
@@ -608,22 +592,23 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         plain_top = torch.argsort(plain_scores, descending=True)[:n_keep].numpy()
         category = _category_of(name)
         g_labels = judge(guided.images)  # best first
-        g_hits = np.zeros(len(g_labels), dtype=bool)
-        g_hits[guided.kept] = g_labels == category  # back in sample order, paired with unguided
+        g_in_order = np.empty_like(g_labels)
+        g_in_order[guided.kept] = g_labels  # sample order, paired with the unguided samples
         results[name] = {
             "category": category,
-            "guided_rate": float(np.mean(g_labels == category)) if category else None,
-            "unguided_rate": float(np.mean(plain_labels == category)) if category else None,
-            "guided_rate_top": float(np.mean(g_labels[:n_keep] == category)) if category else None,
-            "unguided_rate_top": (
-                float(np.mean(plain_labels[plain_top] == category)) if category else None
+            **(
+                score_against_unguided(
+                    category,
+                    g_in_order,
+                    guided.all_scores,
+                    plain_labels,
+                    plain_scores,
+                    float(syn["keep_fraction"]),
+                )
+                if category
+                else {}
             ),
-            "sign_test_p": (
-                paired_sign_test(g_hits, plain_labels == category) if category else None
-            ),
-            "mean_predicted_guided": float(guided.scores.mean()),
-            "mean_predicted_unguided": float(plain_scores.mean()),
-            "guided_labels": g_labels.tolist(),
+            "guided_labels": g_in_order.tolist(),
             "unguided_labels": plain_labels.tolist(),
         }
         rows = [

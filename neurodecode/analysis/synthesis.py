@@ -512,6 +512,71 @@ def guided_sample(
     return images.clamp(0, 1), scores
 
 
+def pool_starts(generator, pool: np.ndarray, n_images: int, seed: int = 0) -> torch.Tensor:
+    """One real image embedding per sample as its starting condition: ``(n_images, D)``.
+
+    Drawn from ``pool`` (N, D) with ``np.random.default_rng(seed)`` (without replacement when the
+    pool is large enough) and normalised as the sim generator's conditioning
+    (:meth:`~neurodecode.reconstruct.sim_generator.ConditionedUNet.normalise`).
+    """
+    pick = np.random.default_rng(seed).choice(len(pool), n_images, replace=len(pool) < n_images)
+    return generator.model.normalise(torch.from_numpy(np.asarray(pool)[pick]))
+
+
+def score_against_unguided(
+    category: str,
+    guided_labels: np.ndarray,
+    guided_scores: torch.Tensor | np.ndarray,
+    unguided_labels: np.ndarray,
+    unguided_scores: torch.Tensor | np.ndarray,
+    keep_fraction: float = 0.2,
+) -> dict[str, float]:
+    """How often guided samples show ``category``, against unguided samples paired by index.
+
+    Sample ``i`` of both runs shares its noise and starting condition, so the comparison is
+    paired: ``sign_test_p`` is the one-sided exact McNemar test that guidance adds hits.
+
+    Parameters
+    ----------
+    category : str
+        The ROI's category (judge label).
+    guided_labels, unguided_labels : arrays of str, shape (n,)
+        Judge labels, in sample order.
+    guided_scores, unguided_scores : shape (n,)
+        Objective (predicted ROI response) per sample, in sample order.
+    keep_fraction : float
+        BrainDiVE's selection: ``*_rate_top`` are the rates among the top fraction by score.
+
+    Returns
+    -------
+    dict
+        ``guided_rate``, ``unguided_rate``, ``guided_rate_top``, ``unguided_rate_top``,
+        ``sign_test_p``, ``mean_predicted_guided``, ``mean_predicted_unguided``.
+    """
+    from neurodecode.evaluate.significance import exact_mcnemar
+
+    g_hit = np.asarray(guided_labels) == category
+    u_hit = np.asarray(unguided_labels) == category
+    g_score = np.asarray(torch.as_tensor(guided_scores).detach().cpu(), dtype=np.float64)
+    u_score = np.asarray(torch.as_tensor(unguided_scores).detach().cpu(), dtype=np.float64)
+    if not (g_hit.shape == u_hit.shape == g_score.shape == u_score.shape) or g_hit.ndim != 1:
+        raise InvalidInputError(
+            "labels and scores of the guided and unguided samples must all have shape (n,); got "
+            f"{g_hit.shape}, {g_score.shape}, {u_hit.shape}, {u_score.shape}."
+        )
+    n_keep = max(1, round(keep_fraction * len(g_hit)))
+    g_top, u_top = np.argsort(-g_score)[:n_keep], np.argsort(-u_score)[:n_keep]
+    return {
+        "guided_rate": float(g_hit.mean()),
+        "unguided_rate": float(u_hit.mean()),
+        "guided_rate_top": float(g_hit[g_top].mean()),
+        "unguided_rate_top": float(u_hit[u_top].mean()),
+        "sign_test_p": exact_mcnemar(g_hit, u_hit, alternative="greater")["p_value"],
+        "mean_predicted_guided": float(g_score.mean()),
+        "mean_predicted_unguided": float(u_score.mean()),
+    }
+
+
 @dataclass
 class BrainDiVEResult:
     """Kept images (top fraction by predicted activation) and all scores."""

@@ -347,11 +347,19 @@ def test_synthesis_runner_on_the_tiny_world(tiny_nsd, tmp_path):
         run_synthesis(bad)
 
 
-def test_paired_sign_test_by_hand():
-    from neurodecode.analysis.cortex_command import paired_sign_test
+def test_score_against_unguided_by_hand():
+    from neurodecode.analysis.synthesis import score_against_unguided
 
-    guided = np.array([True, True, True, False, True])
-    unguided = np.array([False, False, True, False, False])
-    # 3 gained, 0 lost: P(X >= 3 | n=3, p=1/2) = 1/8
-    assert paired_sign_test(guided, unguided) == pytest.approx(0.125)
-    assert paired_sign_test(unguided, unguided) == 1.0
+    guided = np.array(["face", "face", "face", "body", "face"])
+    unguided = np.array(["body", "word", "face", "body", "body"])
+    scores_g = np.array([0.1, 0.9, 0.2, 0.5, 0.3])
+    scores_u = torch.tensor([0.9, 0.1, 0.2, 0.3, 0.4])
+    out = score_against_unguided("face", guided, scores_g, unguided, scores_u, keep_fraction=0.4)
+    assert out["guided_rate"] == 0.8 and out["unguided_rate"] == 0.2
+    assert out["guided_rate_top"] == 0.5  # top 2 by score: samples 1 (face) and 3 (body)
+    assert out["unguided_rate_top"] == 0.0  # samples 0 and 4: body, body
+    # paired: 3 samples gained the category, none lost it: P(X >= 3 | n=3, p=1/2) = 1/8
+    assert out["sign_test_p"] == pytest.approx(0.125)
+    assert out["mean_predicted_guided"] == pytest.approx(0.4)
+    with pytest.raises(InvalidInputError, match="shape"):
+        score_against_unguided("face", guided[:3], scores_g, unguided, scores_u)
