@@ -322,20 +322,23 @@ def get_sim_prefix_captioner(
     from neurodecode.reconstruct.sim_generator import embedding_fingerprint
     from neurodecode.sim.stimuli import generate_stimuli
 
-    stimuli = generate_stimuli(n_stimuli, size=64, seed=CAPTIONER_STIMULUS_SEED)
-    with torch.no_grad():
-        emb = torch.cat(
-            [
-                clip_encoder.encode_image(stimuli.images[i : i + 256], normalize=True).float()
-                for i in range(0, n_stimuli, 256)
-            ]
-        )
+    def embed(images: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    clip_encoder.encode_image(images[i : i + 256], normalize=True).float()
+                    for i in range(0, len(images), 256)
+                ]
+            )
+
+    # the cache key names the encoder by its embeddings of a few fixed scenes
+    probe = generate_stimuli(min(64, n_stimuli), size=64, seed=CAPTIONER_STIMULUS_SEED)
     settings = {
         "kind": "prefix-captioner",
         "version": 1,
         "n_stimuli": n_stimuli,
         "steps": steps,
-        "encoder": embedding_fingerprint(emb[:64]),
+        "encoder": embedding_fingerprint(embed(probe.images)),
         "train": train_options,
     }
     root = Path(cache_dir) if cache_dir is not None else cache_root()
@@ -343,8 +346,13 @@ def get_sim_prefix_captioner(
     if use_cache and (folder / "captioner.json").is_file():
         return ClipPrefixCaptioner.from_pretrained(folder)
     log.info("training the simulation's prefix captioner (once; cached in %s)", folder)
+    stimuli = generate_stimuli(n_stimuli, size=64, seed=CAPTIONER_STIMULUS_SEED)
     model = train_prefix_captioner(
-        emb, list(stimuli.captions), steps=steps, progress=progress, **train_options
+        embed(stimuli.images),
+        list(stimuli.captions),
+        steps=steps,
+        progress=progress,
+        **train_options,
     )
     if use_cache:
         with atomic_folder(folder) as tmp:

@@ -114,3 +114,22 @@ def test_captions_runner_with_a_saved_captioner(tiny_nsd, captioner, tmp_path):
         run_captions(
             {**config, "captions": {"prefix_captioner": str(small.save_pretrained(tmp_path / "s"))}}
         )
+
+
+def test_sim_prefix_captioner_is_cached(tiny_clip, tmp_path, monkeypatch):
+    from neurodecode.analysis import prefix_captioner
+    from neurodecode.analysis.prefix_captioner import get_sim_prefix_captioner
+
+    options = dict(n_stimuli=32, steps=2, cache_dir=tmp_path, progress=False, n_layer=1, n_embd=32)
+    first = get_sim_prefix_captioner(tiny_clip, **options)
+    folders = list((tmp_path / "prefix-captioner").iterdir())
+    assert len(folders) == 1 and (folders[0] / "captioner.json").is_file()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although cached")
+
+    monkeypatch.setattr(prefix_captioner, "train_prefix_captioner", no_training)
+    again = get_sim_prefix_captioner(tiny_clip, **options)  # loaded, not retrained
+    for (k, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert len(list((tmp_path / "prefix-captioner").iterdir())) == 1
