@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["encoding"]["himalaya"] = compare_himalaya(trials, feats, run)
 
     # 3. captions --------------------------------------------------------------------------
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
 
     started = time.perf_counter()
     clip = get_sim_clip(args.clip, progress=False)
@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["clip_encoding_r2_over_nc"] = pooled_r2_over_nc(clip_run.scores, reliable)
 
     # 4. selectivity: SAE latents ------------------------------------------------------------
-    from neurodecode.analysis.sae import create_sae
-    from neurodecode.analysis.sae_training import ArrayActivationDataModule, encode_rows, train_sae
+    from neurodecode.analysis.sae.core import create_sae
+    from neurodecode.analysis.sae.training import ArrayActivationDataModule, encode_rows, train_sae
 
     started = time.perf_counter()
     sae = create_sae("topk", embeds.shape[1], 64, k=4)
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["selectivity"] = selectivity
 
     # 5. synthesis ---------------------------------------------------------------------------
-    from neurodecode.reconstruct.sim_generator import get_sim_generator
+    from neurodecode.embedded.generator import get_sim_generator
 
     started = time.perf_counter()
     overrides = {} if args.generator_steps is None else {"train_steps": args.generator_steps}

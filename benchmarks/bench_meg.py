@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurodecode.data.meg_datamodule import MEGDataModule
+from neurodecode.datamodules.meg import MEGDataModule
 from neurodecode.models.meg import (
     MEGBrainModule,
     embed_trials,

@@ -35,7 +35,7 @@ from neurodecode.evaluate.image_metrics import compare_methods, feature_networks
 from neurodecode.reconstruct.generators import images_to_tensor, tensor_to_images
 from neurodecode.reconstruct.lowlevel import decode_latents, encode_images, get_sim_vae
 from neurodecode.reconstruct.reconstructor import Reconstructor
-from neurodecode.reconstruct.sim_generator import get_sim_generator, training_stimuli
+from neurodecode.embedded.generator import get_sim_generator, training_stimuli
 from neurodecode.sim.stimuli import generate_stimuli
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruction.json"
@@ -67,7 +67,7 @@ def random_conv_embedder(dim: int = 64, seed: int = 0):
 def make_embed_fn(name: str):
     if name == "random-conv":
         return random_conv_embedder(), "random conv net (fixed seed)"
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
 
     preset = "tiny" if name == "sim-clip-tiny" else "default"
     encoder = get_sim_clip(preset, progress=False)
@@ -201,9 +201,9 @@ def brain_lowlevel(world: Path, embed_fn, embed_name: str) -> dict:
     """Low-level pathway alone on the demo world's test trials vs the mean training image."""
     import yaml
 
-    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.data.nsd import read_stimuli
-    from neurodecode.reconstruct.demo_reconstruction import fit_lowlevel
+    from neurodecode.demo.reconstruction import fit_lowlevel
 
     store = world.with_name(world.name + "-features.h5")
     experiment = Path(__file__).resolve().parents[1] / "experiments/sim_retrieval.yaml"

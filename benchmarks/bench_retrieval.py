@@ -26,8 +26,8 @@ import lightning as L
 import numpy as np
 import yaml
 
-from neurodecode.data.datamodule import NSDDataModule
-from neurodecode.demo import evaluate_decoder, fit_decoder, prepare_world
+from neurodecode.datamodules.nsd import NSDDataModule
+from neurodecode.demo.decode import evaluate_decoder, fit_decoder, prepare_world
 from neurodecode.evaluate.significance import exact_mcnemar
 from neurodecode.models.retrieval import fit_new_subject
 from neurodecode.models.ridge import RidgeRegression

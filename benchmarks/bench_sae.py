@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurodecode.analysis.sae import create_sae
-from neurodecode.analysis.sae_metrics import evaluate_reconstruction
-from neurodecode.analysis.sae_planted import dictionary_recovery, make_planted_activations
-from neurodecode.analysis.sae_training import ArrayActivationDataModule, train_sae
+from neurodecode.analysis.sae.core import create_sae
+from neurodecode.analysis.sae.metrics import evaluate_reconstruction
+from neurodecode.analysis.sae.planted import dictionary_recovery, make_planted_activations
+from neurodecode.analysis.sae.training import ArrayActivationDataModule, train_sae
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sae.json"
 
@@ -101,8 +101,8 @@ def bench_planted(
 
 
 def bench_clip_transcoders(steps: int, k: int = 8, n_images: int = 1000) -> dict[str, Any]:
-    from neurodecode.analysis.sae_training import HookedActivationStream
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.analysis.sae.training import HookedActivationStream
+    from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.sim.stimuli import generate_stimuli
 
     encoder = get_sim_clip("tiny", progress=False)

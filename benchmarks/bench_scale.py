@@ -74,7 +74,7 @@ def write_scale_world(root: Path, sessions: int) -> dict:
     command = [
         sys.executable,
         "-m",
-        "neurodecode.cli",
+        "neurodecode.cli.main",
         "simulate",
         "fmri",
         "--config",
@@ -171,7 +171,7 @@ def stage_extract(data: Path) -> dict:
     import torch
 
     from neurodecode.data.nsd import read_stimuli
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.features.store import FeatureStore
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
@@ -210,7 +210,7 @@ def stage_train(data: Path, train_batches: int | None = None) -> dict:
     import torch
     import yaml
 
-    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.models.retrieval import RetrievalModule
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))

@@ -137,7 +137,7 @@ def _read_betas(root: Path, subject: str = "subj01", **kwargs):
 
 
 def _cli(*argv: str) -> None:
-    from neurodecode.cli import main
+    from neurodecode.cli.main import main
 
     main(list(argv))
 
@@ -470,7 +470,7 @@ def captions_wrong_columns(env: Env) -> Case:
 
 
 def _datamodule(env: Env, store: Path, **kwargs):
-    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.datamodules.nsd import NSDDataModule
 
     module = NSDDataModule(
         str(env.nsd), str(store), feature_model="gt-projection", val_images=5, **kwargs

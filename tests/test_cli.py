@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neurodecode.cli import main
+from neurodecode.cli.main import main
 
 from .conftest import REPO
 

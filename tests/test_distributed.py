@@ -33,8 +33,8 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
 
-    from neurodecode.data.datamodule import NSDDataModule
-    from neurodecode.lightning_cli import register_strategies
+    from neurodecode.datamodules.nsd import NSDDataModule
+    from neurodecode.cli.lightning import register_strategies
     from neurodecode.models.retrieval import RetrievalModule
 
     root, store, out, devices = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -106,7 +106,7 @@ def _run_in_process(script: Path, *argv: str) -> None:
 def test_sampler_shards_batches_by_rank():
     from torch.utils.data import DistributedSampler
 
-    from neurodecode.data.datamodule import SubjectBatchSampler
+    from neurodecode.datamodules.nsd import SubjectBatchSampler
 
     subject_of = np.array([0] * 37 + [1] * 21)
     for drop_last in (False, True):
@@ -146,7 +146,7 @@ def test_ddp_two_processes_match_one(tiny_nsd, feature_store, ddp_run, tmp_path)
     # the DDP-trained weights tested by one process give exactly the DDP test metrics
     import lightning as L
 
-    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.models.retrieval import RetrievalModule
 
     checkpoint = torch.load(ddp_out / "final.ckpt", map_location="cpu", weights_only=True)
@@ -207,8 +207,8 @@ def test_fsdp_experiment_parses_and_wraps_every_linear(capsys):
     from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
     from torch import nn
 
-    from neurodecode.cli import main
-    from neurodecode.lightning_cli import CPUFSDPStrategy, register_strategies
+    from neurodecode.cli.main import main
+    from neurodecode.cli.lightning import CPUFSDPStrategy, register_strategies
 
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "-c", str(REPO / "experiments/sim_retrieval_fsdp.yaml"), "--print_config"])

@@ -112,7 +112,7 @@ def _train(run_dir: Path, root: Path, store: Path, kill_at_epoch: int | None = N
     import lightning as L
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-    from neurodecode.data.datamodule import NSDDataModule
+    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.models.retrieval import RetrievalModule
 
     class EpochSeed(Callback):

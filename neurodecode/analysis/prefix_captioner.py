@@ -318,8 +318,8 @@ def get_sim_prefix_captioner(
     folder is ``<cache>/prefix-captioner/<hash of the settings and the encoder>/``, written to a
     temporary name and renamed (a killed run leaves no partial cache).
     """
-    from neurodecode.reconstruct.model_cache import atomic_folder, cache_root, config_key
-    from neurodecode.reconstruct.sim_generator import embedding_fingerprint
+    from neurodecode.embedded.cache import atomic_folder, cache_root, config_key
+    from neurodecode.embedded.generator import embedding_fingerprint
     from neurodecode.sim.stimuli import generate_stimuli
 
     def embed(images: np.ndarray) -> torch.Tensor:

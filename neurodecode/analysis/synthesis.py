@@ -35,7 +35,7 @@ sim-clip zero-shot labels (:func:`zero_shot_categories`) are a second opinion bu
 
 The sampler works on a :class:`Denoiser` — a network call plus its noise schedule — built from the
 embedded default generator (:func:`denoiser_from_sim_generator`, which needs the model inside a
-:class:`~neurodecode.reconstruct.sim_generator.SimGenerator`; the
+:class:`~neurodecode.embedded.generator.SimGenerator`; the
 :class:`~neurodecode.reconstruct.generators.Generator` protocol only exposes whole generations)
 or from any diffusers UNet with a scheduler, optionally with a VAE for latent diffusion
 (:func:`denoiser_from_diffusers`). The objective is any differentiable ``images -> (N,)``; for
@@ -115,7 +115,7 @@ def denoiser_from_sim_generator(generator, image_embeds: torch.Tensor | None = N
     Parameters
     ----------
     generator : SimGenerator
-        From :func:`~neurodecode.reconstruct.sim_generator.get_sim_generator`.
+        From :func:`~neurodecode.embedded.generator.get_sim_generator`.
     image_embeds : Tensor, shape (1, D) or (N, D), optional
         Condition; default the learned null embedding (unconditional sampling, as BrainDiVE
         samples Stable Diffusion with an empty prompt).
@@ -517,7 +517,7 @@ def pool_starts(generator, pool: np.ndarray, n_images: int, seed: int = 0) -> to
 
     Drawn from ``pool`` (N, D) with ``np.random.default_rng(seed)`` (without replacement when the
     pool is large enough) and normalised as the sim generator's conditioning
-    (:meth:`~neurodecode.reconstruct.sim_generator.ConditionedUNet.normalise`).
+    (:meth:`~neurodecode.embedded.generator.ConditionedUNet.normalise`).
     """
     pick = np.random.default_rng(seed).choice(len(pool), n_images, replace=len(pool) < n_images)
     return generator.model.normalise(torch.from_numpy(np.asarray(pool)[pick]))
@@ -663,13 +663,13 @@ def zero_shot_categories(
     images : Tensor, shape (N, 3, H, W), in [0, 1]
     categories : sequence of str, optional
         Default :data:`~neurodecode.sim.stimuli.CATEGORIES`, prompts from
-        :func:`~neurodecode.features.sim_clip.category_prompt_ensemble`.
+        :func:`~neurodecode.embedded.clip.category_prompt_ensemble`.
 
     Returns
     -------
     ndarray of str, shape (N,)
     """
-    from neurodecode.features.sim_clip import category_prompt_ensemble
+    from neurodecode.embedded.clip import category_prompt_ensemble
     from neurodecode.sim.stimuli import CATEGORIES
 
     names = list(categories or CATEGORIES)
@@ -869,14 +869,14 @@ def simulated_category_judge(
         Side the scenes are drawn at before shrinking.
     stimulus_seed : int
     cache_dir : path, optional
-        Cache root (default :func:`~neurodecode.reconstruct.model_cache.cache_root`).
+        Cache root (default :func:`~neurodecode.embedded.cache.cache_root`).
     use_cache : bool
         Load/save the cache; False always trains and writes nothing.
     **train_options
         Passed to :func:`train_category_judge` (``steps``, ``width``, ``max_blur``, ...).
     """
     from neurodecode.reconstruct.generators import images_to_tensor
-    from neurodecode.reconstruct.model_cache import (
+    from neurodecode.embedded.cache import (
         cache_root,
         config_key,
         load_model_folder,

@@ -6,9 +6,9 @@ describes itself in :attr:`ClipEncoder.settings` for a :class:`~neurodecode.feat
 
 Weights are never downloaded. A hub tag is looked up in the local caches (the Hugging Face hub
 cache, or open_clip's ``~/.cache/clip`` for URL-hosted weights) and loaded from there; a tag that is
-not cached fails at once with a message saying how to provide the weights offline. The model
-configs of :mod:`neurodecode.features.model_configs` (``sim-clip-*``) are registered with open_clip
-on import.
+not cached fails at once with a message saying how to provide the weights offline. Model configs
+that are not open_clip's own (the simulated world's ``sim-clip-*``) are registered by the module that
+owns them (:mod:`neurodecode.embedded.clip`) with ``open_clip.add_model_config``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,8 @@ import open_clip
 import torch
 from PIL import Image
 
-from neurodecode.features import sim_convnet  # noqa: F401  (registers sim-clip's timm towers)
 from neurodecode.features.hooks import capture_activations
 from neurodecode.validation import InvalidInputError, check_option
-
-MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
-open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 OUTPUTS = ("pooled", "tokens")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
@@ -322,8 +318,8 @@ def load_clip(
     Parameters
     ----------
     model_name : str
-        An open_clip config name (``open_clip.list_models()``, including ``sim-clip-default`` and
-        ``sim-clip-tiny``), e.g. ``"ViT-B-32"``.
+        An open_clip config name (``open_clip.list_models()``), e.g. ``"ViT-B-32"``; the simulated
+        world's ``sim-clip-*`` names once :mod:`neurodecode.embedded.clip` is imported.
     pretrained : str, Path or None
         An open_clip tag (``"laion2b_s34b_b79k"``) whose weights are already cached, a local
         checkpoint file, or ``None`` for random weights (seeded by ``seed``).

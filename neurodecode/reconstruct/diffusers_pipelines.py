@@ -18,7 +18,7 @@ instance's image-encoding method for the duration of one call (nothing is subcla
 
 None of these diffusers pipelines starts from an init image: ``init_images``/``strength`` are
 ignored (with a warning) — MindEye's img2img from the low-level image needs the embedded default
-(:mod:`neurodecode.reconstruct.sim_generator`) or a custom loop.
+(:mod:`neurodecode.embedded.generator`) or a custom loop.
 """
 
 from __future__ import annotations

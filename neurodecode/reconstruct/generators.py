@@ -2,7 +2,7 @@
 
 A generator turns image embeddings (the output of a brain decoder's prior, or of an image encoder)
 into images, optionally starting from an init image (img2img, MindEye's low-level pathway) at a set
-strength. The embedded default is :mod:`neurodecode.reconstruct.sim_generator`; real diffusers
+strength. The embedded default is :mod:`neurodecode.embedded.generator`; real diffusers
 pipelines are wrapped in :mod:`neurodecode.reconstruct.diffusers_pipelines`.
 
 Images cross this interface as float tensors ``(N, 3, H, W)`` in ``[0, 1]`` (the convention of

@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from neurodecode.reconstruct.diffusers_pipelines import load_local_pretrained
 from neurodecode.reconstruct.generators import images_to_tensor, resize_images
-from neurodecode.reconstruct.model_cache import atomic_folder, cache_root, config_key
+from neurodecode.embedded.cache import atomic_folder, cache_root, config_key
 from neurodecode.reconstruct.reconstructor import BLEND_MODES
-from neurodecode.reconstruct.sim_generator import fit_lightning
+from neurodecode.embedded.generator import fit_lightning
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError, check_option
 
@@ -519,7 +519,7 @@ def save_lowlevel(pathway: LowLevelPathway, folder: str | Path) -> Path:
         ``folder``.
     """
     from neurodecode import __version__
-    from neurodecode.reconstruct.model_cache import save_model_folder
+    from neurodecode.embedded.cache import save_model_folder
 
     folder = Path(folder)
     if folder.exists():
@@ -546,7 +546,7 @@ def load_lowlevel(folder: str | Path) -> LowLevelPathway:
     InvalidInputError
         Missing files, an unknown kind, or weights that do not fit the config (names the folder).
     """
-    from neurodecode.reconstruct.model_cache import load_model_folder
+    from neurodecode.embedded.cache import load_model_folder
 
     folder = Path(folder)
     state, config = load_model_folder(folder)

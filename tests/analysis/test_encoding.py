@@ -171,7 +171,7 @@ def test_errors_name_the_problem(quiet_world):
 def test_brain_maps_put_values_back_in_the_volume(quiet_world, tmp_path):
     from nilearn import datasets
 
-    from neurodecode.analysis.brain_maps import (
+    from neurodecode.plotting.brain_maps import (
         plot_slice_mosaic,
         plot_surface_map,
         values_to_nifti,
@@ -199,7 +199,7 @@ def test_brain_maps_put_values_back_in_the_volume(quiet_world, tmp_path):
 def test_encoding_runner_writes_tables_and_maps(tiny_nsd, tmp_path):
     import csv
 
-    from neurodecode.analysis.cortex_command import run_encoding
+    from neurodecode.cli.analyze_cortex import run_encoding
 
     config = {
         "run_dir": str(tmp_path / "run"),
@@ -208,7 +208,7 @@ def test_encoding_runner_writes_tables_and_maps(tiny_nsd, tmp_path):
     }
     import yaml
 
-    from neurodecode.cli import main
+    from neurodecode.cli.main import main
 
     path = tmp_path / "encoding.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -20,7 +20,7 @@ from neurodecode.validation import InvalidInputError
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
 
     return get_sim_clip("tiny", progress=False)
 
@@ -91,7 +91,7 @@ def test_errors(captioner, tmp_path):
 def test_captions_runner_with_a_saved_captioner(tiny_nsd, captioner, tmp_path):
     import csv
 
-    from neurodecode.analysis.cortex_command import run_captions
+    from neurodecode.cli.analyze_cortex import run_captions
 
     folder = captioner.save_pretrained(tmp_path / "cap")
     config = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.analysis.sae import (
+from neurodecode.analysis.sae.core import (
     SAE_REGISTRY,
     SparseAutoencoder,
     create_sae,
@@ -16,7 +16,7 @@ from neurodecode.analysis.sae import (
     heaviside_step,
     jumprelu,
 )
-from neurodecode.analysis.sae_metrics import (
+from neurodecode.analysis.sae.metrics import (
     ReconstructionMetrics,
     downstream_drop,
     evaluate_reconstruction,
@@ -24,7 +24,7 @@ from neurodecode.analysis.sae_metrics import (
     fraction_of_variance_unexplained,
     relative_reconstruction_bias,
 )
-from neurodecode.analysis.sae_planted import dictionary_recovery, make_planted_activations
+from neurodecode.analysis.sae.planted import dictionary_recovery, make_planted_activations
 from neurodecode.validation import InvalidInputError
 
 ARCHITECTURES = ("relu_l1", "topk", "batchtopk", "jumprelu", "gated")

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from neurodecode.analysis.sae import create_sae
-from neurodecode.analysis.sae_metrics import evaluate_reconstruction
-from neurodecode.analysis.sae_planted import dictionary_recovery, make_planted_activations
-from neurodecode.analysis.sae_training import (
+from neurodecode.analysis.sae.core import create_sae
+from neurodecode.analysis.sae.metrics import evaluate_reconstruction
+from neurodecode.analysis.sae.planted import dictionary_recovery, make_planted_activations
+from neurodecode.analysis.sae.training import (
     ArrayActivationDataModule,
     HookedActivationStream,
     encode_rows,

@@ -37,8 +37,8 @@ def tiny_truth(tiny_nsd):
 
 def test_sae_latent_best_aligned_with_each_roi_prefers_its_category(tiny_truth):
     """A TopK SAE on image embeddings with category and colour content, like a CLIP's."""
-    from neurodecode.analysis.sae import create_sae
-    from neurodecode.analysis.sae_training import (
+    from neurodecode.analysis.sae.core import create_sae
+    from neurodecode.analysis.sae.training import (
         ArrayActivationDataModule,
         encode_rows,
         train_sae,

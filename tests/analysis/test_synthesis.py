@@ -78,7 +78,7 @@ def test_guidance_raises_the_objective(tiny_unet_denoiser, through_denoiser, nor
 
 
 def test_roi_objective_through_sim_generator_and_braindive():
-    from neurodecode.reconstruct.sim_generator import PRESETS, ConditionedUNet, SimGenerator
+    from neurodecode.embedded.generator import PRESETS, ConditionedUNet, SimGenerator
 
     torch.manual_seed(0)
     config = PRESETS["tiny"]
@@ -110,7 +110,7 @@ def test_roi_objective_through_sim_generator_and_braindive():
 
 @pytest.fixture(scope="module")
 def tiny_sim_generator():
-    from neurodecode.reconstruct.sim_generator import PRESETS, ConditionedUNet, SimGenerator
+    from neurodecode.embedded.generator import PRESETS, ConditionedUNet, SimGenerator
 
     torch.manual_seed(0)
     config = PRESETS["tiny"]
@@ -316,8 +316,8 @@ def test_synthesis_runner_on_the_tiny_world(tiny_nsd, tmp_path):
 
     import yaml
 
-    from neurodecode.analysis.cortex_command import run_synthesis
-    from neurodecode.cli import main
+    from neurodecode.cli.analyze_cortex import run_synthesis
+    from neurodecode.cli.main import main
 
     config = {
         "run_dir": str(tmp_path / "run"),

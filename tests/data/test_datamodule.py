@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurodecode.data.datamodule import NSDDataModule, SubjectBatchSampler
+from neurodecode.datamodules.nsd import NSDDataModule, SubjectBatchSampler
 from neurodecode.features.store import FeatureStore
 from neurodecode.validation import InvalidInputError
 

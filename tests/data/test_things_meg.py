@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from neurodecode.data.meg_datamodule import MEGDataModule
+from neurodecode.datamodules.meg import MEGDataModule
 from neurodecode.data.things_meg import read_things_meg, robust_scale
 from neurodecode.sim.meg import MEGSimConfig, simulate_meg
 from neurodecode.validation import InvalidInputError
@@ -170,7 +170,7 @@ def test_datamodule_missing_target_is_an_error(trials):
 
 def test_sim_meg_experiment_fits_through_lightning_cli(tiny_meg, tmp_path):
     """experiments/sim_meg.yaml (one-cycle schedule included) runs as it stands, sizes shrunk."""
-    from neurodecode.cli import main
+    from neurodecode.cli.main import main
 
     args = [
         "-c",

@@ -15,6 +15,6 @@ def sim_clip_cache(tmp_path_factory) -> str:
 def tiny_clip(sim_clip_cache, monkeypatch):
     """The tiny sim-clip encoder (trained on first use, ~15 s on one core)."""
     monkeypatch.setenv("NEURODECODE_CACHE", sim_clip_cache)
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
 
     return get_sim_clip("tiny", progress=False)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from neurodecode.cli import main
+from neurodecode.cli.main import main
 from neurodecode.data.stimuli import NSD_STIMULI, open_stimuli
 from neurodecode.features.store import FeatureStore
 from neurodecode.sim.stimuli import generate_stimuli

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.cli import main
-from neurodecode.features.command import extract, load_config, resolve_rank
+from neurodecode.cli.main import main
+from neurodecode.cli.extract import extract, load_config, resolve_rank
 from neurodecode.features.store import FeatureStore, shard_ids
 from neurodecode.validation import InvalidInputError
 
@@ -120,7 +120,7 @@ def test_two_ranks_merge_into_the_one_process_store(tmp_path, nsd_root, tiny_cli
             "PYTHONPATH": str(REPO),
         }
         rank1 = subprocess.Popen(
-            [sys.executable, "-m", "neurodecode.cli", "extract", "--config", str(sharded)],
+            [sys.executable, "-m", "neurodecode.cli.main", "extract", "--config", str(sharded)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

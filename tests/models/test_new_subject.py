@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.data.datamodule import NSDDataModule
+from neurodecode.datamodules.nsd import NSDDataModule
 from neurodecode.features.store import FeatureStore
 from neurodecode.models.retrieval import NewSubjectFromPretrained, RetrievalModule, fit_new_subject
 from neurodecode.pretrained import save_pretrained
@@ -158,7 +158,7 @@ def test_ridge_start_decodes_a_planted_subject_before_any_step():
 
 
 def test_new_subject_experiment_validates(capsys):
-    from neurodecode.cli import main
+    from neurodecode.cli.main import main
 
     from ..conftest import REPO
 

@@ -8,13 +8,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neurodecode.cli import main
+from neurodecode.cli.main import main
 from neurodecode.validation import InvalidInputError
 
 
 @pytest.fixture(scope="module")
 def tiny_decoder(tmp_path_factory):
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.models.retrieval import RetrievalModule
 
     dim = get_sim_clip("tiny", progress=False).embed_dim

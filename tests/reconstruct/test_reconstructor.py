@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.reconstruct.figures import plot_reconstructions
+from neurodecode.plotting.reconstructions import plot_reconstructions
 from neurodecode.reconstruct.reconstructor import Reconstructor, blend_images, select_best
 from neurodecode.validation import InvalidInputError
 

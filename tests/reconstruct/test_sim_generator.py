@@ -7,8 +7,8 @@ import torch
 
 from neurodecode.evaluate.image_metrics import pixcorr_per_image
 from neurodecode.reconstruct.generators import Generator, images_to_tensor
-from neurodecode.reconstruct.model_cache import config_key
-from neurodecode.reconstruct.sim_generator import (
+from neurodecode.embedded.cache import config_key
+from neurodecode.embedded.generator import (
     PRESETS,
     SimGenerator,
     SimGeneratorConfig,

@@ -215,7 +215,7 @@ def test_cortex_shell_holds_nsdgeneral_and_every_category_roi():
 
 
 def test_simulate_set_overrides(tmp_path):
-    from neurodecode.sim.command import apply_overrides
+    from neurodecode.cli.simulate import apply_overrides
 
     config = FMRISimConfig()
     apply_overrides(config, ["n_shared=25", "grid=[20, 22, 18]", "cortex_thickness=1.65"])

@@ -21,20 +21,20 @@ LIGHTNING_COMMANDS = {
 
 #: subcommand -> (module implementing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("neurodecode.sim.command", "write a simulated NSD or THINGS-MEG data set"),
-    "extract": ("neurodecode.features.command", "fill a FeatureStore with DNN features of stimuli"),
-    "train-clip": ("neurodecode.features.train_clip_command", "train and cache sim-clip"),
-    "analyze": ("neurodecode.analysis.command", "run an analysis: sae, ..."),
+    "simulate": ("neurodecode.cli.simulate", "write a simulated NSD or THINGS-MEG data set"),
+    "extract": ("neurodecode.cli.extract", "fill a FeatureStore with DNN features of stimuli"),
+    "train-clip": ("neurodecode.cli.train_clip", "train and cache sim-clip"),
+    "analyze": ("neurodecode.cli.analyze_sae", "run an analysis: sae, ..."),
     "reconstruct": (
-        "neurodecode.reconstruct.command",
+        "neurodecode.cli.reconstruct",
         "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
     ),
-    "demo": ("neurodecode.demo", "the main job end to end on the simulated world (make demo)"),
+    "demo": ("neurodecode.demo.decode", "the main job end to end on the simulated world (make demo)"),
 }
 
 
 def _lightning_main(argv: list[str]) -> None:
-    from neurodecode.lightning_cli import run_lightning_cli
+    from neurodecode.cli.lightning import run_lightning_cli
 
     run_lightning_cli(argv)
 

@@ -2,8 +2,8 @@
 
 The embedded default image-text space of the project: no weights can be downloaded here, so a
 small open_clip model (configs ``sim-clip-default`` / ``sim-clip-tiny`` in
-:mod:`neurodecode.features.model_configs`: the small convnet of
-:mod:`neurodecode.features.sim_convnet` on 64 px (32 px) images as a timm image tower, and a small
+``neurodecode/embedded/model_configs/``: the small convnet of
+:mod:`neurodecode.embedded.convnet` on 64 px (32 px) images as a timm image tower, and a small
 causal text transformer) is trained contrastively (open_clip's
 ``ClipLoss``) on procedural scenes of :func:`neurodecode.sim.stimuli.generate_stimuli` drawn with
 their own seed (:data:`TRAIN_SEED`, not the seed the simulated experiments show), in fp32.
@@ -36,9 +36,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurodecode.embedded import convnet  # noqa: F401  (registers sim-clip's timm image towers)
+from neurodecode.embedded.cache import cache_root
 from neurodecode.features.clip import ClipEncoder, load_clip
 from neurodecode.sim.stimuli import CATEGORIES, COLOURS, generate_stimuli
 from neurodecode.validation import InvalidInputError, check_option
+
+MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
+_open_clip_registered = False
+
+
+def register_model_configs() -> None:
+    """Make open_clip know the ``sim-clip-*`` model configs (idempotent)."""
+    global _open_clip_registered
+    if not _open_clip_registered:
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _open_clip_registered = True
+
+
+register_model_configs()
 
 #: Seed of the stimulus stream sim-clip is trained and scored on (held out from experiments).
 TRAIN_SEED = 7919
@@ -125,18 +143,10 @@ _CHECKPOINT = "open_clip_model.safetensors"
 _RECIPE_VERSION = 1
 
 
-def cache_root() -> Path:
-    """``$NEURODECODE_CACHE`` if set, else ``~/.cache/neurodecode``."""
-    env = os.environ.get("NEURODECODE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "neurodecode"
-
-
 def preset_config(preset: str) -> dict[str, Any]:
     """The full training config of ``preset``: recipe, model config and stimulus seed."""
     check_option("preset", preset, PRESETS)
     import open_clip
-
-    import neurodecode.features.clip  # noqa: F401  (registers the sim-clip model configs)
 
     recipe = dict(PRESETS[preset])
     return {

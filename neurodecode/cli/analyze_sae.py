@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from neurodecode.analysis.cortex_command import (
+from neurodecode.cli.analyze_cortex import (
     run_captions,
     run_encoding,
     run_selectivity,
@@ -116,7 +116,7 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
     dict
         ``run_dir``, ``seed``, ``data`` (with ``source``), ``sae``, ``training``, ``evaluation``.
     """
-    from neurodecode.analysis.sae import SAE_REGISTRY, SparseAutoencoder
+    from neurodecode.analysis.sae.core import SAE_REGISTRY, SparseAutoencoder
 
     check_keys(where, config, TOP_KEYS)
     if "run_dir" not in config:
@@ -171,7 +171,7 @@ class _LoadedData:
 
 
 def _load_planted(data: dict[str, Any], transcoder: bool) -> _LoadedData:
-    from neurodecode.analysis.sae_planted import make_planted_activations
+    from neurodecode.analysis.sae.planted import make_planted_activations
 
     d_out = data["d_out"] if data["d_out"] is not None else (data["d"] if transcoder else None)
     planted = make_planted_activations(
@@ -225,7 +225,7 @@ def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
     """Capture a CLIP vision-tower layer with a forward hook over simulated stimuli."""
     import torch
 
-    from neurodecode.analysis.sae_training import HookedActivationStream
+    from neurodecode.analysis.sae.training import HookedActivationStream
     from neurodecode.sim.stimuli import generate_stimuli
 
     if data["layer"] is None:
@@ -276,7 +276,7 @@ def _clip_encoder(data: dict[str, Any]) -> Any:
         from neurodecode.features.clip import load_clip
 
         return load_clip(data["model_name"], data["pretrained"])
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
 
     return get_sim_clip(data["sim_clip_preset"], progress=False)
 
@@ -292,8 +292,8 @@ def _clip_downstream(
     """
     import torch
 
-    from neurodecode.analysis.sae_metrics import downstream_drop
-    from neurodecode.features.sim_clip import CATEGORY_PROMPTS
+    from neurodecode.analysis.sae.metrics import downstream_drop
+    from neurodecode.embedded.clip import CATEGORY_PROMPTS
     from neurodecode.sim.stimuli import CATEGORIES
 
     images = stimuli.images[:n_images]
@@ -343,11 +343,11 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
     import torch
     import yaml
 
-    from neurodecode.analysis.sae import create_sae
-    from neurodecode.analysis.sae_dashboard import latent_dashboard
-    from neurodecode.analysis.sae_metrics import evaluate_reconstruction
-    from neurodecode.analysis.sae_planted import dictionary_recovery
-    from neurodecode.analysis.sae_training import (
+    from neurodecode.analysis.sae.core import create_sae
+    from neurodecode.plotting.sae_dashboard import latent_dashboard
+    from neurodecode.analysis.sae.metrics import evaluate_reconstruction
+    from neurodecode.analysis.sae.planted import dictionary_recovery
+    from neurodecode.analysis.sae.training import (
         ArrayActivationDataModule,
         _as_rows,
         encode_rows,

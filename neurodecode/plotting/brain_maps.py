@@ -4,7 +4,7 @@ Per-voxel values (ordered as the reader's ``voxel_ijk``) are put back into the s
 (:func:`values_to_volume`, :func:`values_to_nifti`) and drawn three ways:
 
 - :func:`plot_slice_mosaic`: axial slices of the subject grid (simulated worlds, or any native
-  space without a template) through :func:`neurodecode.plotting.plot_volume_mosaic`;
+  space without a template) through :func:`neurodecode.plotting.retrieval.plot_volume_mosaic`;
 - :func:`plot_volume_map`: nilearn's ``plot_stat_map`` over the MNI152 template nilearn ships
   (for maps already in MNI space);
 - :func:`plot_surface_map`: the volume sampled onto nilearn's fsaverage5 pial surface
@@ -70,7 +70,7 @@ def plot_slice_mosaic(
     n_slices: int = 8,
 ):
     """Axial slice mosaic of a per-voxel map on the subject grid (no template needed)."""
-    from neurodecode.plotting import plot_volume_mosaic
+    from neurodecode.plotting.retrieval import plot_volume_mosaic
 
     volume = values_to_volume(values, voxel_ijk, shape)
     return plot_volume_mosaic(volume, path=path, title=title, cmap=cmap, n_slices=n_slices)

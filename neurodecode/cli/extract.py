@@ -152,7 +152,7 @@ def _device(name: str) -> str:
 def build_encoder(model: dict[str, Any], device: str):
     """The :class:`~neurodecode.features.clip.ClipEncoder` and its store name from ``model``."""
     if model["name"] == "sim-clip":
-        from neurodecode.features.sim_clip import get_sim_clip
+        from neurodecode.embedded.clip import get_sim_clip
 
         encoder = get_sim_clip(model["preset"], device=device)
         name = f"sim-clip-{model['preset']}"

@@ -150,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     import neurodecode
-    from neurodecode.features.sim_clip import get_sim_clip
+    from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.reconstruct.generators import tensor_to_images
     from neurodecode.reconstruct.lowlevel import LOWLEVEL_FOLDER, load_lowlevel
     from neurodecode.reconstruct.reconstructor import Reconstructor
-    from neurodecode.reconstruct.sim_generator import get_sim_generator
+    from neurodecode.embedded.generator import get_sim_generator
 
     trials = [int(t) for t in args.trials.split(",")] if args.trials else None
     decoder = neurodecode.load_pretrained(args.model)

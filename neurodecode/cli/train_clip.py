@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``neurodecode train-clip``."""
-    from neurodecode.features.sim_clip import PRESETS, cache_dir_for, get_sim_clip, read_metrics
+    from neurodecode.embedded.clip import PRESETS, cache_dir_for, get_sim_clip, read_metrics
     from neurodecode.validation import check_option
 
     check_option("--preset", args.preset, PRESETS)

@@ -188,7 +188,7 @@ class _Subject:
         """Unit-norm sim-clip embeddings of every stimulus of the data set, (n_images, D)."""
         if self._embeds is None:
             from neurodecode.data.nsd import read_stimuli
-            from neurodecode.features.sim_clip import get_sim_clip
+            from neurodecode.embedded.clip import get_sim_clip
 
             self.clip = get_sim_clip(self.features_cfg["preset"], progress=False)
             n = int(max(self.trials.stimulus_id.max() + 1, 1))
@@ -234,7 +234,7 @@ def _prepare(config: dict[str, Any], config_path: Path | None, name: str):
 
 def run_encoding(config: dict[str, Any], config_path: Path | None = None) -> Path:
     """Encoder fit + per-voxel R², r, NC, R²/NC table, per-ROI summary and maps."""
-    from neurodecode.analysis.brain_maps import plot_slice_mosaic
+    from neurodecode.plotting.brain_maps import plot_slice_mosaic
     from neurodecode.analysis.encoding import pooled_r2_over_nc
 
     cfg, run_dir, subject = _prepare(config, config_path, "encoding")
@@ -382,8 +382,8 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
     """SAE latents on the features <-> ROI alignment, tables and heat map; layer-ROI CKA."""
     import torch
 
-    from neurodecode.analysis.sae import SparseAutoencoder, create_sae
-    from neurodecode.analysis.sae_training import ArrayActivationDataModule, encode_rows, train_sae
+    from neurodecode.analysis.sae.core import SparseAutoencoder, create_sae
+    from neurodecode.analysis.sae.training import ArrayActivationDataModule, encode_rows, train_sae
     from neurodecode.analysis.selectivity import (
         linear_cka,
         plot_alignment,
@@ -487,7 +487,7 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         zero_shot_categories,
     )
     from neurodecode.reconstruct.generators import tensor_to_images
-    from neurodecode.reconstruct.sim_generator import get_sim_generator
+    from neurodecode.embedded.generator import get_sim_generator
 
     cfg, run_dir, subject = _prepare(config, config_path, "synthesis")
     if cfg["features"]["source"] != "sim_clip":

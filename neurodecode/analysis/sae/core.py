@@ -1,7 +1,7 @@
 """Sparse autoencoders and transcoders: one base class, small subclasses, a registry by name.
 
 Owns the architectures and their training losses; training itself (Lightning) lives in
-:mod:`neurodecode.analysis.sae_training` and the metrics in :mod:`neurodecode.analysis.sae_metrics`.
+:mod:`neurodecode.analysis.sae.training` and the metrics in :mod:`neurodecode.analysis.sae.metrics`.
 
 Architectures (``architecture`` name -> class), each a subclass of :class:`SparseAutoencoder`:
 

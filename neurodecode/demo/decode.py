@@ -104,7 +104,7 @@ def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps |
     """
     import torch
 
-    from neurodecode.features.sim_clip import get_sim_clip, read_metrics
+    from neurodecode.embedded.clip import get_sim_clip, read_metrics
     from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
 
     steps = steps or Steps()
@@ -200,8 +200,8 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 on success."""
-    from neurodecode.data.datamodule import NSDDataModule
-    from neurodecode.plotting import plot_retrieval_examples
+    from neurodecode.datamodules.nsd import NSDDataModule
+    from neurodecode.plotting.retrieval import plot_retrieval_examples
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     steps = Steps()
@@ -249,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if not args.no_reconstruction:
-        from neurodecode.features.sim_clip import get_sim_clip
-        from neurodecode.reconstruct.demo_reconstruction import reconstruct_and_score
+        from neurodecode.embedded.clip import get_sim_clip
+        from neurodecode.demo.reconstruction import reconstruct_and_score
 
         steps("reconstruct", "Reconstruct test images (generator + low-level pathway + best-of-4)")
         recon = reconstruct_and_score(

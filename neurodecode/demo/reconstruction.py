@@ -170,7 +170,7 @@ def reconstruct_and_score(
     """
     from neurodecode.data.nsd import read_stimuli
     from neurodecode.evaluate.image_metrics import compare_methods, feature_networks, metric_table
-    from neurodecode.reconstruct.figures import plot_reconstructions
+    from neurodecode.plotting.reconstructions import plot_reconstructions
     from neurodecode.reconstruct.generators import images_to_tensor
     from neurodecode.reconstruct.lowlevel import (
         LOWLEVEL_FOLDER,
@@ -178,7 +178,7 @@ def reconstruct_and_score(
         save_lowlevel,
     )
     from neurodecode.reconstruct.reconstructor import Reconstructor
-    from neurodecode.reconstruct.sim_generator import get_sim_generator
+    from neurodecode.embedded.generator import get_sim_generator
 
     def embed_images(images: np.ndarray) -> torch.Tensor:
         return encoder.encode_image(images)

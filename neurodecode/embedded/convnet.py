@@ -1,7 +1,7 @@
 """The image tower of sim-clip: a small VGG-style convnet, registered as a timm model.
 
 open_clip builds image towers from timm by name (``"timm_model_name"`` in a model config), so the
-sim-clip configs in :mod:`neurodecode.features.model_configs` name ``sim_convnet_64`` (64 px) and
+sim-clip configs in ``neurodecode/embedded/model_configs/`` name ``sim_convnet_64`` (64 px) and
 ``sim_convnet_32`` (32 px), registered here on import. On this world's small procedural scenes a
 plain convnet (3x3 conv + BatchNorm + ReLU + 2x2 max-pool per stage, full resolution in the first
 stage) learns object categories several times faster than a ViT or open_clip's ResNet (whose

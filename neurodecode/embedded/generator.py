@@ -9,7 +9,7 @@ the noisy input (as cascaded diffusion conditions on a low-resolution image). Co
 trains a learned null embedding, so sampling can use classifier-free guidance.
 
 :func:`get_sim_generator` trains one the first time a ``(preset, embedding function)`` pair is asked
-for and caches it (see :mod:`neurodecode.reconstruct.model_cache`); the ``"default"`` preset trains in
+for and caches it (see :mod:`neurodecode.embedded.cache`); the ``"default"`` preset trains in
 about 90 s on 2 CPU cores, ``"tiny"`` in a few seconds (for tests). ``"braindive"`` (same network,
 v-prediction, 10 000 stimuli, 2000 steps; about 15 min on 2 CPU cores) is the one for
 brain-guided synthesis: the default draws faces and stick-figure bodies as coloured blobs (a judge
@@ -43,7 +43,7 @@ from neurodecode.reconstruct.generators import (
     images_to_tensor,
     resize_images,
 )
-from neurodecode.reconstruct.model_cache import (
+from neurodecode.embedded.cache import (
     cache_root,
     config_key,
     load_model_folder,
@@ -508,7 +508,7 @@ def get_sim_generator(
     preset : {"default", "braindive", "tiny"}
         Recipe from :data:`PRESETS`.
     cache_dir : path, optional
-        Cache root (default :func:`~neurodecode.reconstruct.model_cache.cache_root`); the model lives
+        Cache root (default :func:`~neurodecode.embedded.cache.cache_root`); the model lives
         in ``<cache_dir>/sim-generator/<hash>/``.
     embed_key : str, optional
         Names the embedding function in the cache key; default: a fingerprint of its embeddings of

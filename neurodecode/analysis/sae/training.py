@@ -19,12 +19,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from neurodecode.analysis.sae import SparseAutoencoder
+from neurodecode.analysis.sae.core import SparseAutoencoder
 from neurodecode.validation import InvalidInputError, check_array, check_option
 
 
 class SAETrainingModule(pl.LightningModule):
-    """LightningModule for any :class:`~neurodecode.analysis.sae.SparseAutoencoder`.
+    """LightningModule for any :class:`~neurodecode.analysis.sae.core.SparseAutoencoder`.
 
     Batches are input rows ``(batch, d_in)`` or ``(inputs, targets)`` pairs (transcoders).
 
