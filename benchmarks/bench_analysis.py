@@ -63,7 +63,6 @@ from neurodecode.analysis.captioning import (
     minilm_text_encoder,
     score_captions,
     semantic_fraction_correct,
-    simulated_caption_bank,
     word_bank,
 )
 from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
@@ -73,7 +72,6 @@ from neurodecode.analysis.selectivity import (
     unit_roi_alignment,
 )
 from neurodecode.analysis.synthesis import (
-    denoiser_from_sim_generator,
     differentiable_clip_embed,
     embedding_objective,
     guided_sample,
@@ -81,10 +79,11 @@ from neurodecode.analysis.synthesis import (
     pool_starts,
     roi_objective,
     score_against_unguided,
-    simulated_category_judge,
-    zero_shot_categories,
 )
 from neurodecode.data.nsd import read_nsd_betas, read_stimuli
+from neurodecode.embedded.caption_bank import simulated_caption_bank
+from neurodecode.embedded.category_judge import simulated_category_judge, zero_shot_categories
+from neurodecode.embedded.generator import denoiser_from_sim_generator
 from neurodecode.sim.brain import CATEGORY_ROIS, GeneratingFeatures, standardise_features
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurodecode.embedded.generator import get_sim_generator, training_stimuli
+from neurodecode.embedded.vae import get_sim_vae
 from neurodecode.evaluate.image_metrics import compare_methods, feature_networks, metric_table
 from neurodecode.reconstruct.generators import images_to_tensor, tensor_to_images
-from neurodecode.reconstruct.lowlevel import decode_latents, encode_images, get_sim_vae
+from neurodecode.reconstruct.lowlevel import decode_latents, encode_images
 from neurodecode.reconstruct.reconstructor import Reconstructor
-from neurodecode.embedded.generator import get_sim_generator, training_stimuli
 from neurodecode.sim.stimuli import generate_stimuli
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruction.json"
@@ -201,8 +202,8 @@ def brain_lowlevel(world: Path, embed_fn, embed_name: str) -> dict:
     """Low-level pathway alone on the demo world's test trials vs the mean training image."""
     import yaml
 
-    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.data.nsd import read_stimuli
+    from neurodecode.datamodules.nsd import NSDDataModule
     from neurodecode.demo.reconstruction import fit_lowlevel
 
     store = world.with_name(world.name + "-features.h5")

@@ -207,8 +207,8 @@ def test_fsdp_experiment_parses_and_wraps_every_linear(capsys):
     from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
     from torch import nn
 
-    from neurodecode.cli.main import main
     from neurodecode.cli.lightning import CPUFSDPStrategy, register_strategies
+    from neurodecode.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "-c", str(REPO / "experiments/sim_retrieval_fsdp.yaml"), "--print_config"])

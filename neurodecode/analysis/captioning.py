@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from neurodecode.sim.stimuli import CATEGORIES, COLOURS, generate_stimuli
+from neurodecode.sim.stimuli import CATEGORIES, COLOURS
 from neurodecode.validation import InvalidInputError, check_array
 
 #: BrainSCUBA's softmax temperature.
@@ -248,21 +248,6 @@ def word_bank() -> list[str]:
     phrases += ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
     phrases += ["something small", "something large"]
     return phrases
-
-
-def simulated_caption_bank(
-    n_images: int = 2000, seed: int = 65537, include_words: bool = True
-) -> list[str]:
-    """Distinct captions of simulated scenes drawn with their own seed, plus :func:`word_bank`.
-
-    The seed differs from the experiments' and from sim-clip's training seed, so the bank holds
-    no caption of a stimulus any subject saw by construction of the seed streams.
-    """
-    stimuli = generate_stimuli(n_images, size=32, seed=seed)
-    bank = sorted(set(stimuli.captions))
-    if include_words:
-        bank += [w for w in word_bank() if w not in bank]
-    return bank
 
 
 @dataclass

@@ -6,21 +6,19 @@ caption. BrainSCUBA decodes its projected voxel embeddings this way (beam search
 
 :class:`ClipPrefixCaptioner` is the model (a ``transformers`` GPT-2 plus the mapping MLP) and
 implements :class:`~neurodecode.analysis.captioning.PrefixCaptioner`, so it can be passed to
-:func:`~neurodecode.analysis.captioning.caption_voxels`. It is saved as a folder with
-``captioner.json`` (the mapping's settings), ``mapping.safetensors``, the GPT-2 in
-``transformers``' own format (``config.json`` + ``model.safetensors``) and its tokenizer
-(``tokenizer.json``); :meth:`ClipPrefixCaptioner.from_pretrained` reads such a folder offline (no
-pickle, no hub): a user's captioner for a real CLIP is converted into that layout once.
+:func:`~neurodecode.analysis.captioning.caption_voxels`. It is a model folder of
+:mod:`neurodecode.pretrained` (``config.json`` with the mapping's settings and the language
+model's ``transformers`` config, one ``model.safetensors`` with the mapping and the language model)
+plus its tokenizer in ``tokenizer/`` (``transformers``' own files); ``load_pretrained`` reads it
+offline (no pickle, no hub).
 
-For the simulation, :func:`train_prefix_captioner` fits one from scratch (a small GPT-2 and a
-byte-level BPE tokenizer trained on simulated captions) on sim-clip embeddings of procedural
-scenes drawn with their own seed; :func:`get_sim_prefix_captioner` caches it under
-``<cache>/prefix-captioner/``.
+:func:`train_prefix_captioner` fits one from scratch (a small GPT-2 and a byte-level BPE tokenizer
+trained on the given captions); the simulated world's captioner is
+:func:`neurodecode.embedded.prefix_captioner.get_sim_prefix_captioner`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -31,12 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurodecode.pretrained import PretrainedMixin
 from neurodecode.validation import InvalidInputError, check_keys
 
 log = logging.getLogger(__name__)
 
-#: Seed of the stimulus stream the simulated captioner is trained on (not the experiments').
-CAPTIONER_STIMULUS_SEED = 92821
 _SPECIAL = {"bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>"}
 
 
@@ -65,7 +62,7 @@ class PrefixMappingConfig:
     num_beams: int = 5
 
 
-class ClipPrefixCaptioner(nn.Module):
+class ClipPrefixCaptioner(PretrainedMixin, nn.Module):
     """ClipCap: ``(N, D)`` image embeddings -> ``N`` captions.
 
     Parameters
@@ -73,13 +70,15 @@ class ClipPrefixCaptioner(nn.Module):
     config : PrefixMappingConfig
     language_model : transformers.GPT2LMHeadModel
         Any decoder-only model with ``inputs_embeds`` works; its hidden size sets the prefix width.
-    tokenizer : transformers.PreTrainedTokenizerFast
-        Needs ``eos_token`` and ``pad_token``.
+    tokenizer : transformers.PreTrainedTokenizerFast or None
+        Needs ``eos_token`` and ``pad_token``; ``None`` only while loading a saved folder.
     """
 
     def __init__(self, config: PrefixMappingConfig, language_model, tokenizer):
         super().__init__()
-        if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        if tokenizer is not None and (
+            tokenizer.eos_token_id is None or tokenizer.pad_token_id is None
+        ):
             raise InvalidInputError("the tokenizer needs an eos_token and a pad_token.")
         self.config = config
         self.language_model = language_model
@@ -143,48 +142,36 @@ class ClipPrefixCaptioner(nn.Module):
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(t.split()) for t in texts]
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write the captioner folder (see the module docstring); returns it."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.language_model.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.mapping.state_dict().items()}
-        save_file(state, str(folder / "mapping.safetensors"))
-        (folder / "captioner.json").write_text(
-            json.dumps({"kind": "clip-prefix-captioner", **asdict(self.config)}, indent=2)
-        )
-        return folder
+    def get_config(self) -> dict:
+        """The mapping's settings and the language model's ``transformers`` config (JSON)."""
+        return {
+            "mapping": asdict(self.config),
+            "language_model": self.language_model.config.to_dict(),
+        }
 
     @classmethod
-    def from_pretrained(
-        cls, folder: str | Path, device: str | torch.device = "cpu"
-    ) -> ClipPrefixCaptioner:
-        """Read a folder written by :meth:`save_pretrained` (offline, safetensors only)."""
-        from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def from_config(cls, config: dict) -> ClipPrefixCaptioner:
+        """An untrained captioner of the saved architecture (tokenizer set when loading)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-        folder = Path(folder)
-        meta_path = folder / "captioner.json"
-        if not meta_path.is_file():
-            raise InvalidInputError(
-                f"{folder} has no captioner.json; expected a folder written by "
-                "ClipPrefixCaptioner.save_pretrained."
-            )
-        meta = json.loads(meta_path.read_text())
-        if meta.pop("kind", None) != "clip-prefix-captioner":
-            raise InvalidInputError(f"{meta_path} does not describe a clip-prefix-captioner.")
-        check_keys(str(meta_path), meta, list(PrefixMappingConfig.__dataclass_fields__))
-        config = PrefixMappingConfig(**meta)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        language_model = AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True
+        check_keys(
+            "captioner config", config["mapping"], list(PrefixMappingConfig.__dataclass_fields__)
         )
-        model = cls(config, language_model, tokenizer)
-        model.mapping.load_state_dict(load_file(str(folder / "mapping.safetensors")))
-        return model.to(device).eval()
+        lm_config = dict(config["language_model"])
+        lm_config = AutoConfig.for_model(lm_config.pop("model_type"), **lm_config)
+        language_model = AutoModelForCausalLM.from_config(lm_config)
+        return cls(PrefixMappingConfig(**config["mapping"]), language_model, None)
+
+    def save_extra_files(self, folder: Path) -> None:
+        """The tokenizer, in ``transformers``' own files under ``tokenizer/``."""
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+
+    def load_extra_files(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        if not (folder / "tokenizer").is_dir():
+            raise InvalidInputError(f"{folder} has no tokenizer/ folder; expected a captioner.")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
 
 
 def _train_tokenizer(captions: Sequence[str], vocab_size: int):
@@ -300,62 +287,3 @@ def train_prefix_captioner(
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     log.info("prefix captioner: %d steps, final loss %.3f", steps, float(loss.detach()))
     return model.eval()
-
-
-def get_sim_prefix_captioner(
-    clip_encoder,
-    n_stimuli: int = 6000,
-    steps: int = 1500,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    progress: bool = True,
-    **train_options,
-) -> ClipPrefixCaptioner:
-    """A captioner for the simulation's CLIP (e.g. sim-clip), trained on first use and cached.
-
-    Trained on ``n_stimuli`` procedural scenes (seed :data:`CAPTIONER_STIMULUS_SEED`, none of
-    which an experiment shows) embedded by ``clip_encoder.encode_image`` and their captions. The
-    folder is ``<cache>/prefix-captioner/<hash of the settings and the encoder>/``, written to a
-    temporary name and renamed (a killed run leaves no partial cache).
-    """
-    from neurodecode.embedded.cache import atomic_folder, cache_root, config_key
-    from neurodecode.embedded.generator import embedding_fingerprint
-    from neurodecode.sim.stimuli import generate_stimuli
-
-    def embed(images: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat(
-                [
-                    clip_encoder.encode_image(images[i : i + 256], normalize=True).float()
-                    for i in range(0, len(images), 256)
-                ]
-            )
-
-    # the cache key names the encoder by its embeddings of a few fixed scenes
-    probe = generate_stimuli(min(64, n_stimuli), size=64, seed=CAPTIONER_STIMULUS_SEED)
-    settings = {
-        "kind": "prefix-captioner",
-        "version": 1,
-        "n_stimuli": n_stimuli,
-        "steps": steps,
-        "encoder": embedding_fingerprint(embed(probe.images)),
-        "train": train_options,
-    }
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    folder = root / "prefix-captioner" / config_key(settings)
-    if use_cache and (folder / "captioner.json").is_file():
-        return ClipPrefixCaptioner.from_pretrained(folder)
-    log.info("training the simulation's prefix captioner (once; cached in %s)", folder)
-    stimuli = generate_stimuli(n_stimuli, size=64, seed=CAPTIONER_STIMULUS_SEED)
-    model = train_prefix_captioner(
-        embed(stimuli.images),
-        list(stimuli.captions),
-        steps=steps,
-        progress=progress,
-        **train_options,
-    )
-    if use_cache:
-        with atomic_folder(folder) as tmp:
-            model.save_pretrained(tmp)
-            (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
-    return model

@@ -234,8 +234,8 @@ def _prepare(config: dict[str, Any], config_path: Path | None, name: str):
 
 def run_encoding(config: dict[str, Any], config_path: Path | None = None) -> Path:
     """Encoder fit + per-voxel R², r, NC, R²/NC table, per-ROI summary and maps."""
-    from neurodecode.plotting.brain_maps import plot_slice_mosaic
     from neurodecode.analysis.encoding import pooled_r2_over_nc
+    from neurodecode.plotting.brain_maps import plot_slice_mosaic
 
     cfg, run_dir, subject = _prepare(config, config_path, "encoding")
     run = _encode(cfg, subject)
@@ -292,8 +292,8 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
         minilm_text_encoder,
         score_captions,
         semantic_fraction_correct,
-        simulated_caption_bank,
     )
+    from neurodecode.embedded.caption_bank import simulated_caption_bank
 
     cfg, run_dir, subject = _prepare(config, config_path, "captions")
     if cfg["features"]["source"] != "sim_clip":
@@ -313,7 +313,7 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
         ).numpy()
     captioner = None
     if c["prefix_captioner"] == "sim":
-        from neurodecode.analysis.prefix_captioner import get_sim_prefix_captioner
+        from neurodecode.embedded.prefix_captioner import get_sim_prefix_captioner
 
         captioner = get_sim_prefix_captioner(subject.clip)
     elif c["prefix_captioner"] is not None:
@@ -476,18 +476,16 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
 
     from neurodecode.analysis.synthesis import (
         braindive,
-        denoiser_from_sim_generator,
         differentiable_clip_embed,
         embedding_objective,
         image_manifold_projection,
         pool_starts,
         roi_objective,
         score_against_unguided,
-        simulated_category_judge,
-        zero_shot_categories,
     )
+    from neurodecode.embedded.category_judge import simulated_category_judge, zero_shot_categories
+    from neurodecode.embedded.generator import denoiser_from_sim_generator, get_sim_generator
     from neurodecode.reconstruct.generators import tensor_to_images
-    from neurodecode.embedded.generator import get_sim_generator
 
     cfg, run_dir, subject = _prepare(config, config_path, "synthesis")
     if cfg["features"]["source"] != "sim_clip":

@@ -344,7 +344,6 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
     import yaml
 
     from neurodecode.analysis.sae.core import create_sae
-    from neurodecode.plotting.sae_dashboard import latent_dashboard
     from neurodecode.analysis.sae.metrics import evaluate_reconstruction
     from neurodecode.analysis.sae.planted import dictionary_recovery
     from neurodecode.analysis.sae.training import (
@@ -353,6 +352,7 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
         encode_rows,
         train_sae,
     )
+    from neurodecode.plotting.sae_dashboard import latent_dashboard
 
     where = str(config_path) if config_path is not None else "config"
     cfg = validate_sae_config(config, where)

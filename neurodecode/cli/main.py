@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "neurodecode.cli.reconstruct",
         "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
     ),
-    "demo": ("neurodecode.demo.decode", "the main job end to end on the simulated world (make demo)"),
+    "demo": (
+        "neurodecode.demo.decode",
+        "the main job end to end on the simulated world (make demo)",
+    ),
 }
 
 

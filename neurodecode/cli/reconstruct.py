@@ -151,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
     import neurodecode
     from neurodecode.embedded.clip import get_sim_clip
+    from neurodecode.embedded.generator import get_sim_generator
     from neurodecode.reconstruct.generators import tensor_to_images
     from neurodecode.reconstruct.lowlevel import LOWLEVEL_FOLDER, load_lowlevel
     from neurodecode.reconstruct.reconstructor import Reconstructor
-    from neurodecode.embedded.generator import get_sim_generator
 
     trials = [int(t) for t in args.trials.split(",")] if args.trials else None
     decoder = neurodecode.load_pretrained(args.model)

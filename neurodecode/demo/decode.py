@@ -249,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if not args.no_reconstruction:
-        from neurodecode.embedded.clip import get_sim_clip
         from neurodecode.demo.reconstruction import reconstruct_and_score
+        from neurodecode.embedded.clip import get_sim_clip
 
         steps("reconstruct", "Reconstruct test images (generator + low-level pathway + best-of-4)")
         recon = reconstruct_and_score(

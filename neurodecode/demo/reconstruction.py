@@ -169,6 +169,7 @@ def reconstruct_and_score(
         validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown).
     """
     from neurodecode.data.nsd import read_stimuli
+    from neurodecode.embedded.generator import get_sim_generator
     from neurodecode.evaluate.image_metrics import compare_methods, feature_networks, metric_table
     from neurodecode.plotting.reconstructions import plot_reconstructions
     from neurodecode.reconstruct.generators import images_to_tensor
@@ -178,7 +179,6 @@ def reconstruct_and_score(
         save_lowlevel,
     )
     from neurodecode.reconstruct.reconstructor import Reconstructor
-    from neurodecode.embedded.generator import get_sim_generator
 
     def embed_images(images: np.ndarray) -> torch.Tensor:
         return encoder.encode_image(images)

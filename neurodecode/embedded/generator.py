@@ -38,16 +38,14 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from neurodecode.analysis.synthesis import Denoiser
+from neurodecode.embedded.cache import cache_root, config_key
+from neurodecode.models.training import adamw_onecycle, fit_lightning
+from neurodecode.pretrained import PretrainedMixin, load_pretrained, save_pretrained
 from neurodecode.reconstruct.generators import (
     check_generate_arguments,
     images_to_tensor,
     resize_images,
-)
-from neurodecode.embedded.cache import (
-    cache_root,
-    config_key,
-    load_model_folder,
-    save_model_folder,
 )
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError, check_array, check_keys, check_option
@@ -148,7 +146,7 @@ PRESETS: dict[str, SimGeneratorConfig] = {
 }
 
 
-class ConditionedUNet(nn.Module):
+class ConditionedUNet(PretrainedMixin, nn.Module):
     """A :class:`diffusers.UNet2DModel` conditioned on an image embedding.
 
     Parameters
@@ -159,8 +157,11 @@ class ConditionedUNet(nn.Module):
         Architecture fields are used.
     """
 
-    def __init__(self, embed_dim: int, config: SimGeneratorConfig):
+    def __init__(self, embed_dim: int, config: SimGeneratorConfig | dict):
         super().__init__()
+        if isinstance(config, dict):
+            config = SimGeneratorConfig.from_dict(config)
+        self.recipe = config
         self.embed_dim = embed_dim
         self.coarse_size = config.coarse_size
         channels = tuple(config.block_out_channels)
@@ -188,6 +189,10 @@ class ConditionedUNet(nn.Module):
     def normalise(self, embeds: torch.Tensor) -> torch.Tensor:
         """L2-normalise and scale to unit variance per component: ``(N, D) -> (N, D)``."""
         return F.normalize(embeds.float(), dim=-1) * math.sqrt(self.embed_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        """Init arguments (the embedding length and the whole recipe), as JSON types."""
+        return {"embed_dim": int(self.embed_dim), "config": self.recipe.to_dict()}
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor):
         """Predict the target for ``noisy`` (N, 3, H, W) at ``timesteps`` (N,) given ``cond`` (N, D).
@@ -256,16 +261,9 @@ class SimGeneratorModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.config.learning_rate, weight_decay=0.01
+        return adamw_onecycle(
+            self, self.config.learning_rate, 0.01, pct_start=0.15, final_div_factor=1e4
         )
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.config.learning_rate,
-            total_steps=max(self.config.train_steps, 2),
-            pct_start=0.15,
-        )
-        return [optimizer], [{"scheduler": schedule, "interval": "step"}]
 
 
 class SimGenerator:
@@ -372,26 +370,19 @@ class SimGenerator:
         return ((out.clamp(-1, 1) + 1) / 2).view(n, num_samples, 3, size, size)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` to ``folder`` (atomically)."""
-        config = {
-            "kind": "sim-generator",
-            "embed_dim": self.embed_dim,
-            "config": self.config.to_dict(),
-        }
-        return save_model_folder(folder, self.model.state_dict(), config)
+        """Write the network as a model folder (:func:`neurodecode.pretrained.save_pretrained`)."""
+        return save_pretrained(self.model, folder)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> SimGenerator:
-        """Read a folder written by :meth:`save`."""
-        state, meta = load_model_folder(folder)
-        if meta.get("kind") != "sim-generator":
+        """Read a folder written by :meth:`save` (or :func:`neurodecode.load_pretrained`)."""
+        model = load_pretrained(folder, device=device)
+        if not isinstance(model, ConditionedUNet):
             raise InvalidInputError(
-                f"{folder} holds a {meta.get('kind')!r} model; expected a 'sim-generator'."
+                f"{folder} holds a {type(model).__name__}; expected a sim generator "
+                "(ConditionedUNet)."
             )
-        config = SimGeneratorConfig.from_dict(meta["config"])
-        model = ConditionedUNet(int(meta["embed_dim"]), config)
-        model.load_state_dict(state)
-        return cls(model.to(device), config)
+        return cls(model, model.recipe)
 
 
 def embed_images(embed_fn: EmbedFn, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
@@ -428,20 +419,6 @@ def training_stimuli(config: SimGeneratorConfig) -> tuple[np.ndarray, torch.Tens
         config.n_stimuli, size=config.embed_image_size, seed=config.stimulus_seed
     )
     return stimuli.images, images_to_tensor(stimuli.images, size=config.image_size)
-
-
-def fit_lightning(module: L.LightningModule, loader: DataLoader, max_steps: int) -> None:
-    """Fit ``module`` for ``max_steps`` with a quiet Lightning trainer (no logs or checkpoints)."""
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, loader)
 
 
 def train_sim_generator(
@@ -539,3 +516,49 @@ def get_sim_generator(
         shutil.rmtree(folder)
     generator.save(folder)
     return generator
+
+
+def denoiser_from_sim_generator(generator, image_embeds: torch.Tensor | None = None) -> Denoiser:
+    """A :class:`Denoiser` over the embedded default generator's UNet.
+
+    Parameters
+    ----------
+    generator : SimGenerator
+        From :func:`~neurodecode.embedded.generator.get_sim_generator`.
+    image_embeds : Tensor, shape (1, D) or (N, D), optional
+        Condition; default the learned null embedding (unconditional sampling, as BrainDiVE
+        samples Stable Diffusion with an empty prompt).
+    """
+    from diffusers import DDPMScheduler
+
+    model, config = generator.model, generator.config
+    if image_embeds is None:
+        cond_one = model.null_embed[None].detach()
+    else:
+        cond_one = model.normalise(image_embeds.to(generator.device))
+
+    def predict(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+        cond = cond_one if cond is None else cond
+        cond = cond.expand(len(x), -1) if len(cond) == 1 else cond
+        return model(x, t, cond.to(x.device))
+
+    norm = cond_one.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    def project(cond: torch.Tensor) -> torch.Tensor:  # back to the training sphere
+        return F.normalize(cond, dim=-1) * norm.to(cond)
+
+    schedule = DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
+    )
+    size = config.image_size
+    return Denoiser(
+        predict,
+        schedule.alphas_cumprod,
+        config.prediction_type,
+        (3, size, size),
+        device=generator.device,
+        condition=cond_one,
+        project_condition=project,
+    )

@@ -1,9 +1,7 @@
-"""Shared base for every neurodecode model: input geometry, config round trip, save/load.
-
-Owns :class:`PretrainedMixin` (mixed into each LightningModule before ``LightningModule``, as
-braindecode's ``EEGModuleMixin``) and :func:`parse_fmri_geometry`, the one reader of the fMRI
+"""Input geometry shared by the decoders: :func:`parse_fmri_geometry`, the one reader of the fMRI
 geometry dict that the datamodule hands to models (LightningCLI links ``data.geometry`` to
-``model.init_args.geometry``).
+``model.init_args.geometry``). The save/load side of every model (:class:`PretrainedMixin`) lives in
+:mod:`neurodecode.pretrained`.
 
 fMRI geometry::
 
@@ -14,16 +12,13 @@ The order of ``n_voxels`` defines the subject indices found in batches (``batch[
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 from neurodecode.validation import InvalidInputError
 
-__all__ = ["FMRIGeometry", "PretrainedMixin", "check_subject_name", "parse_fmri_geometry"]
+__all__ = ["FMRIGeometry", "check_subject_name", "parse_fmri_geometry"]
 
 _SUBJECT_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -131,67 +126,3 @@ def parse_fmri_geometry(geometry: dict | None, model: str = "model") -> FMRIGeom
             f"{model} geometry['target_shape']={shape!r}; expected [D] or [T, D] positive ints."
         )
     return FMRIGeometry(parsed, tuple(int(s) for s in shape))
-
-
-def _json_safe(value: Any, where: str) -> Any:
-    """Deep-copy ``value`` into plain JSON types (tuples -> lists), or raise naming ``where``."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise InvalidInputError(
-        f"init argument {where} of type {type(value).__name__} cannot be written to config.json; "
-        "expected JSON types (dict, list, str, int, float, bool, None)."
-    )
-
-
-class PretrainedMixin:
-    """Config round trip and ``save_pretrained``/``from_pretrained`` for LightningModules.
-
-    Subclasses call ``self.save_hyperparameters()`` in ``__init__`` (Lightning records the init
-    arguments, including ``geometry``); :meth:`get_config` returns them as JSON-safe values and
-    :meth:`from_config` rebuilds an untrained model with the same architecture.
-    """
-
-    @property
-    def geometry(self) -> dict | None:
-        """The input/output geometry the model was built for (as given to ``__init__``)."""
-        return copy.deepcopy(self.hparams.get("geometry"))  # type: ignore[attr-defined]
-
-    def get_config(self) -> dict[str, Any]:
-        """Init arguments that rebuild this architecture, as plain JSON types."""
-        config = _json_safe(dict(self.hparams), type(self).__name__)  # type: ignore[attr-defined]
-        json.dumps(config)
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]):
-        """Build a fresh (untrained) model from :meth:`get_config`'s output."""
-        return cls(**config)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``directory``.
-
-        See :func:`neurodecode.pretrained.save_pretrained`.
-        """
-        from neurodecode.pretrained import save_pretrained
-
-        return save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu"):
-        """Load a model saved by :meth:`save_pretrained`; it must be an instance of ``cls``.
-
-        See :func:`neurodecode.pretrained.load_pretrained`.
-        """
-        from neurodecode.pretrained import load_pretrained
-
-        model = load_pretrained(directory, device=device)
-        if not isinstance(model, cls):
-            raise InvalidInputError(
-                f"{Path(directory) / 'config.json'} holds a {type(model).__name__}; "
-                f"expected a {cls.__name__}."
-            )
-        return model

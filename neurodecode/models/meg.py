@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurodecode.models.base import PretrainedMixin
 from neurodecode.models.losses import clip_loss, mse_loss
+from neurodecode.models.training import adamw_onecycle
+from neurodecode.pretrained import PretrainedMixin
 from neurodecode.validation import InvalidInputError, check_option
 
 __all__ = [
@@ -422,22 +423,14 @@ class MEGBrainModule(PretrainedMixin, pl.LightningModule):
         return self.embed(batch["brain"], batch["subject"])
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
-        if self.hparams.lr_schedule == "constant":
-            return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams.lr,
-            total_steps=max(total_steps, 2),
+        return adamw_onecycle(
+            self,
+            self.hparams.lr,
+            self.hparams.weight_decay,
             pct_start=self.hparams.warmup_fraction,
+            final_div_factor=1e4,
+            schedule="constant" if self.hparams.lr_schedule == "constant" else "onecycle",
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
 
 # ----------------------------------------------------------------------------- array helpers

@@ -38,7 +38,8 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
-from neurodecode.models.base import PretrainedMixin
+from neurodecode.models.training import adamw_onecycle, onecycle_step_scheduler
+from neurodecode.pretrained import PretrainedMixin
 from neurodecode.validation import InvalidInputError, check_option
 
 __all__ = ["DiffusionPrior", "PriorModule", "PriorTransformerNet"]
@@ -360,11 +361,7 @@ class PriorModule(PretrainedMixin, L.LightningModule):
         return self.prior.sample(condition, **sample_kwargs)
 
     def configure_optimizers(self):
-        from neurodecode.models.retrieval import adamw_onecycle
-
         return adamw_onecycle(self, self.hparams.lr, self.hparams.weight_decay)
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        from neurodecode.models.retrieval import onecycle_step_scheduler
-
         onecycle_step_scheduler(scheduler, metric)

@@ -2,7 +2,7 @@
 
 Owns :class:`RetrievalModule` (LightningModule), its building blocks (:class:`ResidualMLP`,
 :class:`TokenProjector`) and the optimiser recipe shared by the fMRI models
-(:func:`adamw_onecycle`).
+(:func:`neurodecode.models.training.adamw_onecycle`).
 
 Architecture (MindEye1, Scotti et al. 2023; shared latent from MindEye2, Scotti et al. 2024)
 -------------------------------------------------------------------------------------------
@@ -35,7 +35,6 @@ Batches are dicts with ``brain`` (B, V_s), ``subject`` (B,) (all rows one subjec
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neurodecode.models.base import PretrainedMixin, check_subject_name, parse_fmri_geometry
+from neurodecode.models.base import check_subject_name, parse_fmri_geometry
 from neurodecode.models.losses import (
     clip_loss,
     cosine_temperature,
@@ -55,6 +54,8 @@ from neurodecode.models.losses import (
     soft_clip_loss,
 )
 from neurodecode.models.prior import DiffusionPrior
+from neurodecode.models.training import adamw_onecycle, onecycle_step_scheduler
+from neurodecode.pretrained import PretrainedMixin
 from neurodecode.validation import InvalidInputError, check_option
 
 __all__ = [
@@ -62,73 +63,8 @@ __all__ = [
     "ResidualMLP",
     "RetrievalModule",
     "TokenProjector",
-    "adamw_onecycle",
     "fit_new_subject",
-    "onecycle_step_scheduler",
 ]
-
-
-def adamw_onecycle(
-    module: L.LightningModule, lr: float, weight_decay: float, pct_start: float | None = None
-) -> dict[str, Any]:
-    """AdamW without decay on biases/norms plus a per-step OneCycle schedule (MindEye1 recipe).
-
-    Parameters
-    ----------
-    module : LightningModule
-        Attached to a trainer (``trainer.estimated_stepping_batches`` sets the schedule length).
-        Only parameters with ``requires_grad`` are optimised.
-    lr : float
-        Peak learning rate.
-    weight_decay : float
-        Decoupled weight decay on parameters with at least 2 dimensions.
-    pct_start : float, optional
-        Warm-up fraction; default ``min(0.3, 2 / max_epochs)``.
-
-    Returns
-    -------
-    dict
-        Lightning's ``{"optimizer", "lr_scheduler"}`` configuration.
-    """
-    decay, no_decay = [], []
-    for param in module.parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-    total = module.trainer.estimated_stepping_batches
-    if not math.isfinite(total) or total < 1:
-        raise InvalidInputError(
-            "OneCycle needs a finite number of training steps; set trainer max_epochs or max_steps."
-        )
-    if pct_start is None:
-        epochs = module.trainer.max_epochs
-        pct_start = min(0.3, 2 / epochs) if epochs and epochs > 0 else 0.3
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=int(total), pct_start=pct_start, final_div_factor=1000
-    )
-    return {
-        "optimizer": optimizer,
-        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-    }
-
-
-def onecycle_step_scheduler(scheduler: Any, metric: Any = None) -> None:
-    """Step a scheduler, holding a finished OneCycle at its final learning rate.
-
-    A run resumed with more epochs than its checkpointed OneCycle schedule was built for (the
-    schedule's ``total_steps`` comes back with its state) keeps the final rate instead of failing.
-    """
-    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        if scheduler.last_epoch >= scheduler.total_steps:
-            return
-    if metric is None:
-        scheduler.step()
-    else:
-        scheduler.step(metric)
 
 
 class ResidualMLP(nn.Module):

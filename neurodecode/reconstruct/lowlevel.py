@@ -1,9 +1,8 @@
 """The low-level pathway (MindEye): brain -> VAE latent -> a blurry image used as img2img init.
 
-Owns the VAEs and the brain-to-latent module:
+Owns the brain-to-image modules and the VAE helpers (the simulated-stimulus VAE, the embedded
+default, is :func:`neurodecode.embedded.vae.get_sim_vae`):
 
-- :func:`get_sim_vae`: a small diffusers :class:`~diffusers.AutoencoderKL` trained on simulated
-  stimuli (32 px -> 4 x 8 x 8 latents), cached like the sim generator; the embedded default.
 - :func:`load_sd_vae`: Stable Diffusion's VAE for real use, read only from a local folder or the
   Hugging Face cache (same loader as :mod:`neurodecode.reconstruct.diffusers_pipelines`).
 - :class:`LowLevelModule`: a LightningModule mapping brain activity (B, V) to scaled VAE latents
@@ -11,10 +10,9 @@ Owns the VAEs and the brain-to-latent module:
   on latents) with :meth:`LowLevelModule.decode` giving the blurry reconstruction; for real use
   with SD's VAE.
 - :class:`RidgeLowLevel`: the embedded default's pathway, a closed-form ridge from voxels to a
-  16 px image (decodes the simulated stimuli better than the small VAE's latents do, in seconds);
-  :func:`save_lowlevel` / :func:`load_lowlevel` keep it beside a saved decoder
-  (``<decoder>/lowlevel/``: config.json + model.safetensors, no pickle) with the strength and
-  blend the reconstructor uses.
+  16 px image, in seconds; :func:`save_lowlevel` / :func:`load_lowlevel` keep it beside a saved decoder
+  (``<decoder>/lowlevel/``, a model folder of :mod:`neurodecode.pretrained`) with the strength and
+  blend the reconstructor uses as its metadata.
 
 Latents are always *scaled* (multiplied by the VAE's ``scaling_factor``, as Stable Diffusion does),
 so that they have roughly unit variance; for the sim VAE the factor is measured after training.
@@ -22,9 +20,7 @@ so that they have roughly unit variance; for the sim VAE the factor is measured 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,80 +31,15 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
+from neurodecode.models.training import adamw_onecycle
+from neurodecode.pretrained import PretrainedMixin, load_pretrained, read_config, save_pretrained
 from neurodecode.reconstruct.diffusers_pipelines import load_local_pretrained
-from neurodecode.reconstruct.generators import images_to_tensor, resize_images
-from neurodecode.embedded.cache import atomic_folder, cache_root, config_key
+from neurodecode.reconstruct.generators import resize_images
 from neurodecode.reconstruct.reconstructor import BLEND_MODES
-from neurodecode.embedded.generator import fit_lightning
-from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError, check_option
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SimVAEConfig:
-    """Architecture and training recipe of the simulated-stimulus VAE.
-
-    Attributes
-    ----------
-    image_size : int
-        Side of the images (px).
-    block_out_channels : tuple of int
-        Encoder/decoder widths; each level after the first halves the resolution.
-    latent_channels : int
-    kl_weight : float
-        Weight of the KL term against the per-pixel MSE.
-    n_stimuli, stimulus_seed, train_steps, batch_size, learning_rate, seed
-        Training set (``generate_stimuli``) and optimisation.
-    """
-
-    image_size: int = 32
-    block_out_channels: tuple[int, ...] = (16, 32, 64)
-    latent_channels: int = 4
-    kl_weight: float = 1e-6
-    n_stimuli: int = 4000
-    stimulus_seed: int = 15485863
-    train_steps: int = 250
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
-
-
-VAE_PRESETS: dict[str, SimVAEConfig] = {
-    "default": SimVAEConfig(),
-    "tiny": SimVAEConfig(
-        image_size=16,
-        block_out_channels=(16, 32),
-        n_stimuli=128,
-        train_steps=60,
-        batch_size=16,
-        learning_rate=1e-2,
-    ),
-}
-
-
-def build_sim_vae(config: SimVAEConfig) -> AutoencoderKL:
-    """An untrained :class:`AutoencoderKL` with the architecture of ``config``."""
-    levels = len(config.block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(config.block_out_channels),
-        layers_per_block=1,
-        latent_channels=config.latent_channels,
-        norm_num_groups=8,
-        sample_size=config.image_size,
-        scaling_factor=1.0,
-        mid_block_add_attention=False,
-    )
 
 
 def vae_downsampling(vae: AutoencoderKL) -> int:
@@ -147,106 +78,6 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] ``(N, 3, H, W)`` from scaled latents (differentiable)."""
     images = vae.decode(latents / vae.config.scaling_factor).sample
     return ((images + 1) / 2).clamp(0, 1)
-
-
-class SimVAEModule(L.LightningModule):
-    """Trains an :class:`AutoencoderKL`: per-pixel MSE + ``kl_weight`` x KL. Batches: (images,)."""
-
-    def __init__(self, config: SimVAEConfig):
-        super().__init__()
-        self.config = config
-        self.vae = build_sim_vae(config)
-
-    def training_step(self, batch, batch_idx: int):
-        (images,) = batch
-        x = images * 2 - 1
-        posterior = self.vae.encode(x).latent_dist
-        recon = self.vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(recon, x) + self.config.kl_weight * posterior.kl().mean()
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.config.learning_rate)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.config.learning_rate,
-            total_steps=max(self.config.train_steps, 2),
-            pct_start=0.15,
-        )
-        return [optimizer], [{"scheduler": schedule, "interval": "step"}]
-
-
-def train_sim_vae(config: SimVAEConfig, images: torch.Tensor | None = None) -> AutoencoderKL:
-    """Train the sim VAE and set its ``scaling_factor`` to 1 / std of its training latents.
-
-    Parameters
-    ----------
-    config : SimVAEConfig
-    images : Tensor, shape (n, 3, image_size, image_size), in [0, 1], optional
-        Default: ``generate_stimuli(config.n_stimuli, size=config.image_size)``.
-
-    Returns
-    -------
-    AutoencoderKL
-        On the CPU, in eval mode.
-    """
-    if images is None:
-        stimuli = generate_stimuli(
-            config.n_stimuli, size=config.image_size, seed=config.stimulus_seed
-        )
-        images = images_to_tensor(stimuli.images)
-    torch.manual_seed(config.seed)
-    module = SimVAEModule(config)
-    loader = DataLoader(
-        TensorDataset(images.float()),
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(images) >= config.batch_size,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    fit_lightning(module, loader, config.train_steps)
-    vae = module.vae.cpu().eval()
-    latents = encode_images(vae, images[:512])
-    vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
-    return vae
-
-
-def get_sim_vae(
-    preset: str = "default",
-    cache_dir: str | Path | None = None,
-    force_retrain: bool = False,
-    **overrides: Any,
-) -> AutoencoderKL:
-    """The embedded default VAE: loaded from ``<cache>/sim-vae/<hash>/``, else trained and saved.
-
-    Parameters
-    ----------
-    preset : {"default", "tiny"}
-    cache_dir : path, optional
-        Cache root (default ``$NEURODECODE_CACHE`` or ``~/.cache/neurodecode``).
-    force_retrain : bool
-    **overrides
-        Fields of :class:`SimVAEConfig`.
-
-    Returns
-    -------
-    AutoencoderKL
-        Frozen, eval mode; saved with diffusers' ``save_pretrained`` (config.json + safetensors).
-    """
-    check_option("preset", preset, VAE_PRESETS)
-    config = dataclasses.replace(VAE_PRESETS[preset], **overrides)
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    folder = root / "sim-vae" / config_key(config.to_dict())
-    if folder.exists() and force_retrain:
-        shutil.rmtree(folder)
-    if not folder.exists():
-        log.info("training the sim VAE (preset %r) into %s", preset, folder)
-        vae = train_sim_vae(config)
-        with atomic_folder(folder) as tmp:
-            vae.save_pretrained(tmp, safe_serialization=True)
-    vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
-    return vae.eval().requires_grad_(False)
 
 
 def load_sd_vae(
@@ -375,29 +206,19 @@ class LowLevelModule(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-        return torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.learning_rate,
+        return adamw_onecycle(
+            self, self.hparams.learning_rate, self.hparams.weight_decay, schedule="constant"
         )
 
 
-class RidgeLowLevel(nn.Module):
+class RidgeLowLevel(PretrainedMixin, nn.Module):
     """Brain activity -> a blurry image by closed-form ridge regression (the embedded default).
 
     One linear map from voxels to the pixels of a small (``image_size`` px) version of the
     stimulus, fitted with :class:`neurodecode.models.ridge.RidgeRegression` (one cross-validated
-    alpha shared by all pixels). It is the conditional-mean image given the brain: on the simulated
-    world it decodes better than a ridge or MLP to the small VAE's latents, whose decoder turns
-    shrunken latents into off-manifold images (PixCorr 0.154 against 0.092 for ridge -> latents on
-    the demo's test trials).
+    alpha shared by all pixels). It is the conditional-mean image given the brain; unlike a ridge to
+    a small VAE's latents, it cannot leave the image manifold through a decoder that turns shrunken
+    latents into off-manifold images (benchmarks/README.md compares the two).
 
     Parameters
     ----------
@@ -414,6 +235,10 @@ class RidgeLowLevel(nn.Module):
         n_out = 3 * self.image_size**2
         self.register_buffer("weight", torch.zeros(self.n_voxels, n_out))
         self.register_buffer("intercept", torch.zeros(n_out))
+
+    def get_config(self) -> dict[str, Any]:
+        """Init arguments (voxel count and image side), as JSON types."""
+        return {"n_voxels": self.n_voxels, "image_size": self.image_size}
 
     @classmethod
     def fit(
@@ -479,7 +304,6 @@ class RidgeLowLevel(nn.Module):
 
 #: Sub-folder of a saved decoder that holds its low-level pathway.
 LOWLEVEL_FOLDER = "lowlevel"
-LOWLEVEL_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -511,31 +335,22 @@ class LowLevelPathway:
 
 
 def save_lowlevel(pathway: LowLevelPathway, folder: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (no pickle) to ``folder``, replacing it.
+    """Write the pathway as a model folder (:func:`neurodecode.pretrained.save_pretrained`).
+
+    The ridge map is the model; subject, strength and blend are its ``metadata``.
 
     Returns
     -------
     Path
         ``folder``.
     """
-    from neurodecode import __version__
-    from neurodecode.embedded.cache import save_model_folder
-
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    config = {
-        "kind": "ridge-pixels",
-        "n_voxels": pathway.module.n_voxels,
-        "image_size": pathway.module.image_size,
+    settings = {
         "subject": pathway.subject,
         "strength": float(pathway.strength),
         "blend": float(pathway.blend),
         "blend_mode": pathway.blend_mode,
-        "neurodecode_version": __version__,
-        "format_version": LOWLEVEL_FORMAT_VERSION,
     }
-    return save_model_folder(folder, pathway.module.state_dict(), config)
+    return save_pretrained(pathway.module, folder, metadata=settings)
 
 
 def load_lowlevel(folder: str | Path) -> LowLevelPathway:
@@ -544,27 +359,24 @@ def load_lowlevel(folder: str | Path) -> LowLevelPathway:
     Raises
     ------
     InvalidInputError
-        Missing files, an unknown kind, or weights that do not fit the config (names the folder).
+        Missing files, another kind of model, or settings out of range (names the folder).
     """
-    from neurodecode.embedded.cache import load_model_folder
-
     folder = Path(folder)
-    state, config = load_model_folder(folder)
-    if config.get("kind") != "ridge-pixels":
+    module = load_pretrained(folder)
+    if not isinstance(module, RidgeLowLevel):
         raise InvalidInputError(
-            f"{folder}/config.json has kind={config.get('kind')!r}; expected 'ridge-pixels'."
+            f"{folder}/config.json holds a {type(module).__name__}; expected a RidgeLowLevel."
         )
+    settings = read_config(folder)["metadata"]
     try:
-        module = RidgeLowLevel(int(config["n_voxels"]), int(config["image_size"]))
-        module.load_state_dict(state)
         pathway = LowLevelPathway(
-            module.eval(),
-            str(config["subject"]),
-            float(config["strength"]),
-            float(config["blend"]),
-            check_option(f"{folder}/config.json blend_mode", config["blend_mode"], BLEND_MODES),
+            module,
+            str(settings["subject"]),
+            float(settings["strength"]),
+            float(settings["blend"]),
+            check_option(f"{folder}/config.json blend_mode", settings["blend_mode"], BLEND_MODES),
         )
-    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise InvalidInputError(f"low-level pathway in {folder} is invalid: {err}") from err
     if not (0.0 <= pathway.strength <= 1.0 and 0.0 <= pathway.blend <= 1.0):
         raise InvalidInputError(

@@ -24,11 +24,11 @@ from neurodecode.analysis.captioning import (
     score_captions,
     semantic_categories,
     semantic_fraction_correct,
-    simulated_caption_bank,
     word_bank,
 )
 from neurodecode.analysis.encoding import encode_trials
 from neurodecode.data.nsd import read_captions, read_nsd_betas
+from neurodecode.embedded.caption_bank import simulated_caption_bank
 from neurodecode.sim.brain import CATEGORY_ROIS
 from neurodecode.sim.stimuli import CATEGORIES, COLOURS
 from neurodecode.validation import InvalidInputError

@@ -118,7 +118,7 @@ def test_captions_runner_with_a_saved_captioner(tiny_nsd, captioner, tmp_path):
 
 def test_sim_prefix_captioner_is_cached(tiny_clip, tmp_path, monkeypatch):
     from neurodecode.analysis import prefix_captioner
-    from neurodecode.analysis.prefix_captioner import get_sim_prefix_captioner
+    from neurodecode.embedded.prefix_captioner import get_sim_prefix_captioner
 
     options = dict(n_stimuli=32, steps=2, cache_dir=tmp_path, progress=False, n_layer=1, n_embd=32)
     first = get_sim_prefix_captioner(tiny_clip, **options)

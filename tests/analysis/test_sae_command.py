@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from neurodecode.cli.analyze_sae import validate_sae_config
 from neurodecode.analysis.sae.core import SparseAutoencoder
+from neurodecode.cli.analyze_sae import validate_sae_config
 from neurodecode.cli.main import main
 from neurodecode.validation import InvalidInputError
 

@@ -8,20 +8,22 @@ import torch
 
 from neurodecode.analysis.encoding import VoxelEncoder
 from neurodecode.analysis.synthesis import (
-    CategoryJudge,
-    _blur,
     braindive,
     denoiser_from_diffusers,
-    denoiser_from_sim_generator,
     differentiable_clip_embed,
     embedding_objective,
     guided_sample,
     image_manifold_projection,
     roi_objective,
+)
+from neurodecode.embedded.category_judge import (
+    CategoryJudge,
+    _blur,
     simulated_category_judge,
     train_category_judge,
     zero_shot_categories,
 )
+from neurodecode.embedded.generator import denoiser_from_sim_generator
 from neurodecode.sim.stimuli import CATEGORIES
 from neurodecode.validation import InvalidInputError
 

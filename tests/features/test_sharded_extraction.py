@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.cli.main import main
 from neurodecode.cli.extract import extract, load_config, resolve_rank
+from neurodecode.cli.main import main
 from neurodecode.features.store import FeatureStore, shard_ids
 from neurodecode.validation import InvalidInputError
 

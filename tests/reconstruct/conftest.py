@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from neurodecode.reconstruct.lowlevel import get_sim_vae
 from neurodecode.embedded.generator import get_sim_generator
+from neurodecode.embedded.vae import get_sim_vae
 
 
 def make_embed_fn(dim: int = 32, seed: int = 0):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurodecode.evaluate.image_metrics import pixcorr_per_image
-from neurodecode.reconstruct.generators import Generator, images_to_tensor
 from neurodecode.embedded.cache import config_key
 from neurodecode.embedded.generator import (
     PRESETS,
@@ -14,6 +12,8 @@ from neurodecode.embedded.generator import (
     SimGeneratorConfig,
     get_sim_generator,
 )
+from neurodecode.evaluate.image_metrics import pixcorr_per_image
+from neurodecode.reconstruct.generators import Generator, images_to_tensor
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError
 

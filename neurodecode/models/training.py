@@ -1,0 +1,119 @@
+"""The one optimisation recipe every LightningModule of the project uses, and a quiet fit helper.
+
+:func:`adamw_onecycle` is MindEye1's recipe: AdamW with decoupled weight decay on weight matrices
+and none on biases and norm gains (every parameter with fewer than 2 dimensions), and a per-step
+OneCycle learning-rate schedule. Modules differ only in its arguments (peak rate, decay, warm-up
+fraction), never in the rule.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from neurodecode.validation import InvalidInputError, check_option
+
+__all__ = ["SCHEDULES", "adamw_onecycle", "fit_lightning", "onecycle_step_scheduler"]
+
+SCHEDULES = ("onecycle", "constant")
+
+
+def adamw_onecycle(
+    module: L.LightningModule,
+    lr: float,
+    weight_decay: float,
+    pct_start: float | None = None,
+    final_div_factor: float = 1000.0,
+    schedule: str = "onecycle",
+) -> dict[str, Any]:
+    """AdamW without decay on biases/norms plus a per-step OneCycle schedule (MindEye1 recipe).
+
+    Parameters
+    ----------
+    module : LightningModule
+        Attached to a trainer (``trainer.estimated_stepping_batches`` sets the schedule length).
+        Only parameters with ``requires_grad`` are optimised.
+    lr : float
+        Peak learning rate.
+    weight_decay : float
+        Decoupled weight decay on parameters with at least 2 dimensions.
+    pct_start : float, optional
+        Warm-up fraction; default ``min(0.3, 2 / max_epochs)`` (0.3 when training by steps).
+    final_div_factor : float
+        The final rate is ``lr / 25 / final_div_factor`` (OneCycle's ``div_factor`` is 25).
+    schedule : {"onecycle", "constant"}
+        ``"constant"`` keeps ``lr`` throughout (no scheduler).
+
+    Returns
+    -------
+    dict
+        Lightning's ``{"optimizer", "lr_scheduler"}`` configuration (``{"optimizer"}`` only for a
+        constant rate).
+    """
+    check_option("schedule", schedule, SCHEDULES)
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    if schedule == "constant":
+        return {"optimizer": optimizer}
+    total = module.trainer.estimated_stepping_batches
+    if not math.isfinite(total) or total < 1:
+        raise InvalidInputError(
+            "OneCycle needs a finite number of training steps; set trainer max_epochs or max_steps."
+        )
+    if pct_start is None:
+        epochs = module.trainer.max_epochs
+        pct_start = min(0.3, 2 / epochs) if epochs and epochs > 0 else 0.3
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=lr,
+        total_steps=max(int(total), 2),
+        pct_start=pct_start,
+        final_div_factor=final_div_factor,
+    )
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+    }
+
+
+def onecycle_step_scheduler(scheduler: Any, metric: Any = None) -> None:
+    """Step a scheduler, holding a finished OneCycle at its final learning rate.
+
+    A run resumed with more epochs than its checkpointed OneCycle schedule was built for (the
+    schedule's ``total_steps`` comes back with its state) keeps the final rate instead of failing.
+    """
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        if scheduler.last_epoch >= scheduler.total_steps:
+            return
+    if metric is None:
+        scheduler.step()
+    else:
+        scheduler.step(metric)
+
+
+def fit_lightning(module: L.LightningModule, loader: DataLoader, max_steps: int) -> None:
+    """Fit ``module`` for ``max_steps`` with a quiet Lightning trainer (no logs or checkpoints).
+
+    For the small stand-in models trained on the fly; experiments go through ``neurodecode fit``.
+    """
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
