@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+import neurodecode
 from neurodecode.analysis.captioning import caption_category, caption_voxels
 from neurodecode.analysis.prefix_captioner import (
     ClipPrefixCaptioner,
@@ -55,10 +57,10 @@ def test_captioner_names_the_category_of_held_out_images(tiny_clip, captioner):
 
 def test_save_load_round_trip_and_voxel_captions(tiny_clip, captioner, tmp_path):
     folder = captioner.save_pretrained(tmp_path / "cap")
-    assert {"captioner.json", "mapping.safetensors", "model.safetensors", "tokenizer.json"} <= {
-        p.name for p in folder.iterdir()
-    }
+    assert {"config.json", "model.safetensors", "tokenizer"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "tokenizer" / "tokenizer.json").is_file()
     again = ClipPrefixCaptioner.from_pretrained(folder)
+    assert isinstance(neurodecode.load_pretrained(folder), ClipPrefixCaptioner)
     emb = _embed(tiny_clip, generate_stimuli(6, size=32, seed=13).images)
     assert again.generate(emb) == captioner.generate(emb)
     # as the prefix captioner of BrainSCUBA's voxel captions
@@ -69,15 +71,21 @@ def test_save_load_round_trip_and_voxel_captions(tiny_clip, captioner, tmp_path)
 
 
 def test_errors(captioner, tmp_path):
-    with pytest.raises(InvalidInputError, match=r"captioner\.json"):
+    with pytest.raises(InvalidInputError, match=r"config\.json"):
         ClipPrefixCaptioner.from_pretrained(tmp_path)
     folder = captioner.save_pretrained(tmp_path / "cap")
-    meta = json.loads((folder / "captioner.json").read_text())
-    (folder / "captioner.json").write_text(json.dumps({**meta, "kind": "sim-generator"}))
-    with pytest.raises(InvalidInputError, match="clip-prefix-captioner"):
+    meta = json.loads((folder / "config.json").read_text())
+    generator = "neurodecode.embedded.generator.ConditionedUNet"
+    (folder / "config.json").write_text(json.dumps({**meta, "class_path": generator}))
+    with pytest.raises(InvalidInputError, match="ConditionedUNet"):
         ClipPrefixCaptioner.from_pretrained(folder)
-    (folder / "captioner.json").write_text(json.dumps({**meta, "beams": 2}))
+    bad = {**meta, "init_args": {**meta["init_args"], "mapping": {"beams": 2}}}
+    (folder / "config.json").write_text(json.dumps(bad))
     with pytest.raises(InvalidInputError, match="beams"):
+        ClipPrefixCaptioner.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps(meta))
+    shutil.rmtree(folder / "tokenizer")
+    with pytest.raises(InvalidInputError, match="tokenizer"):
         ClipPrefixCaptioner.from_pretrained(folder)
     d = captioner.config.embed_dim
     with pytest.raises(InvalidInputError, match=f"expected \\(N, {d}\\)"):
@@ -117,13 +125,13 @@ def test_captions_runner_with_a_saved_captioner(tiny_nsd, captioner, tmp_path):
 
 
 def test_sim_prefix_captioner_is_cached(tiny_clip, tmp_path, monkeypatch):
-    from neurodecode.analysis import prefix_captioner
+    from neurodecode.embedded import prefix_captioner
     from neurodecode.embedded.prefix_captioner import get_sim_prefix_captioner
 
     options = dict(n_stimuli=32, steps=2, cache_dir=tmp_path, progress=False, n_layer=1, n_embd=32)
     first = get_sim_prefix_captioner(tiny_clip, **options)
     folders = list((tmp_path / "prefix-captioner").iterdir())
-    assert len(folders) == 1 and (folders[0] / "captioner.json").is_file()
+    assert len(folders) == 1 and (folders[0] / "config.json").is_file()
 
     def no_training(*args, **kwargs):
         raise AssertionError("retrained although cached")

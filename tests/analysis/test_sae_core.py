@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+import neurodecode
 from neurodecode.analysis.sae.core import (
     SAE_REGISTRY,
     SparseAutoencoder,
     create_sae,
     geometric_median,
-    heaviside_step,
-    jumprelu,
 )
+from neurodecode.analysis.sae.jumprelu import heaviside_step, jumprelu
 from neurodecode.analysis.sae.metrics import (
     ReconstructionMetrics,
     downstream_drop,
@@ -244,17 +244,19 @@ def test_save_load_round_trip(tmp_path, architecture):
     sae.eval()
     folder = sae.save_pretrained(tmp_path / architecture)
     config = json.loads((folder / "config.json").read_text())
-    assert config["architecture"] == architecture and config["d_out"] == 5
+    assert config["init_args"]["architecture"] == architecture
+    assert config["init_args"]["d_out"] == 5
     assert (folder / "model.safetensors").is_file()
     loaded = SparseAutoencoder.from_pretrained(folder).eval()
     assert type(loaded) is type(sae)
+    assert type(neurodecode.load_pretrained(folder)) is type(sae)  # the one model-folder format
     for name, value in sae.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
     assert torch.equal(sae(x).output, loaded(x).output)
 
 
 def test_load_errors_name_the_folder(tmp_path):
-    with pytest.raises(InvalidInputError, match="SAE folder"):
+    with pytest.raises(InvalidInputError, match="expected a directory"):
         SparseAutoencoder.from_pretrained(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match=r"config\.json"):

@@ -184,7 +184,8 @@ def test_onecycle_schedule_warms_up_then_anneals_per_step():
 
 def test_constant_schedule_and_bad_schedule():
     model = MEGBrainModule(_geometry(), **SMALL, lr_schedule="constant", lr=2e-3)
-    optimizer = model.configure_optimizers()
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert set(model.configure_optimizers()) == {"optimizer"}  # no scheduler
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["lr"] == 2e-3
     with pytest.raises(InvalidInputError, match="lr_schedule"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import neurodecode
 from neurodecode.reconstruct.diffusers_pipelines import WeightsNotFoundError
 from neurodecode.reconstruct.generators import images_to_tensor
 from neurodecode.reconstruct.lowlevel import (
@@ -97,5 +98,6 @@ def test_ridge_lowlevel_recovers_a_planted_linear_brain_and_round_trips(tmp_path
     torch.testing.assert_close(loaded.module.decode(brain[150:]), predicted)
     with pytest.raises(InvalidInputError, match=r"expected \(B, 60\)"):
         loaded.module(torch.zeros(2, 59))
-    with pytest.raises(InvalidInputError, match="incomplete"):
+    with pytest.raises(InvalidInputError, match="expected a directory"):
         load_lowlevel(tmp_path / "missing")
+    assert isinstance(neurodecode.load_pretrained(tmp_path / "ll"), RidgeLowLevel)

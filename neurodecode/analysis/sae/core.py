@@ -1,19 +1,21 @@
-"""Sparse autoencoders and transcoders: one base class, small subclasses, a registry by name.
+"""The shared base of the sparse autoencoders and transcoders, and the registry by name.
 
-Owns the architectures and their training losses; training itself (Lightning) lives in
+Owns :class:`SparseAutoencoder` (encode/decode, normalisation, dead-latent tracking, the unit-norm
+decoder, saving) and :func:`create_sae`; each architecture is a small subclass in its own module
+(listed below) that sets its latents and losses; training itself (Lightning) lives in
 :mod:`neurodecode.analysis.sae.training` and the metrics in :mod:`neurodecode.analysis.sae.metrics`.
 
-Architectures (``architecture`` name -> class), each a subclass of :class:`SparseAutoencoder`:
+Architectures (``architecture`` name -> module):
 
-- ``relu_l1`` — ReLU latents, decoder-norm-weighted L1 penalty (Bricken et al. 2023; Anthropic's
+- ``relu_l1`` (:mod:`.relu_l1`) — ReLU latents, decoder-norm-weighted L1 penalty (Bricken et al. 2023; Anthropic's
   April 2024 update).
-- ``topk`` — keep the k largest latents per sample, with the AuxK dead-latent loss (Gao et al.
+- ``topk`` (:mod:`.topk`) — keep the k largest latents per sample, with the AuxK dead-latent loss (Gao et al.
   2024, "Scaling and evaluating sparse autoencoders").
-- ``batchtopk`` — keep the ``k * batch`` largest latents over the batch; at inference a threshold
+- ``batchtopk`` (:mod:`.topk`) — keep the ``k * batch`` largest latents over the batch; at inference a threshold
   estimated during training (Bussmann et al. 2024).
-- ``jumprelu`` — JumpReLU latents with a learned threshold trained through a rectangle-kernel
+- ``jumprelu`` (:mod:`.jumprelu`) — JumpReLU latents with a learned threshold trained through a rectangle-kernel
   straight-through estimator, L0 penalty (Rajamanoharan et al. 2024b).
-- ``gated`` — separate gate and magnitude paths with shared weights, auxiliary reconstruction
+- ``gated`` (:mod:`.gated`) — separate gate and magnitude paths with shared weights, auxiliary reconstruction
   through a *frozen* copy of the decoder (Rajamanoharan et al. 2024a).
 
 Every architecture is also a **transcoder** (``transcoder=True``: reconstruct a component's output
@@ -30,23 +32,18 @@ takes and returns raw activations.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from neurodecode.validation import InvalidInputError, check_dir, check_keys, check_option
+from neurodecode.pretrained import PretrainedMixin
+from neurodecode.validation import InvalidInputError, check_keys, check_option
 
 #: architecture name -> class; filled by :func:`register_sae`.
 SAE_REGISTRY: dict[str, type[SparseAutoencoder]] = {}
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 
 
 def register_sae(cls: type[SparseAutoencoder]) -> type[SparseAutoencoder]:
@@ -115,57 +112,7 @@ class SAEOutput:
     latents: Tensor
 
 
-class _JumpReLUFunction(torch.autograd.Function):
-    """``z * H(z - θ)`` with the rectangle-kernel pseudo-derivative for ``θ``.
-
-    d/dz = H(z - θ); d/dθ = -(θ/ε) K((z - θ)/ε), K(u) = 1 for |u| < ½ (Rajamanoharan et al. 2024b).
-    """
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        kernel = (((pre - threshold) / eps).abs() < 0.5).to(pre.dtype)
-        grad_pre = grad * (pre > threshold).to(pre.dtype)
-        grad_threshold = (-(threshold / eps) * kernel * grad).sum_to_size(threshold.shape)
-        return grad_pre, grad_threshold, None
-
-
-class _StepFunction(torch.autograd.Function):
-    """Heaviside ``H(z - θ)``: d/dz = 0; d/dθ = -(1/ε) K((z - θ)/ε)."""
-
-    @staticmethod
-    def forward(ctx, pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        kernel = (((pre - threshold) / eps).abs() < 0.5).to(pre.dtype)
-        grad_threshold = (-(1.0 / eps) * kernel * grad).sum_to_size(threshold.shape)
-        return torch.zeros_like(pre), grad_threshold, None
-
-
-def jumprelu(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    """JumpReLU ``pre * H(pre - threshold)`` with the straight-through threshold gradient."""
-    return _JumpReLUFunction.apply(pre, threshold, bandwidth)
-
-
-def heaviside_step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    """Heaviside ``H(pre - threshold)`` with the straight-through threshold gradient."""
-    return _StepFunction.apply(pre, threshold, bandwidth)
-
-
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(PretrainedMixin, nn.Module):
     """Base SAE / transcoder: linear encoder, sparse activation, linear decoder.
 
     ``latents = act(W_encᵀ(x̃ - b_pre) + b_enc)`` and
@@ -269,39 +216,15 @@ class SparseAutoencoder(nn.Module):
             config["d_out"] = self.d_out
         return config
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created)."""
-        from safetensors.torch import save_file
+    def get_config(self) -> dict[str, Any]:
+        """Init arguments of :func:`create_sae` (architecture included), as JSON types."""
+        return self.config()
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        payload = {"format_version": FORMAT_VERSION, **self.config()}
-        (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
-        return folder
-
-    @staticmethod
-    def from_pretrained(folder: str | Path) -> SparseAutoencoder:
-        """Rebuild an SAE saved by :meth:`save_pretrained` (any registered architecture)."""
-        from safetensors.torch import load_file
-
-        folder = check_dir(folder, "SAE folder")
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise InvalidInputError(
-                f"SAE folder {folder} must hold {CONFIG_FILE} and {WEIGHTS_FILE}."
-            )
-        config = json.loads(config_path.read_text())
-        version = config.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise InvalidInputError(
-                f"{config_path} has format_version={version!r}; expected {FORMAT_VERSION}."
-            )
-        architecture = config.pop("architecture", None)
-        sae = create_sae(architecture, **config)
-        sae.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-        return sae
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SparseAutoencoder:
+        """Rebuild an untrained SAE of the saved architecture (any registered one)."""
+        config = dict(config)
+        return create_sae(config.pop("architecture", None), **config)
 
     # --- initialisation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -440,209 +363,3 @@ def _unit_scale(x: Tensor) -> float:
     """Scale s with E||s x||² = d (Anthropic/OpenAI activation normalisation)."""
     mean_sq = x.to(torch.float64).pow(2).sum(-1).mean().item()
     return math.sqrt(x.shape[-1] / mean_sq) if mean_sq > 0 else 1.0
-
-
-@register_sae
-class ReLUL1SAE(SparseAutoencoder):
-    """ReLU latents with a decoder-norm-weighted L1 penalty ``λ Σ_i z_i ||W_dec,i||``.
-
-    Hyperparameters: ``l1_coefficient`` (λ, default 5.0 with ``E||x||² = d``).
-    """
-
-    architecture = "relu_l1"
-    hyperparameters: ClassVar[dict[str, Any]] = {"l1_coefficient": 5.0}
-
-    def activate(self, pre: Tensor) -> Tensor:
-        return torch.relu(pre)
-
-    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
-        weighted = latents * self.decoder_norms()
-        return self.options["l1_coefficient"] * weighted.sum(-1).mean()
-
-
-class _AuxKMixin(SparseAutoencoder):
-    """AuxK: reconstruct the residual from the top ``k_aux`` dead latents (Gao et al. 2024).
-
-    ``aux = coefficient · ||e - ê||² / ||e - mean(e)||²`` with residual ``e = x - x̂`` (stop
-    gradient; ``x̂`` already holds ``b_dec``) and ``ê = z_aux W_dec`` with **no** ``b_dec``, so the
-    bias is counted once. ``k_aux`` defaults to ``d_out // 2``.
-    """
-
-    def auxk_terms(
-        self, x: Tensor, target: Tensor | None = None
-    ) -> tuple[Tensor, Tensor] | tuple[None, None]:
-        """(residual, aux reconstruction), normalised units, or (None, None) if nothing is dead."""
-        xn = x * self.input_scale
-        tn = (x if target is None else target) * self.output_scale
-        pre = self.pre_activations(xn)
-        output = self._decode_normalised(self.training_latents(pre), xn)
-        return self._auxk_reconstruction(tn, pre, output)
-
-    def _auxk_reconstruction(
-        self, target_normalised: Tensor, pre: Tensor, output: Tensor
-    ) -> tuple[Tensor, Tensor] | tuple[None, None]:
-        dead = self.dead_mask()
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return None, None
-        k_aux = self.options["k_aux"] or self.d_out // 2
-        k_aux = min(int(k_aux), n_dead)
-        masked = pre.masked_fill(~dead, float("-inf"))
-        values, indices = masked.topk(k_aux, dim=-1)
-        aux_latents = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
-        residual = (target_normalised - output).detach()
-        return residual, aux_latents @ self.W_dec
-
-    def auxiliary_loss(
-        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor, output: Tensor
-    ) -> Tensor:
-        residual, aux_output = self._auxk_reconstruction(target_normalised, pre, output)
-        if residual is None:
-            return pre.new_zeros(())
-        error = (aux_output - residual).pow(2).sum(-1).mean()
-        variance = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-        return self.options["aux_coefficient"] * torch.nan_to_num(error / variance)
-
-
-@register_sae
-class TopKSAE(_AuxKMixin):
-    """Keep the ``k`` largest (ReLU'd) pre-activations of each row; AuxK for dead latents.
-
-    Hyperparameters: ``k`` (32), ``k_aux`` (None → ``d_out // 2``), ``aux_coefficient`` (1/32).
-    """
-
-    architecture = "topk"
-    hyperparameters: ClassVar[dict[str, Any]] = {"k": 32, "k_aux": None, "aux_coefficient": 1 / 32}
-
-    def activate(self, pre: Tensor) -> Tensor:
-        k = min(int(self.options["k"]), self.n_latents)
-        values, indices = pre.topk(k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
-
-
-@register_sae
-class BatchTopKSAE(_AuxKMixin):
-    """Keep the ``k · batch`` largest activations over a training batch (Bussmann et al. 2024).
-
-    At inference latents pass where ``pre > threshold``; the threshold is an exponential moving
-    average (``threshold_momentum``) of the smallest activation kept in each training batch.
-    Hyperparameters: ``k`` (32), ``k_aux``, ``aux_coefficient`` (1/32), ``threshold_momentum``
-    (0.01).
-    """
-
-    architecture = "batchtopk"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "k": 32,
-        "k_aux": None,
-        "aux_coefficient": 1 / 32,
-        "threshold_momentum": 0.01,
-    }
-
-    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
-        super().__init__(d_in, n_latents, **kwargs)
-        self.register_buffer("threshold", torch.full((), -1.0))  # < 0: not estimated yet
-
-    def activate(self, pre: Tensor) -> Tensor:
-        threshold = self.threshold.clamp_min(0.0)
-        return torch.relu(pre) * (pre > threshold).to(pre.dtype)
-
-    def training_latents(self, pre: Tensor) -> Tensor:
-        flat = torch.relu(pre).flatten()
-        n_keep = min(int(self.options["k"]) * pre.shape[0], flat.numel())
-        values, indices = flat.topk(n_keep)
-        latents = torch.zeros_like(flat).scatter(0, indices, values).view_as(pre)
-        if self.training:
-            with torch.no_grad():
-                positive = values[values > 0]
-                if positive.numel():
-                    smallest = positive.min()
-                    if self.threshold < 0:
-                        self.threshold.copy_(smallest)
-                    else:
-                        m = self.options["threshold_momentum"]
-                        self.threshold.mul_(1 - m).add_(m * smallest)
-        return latents
-
-
-@register_sae
-class JumpReLUSAE(SparseAutoencoder):
-    """JumpReLU latents ``z · H(z - θ)`` with a learned per-latent threshold and an L0 penalty.
-
-    ``θ = exp(log_threshold)`` is trained through the rectangle-kernel straight-through estimator
-    of bandwidth ``ε``. Hyperparameters: ``l0_coefficient`` (λ, 1.0), ``bandwidth`` (ε, default
-    0.001 as in the paper, on activations normalised to ``E||x||² = d``), ``initial_threshold``
-    (0.001).
-    """
-
-    architecture = "jumprelu"
-    hyperparameters: ClassVar[dict[str, Any]] = {
-        "l0_coefficient": 1.0,
-        "bandwidth": 0.001,
-        "initial_threshold": 0.001,
-    }
-
-    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
-        super().__init__(d_in, n_latents, **kwargs)
-        initial = math.log(float(self.options["initial_threshold"]))
-        self.log_threshold = nn.Parameter(torch.full((self.n_latents,), initial))
-
-    @property
-    def threshold(self) -> Tensor:
-        """Per-latent threshold θ, shape (n_latents,)."""
-        return self.log_threshold.exp()
-
-    def activate(self, pre: Tensor) -> Tensor:
-        return jumprelu(pre, self.threshold, float(self.options["bandwidth"]))
-
-    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
-        l0 = heaviside_step(pre, self.threshold, float(self.options["bandwidth"])).sum(-1).mean()
-        return self.options["l0_coefficient"] * l0
-
-
-@register_sae
-class GatedSAE(SparseAutoencoder):
-    """Gated SAE: a gate path decides which latents fire, a magnitude path how much.
-
-    ``π_gate = W_encᵀ(x - b_dec) + b_gate``, ``π_mag = exp(r_mag) ⊙ W_encᵀ(x - b_dec) + b_mag``,
-    ``z = H(π_gate) ⊙ ReLU(π_mag)``. Loss: ``||x - x̂||² + λ Σ ReLU(π_gate)·||W_dec,i|| +
-    ||x - x̂_frozen(ReLU(π_gate))||²`` where ``x̂_frozen`` uses stop-gradient copies of ``W_dec``
-    and ``b_dec`` — the auxiliary term trains the gate only. Hyperparameters: ``l1_coefficient``
-    (λ, 5.0).
-    """
-
-    architecture = "gated"
-    hyperparameters: ClassVar[dict[str, Any]] = {"l1_coefficient": 5.0}
-
-    def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
-        super().__init__(d_in, n_latents, **kwargs)
-        self.r_mag = nn.Parameter(torch.zeros(self.n_latents))
-        self.b_mag = nn.Parameter(torch.zeros(self.n_latents))
-
-    def _gate_and_magnitude(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        # pre = W_encᵀ(x - b_dec) + b_enc (b_enc is the gate bias); recover the shared projection
-        projection = pre - self.b_enc
-        magnitude = projection * self.r_mag.exp() + self.b_mag
-        return pre, magnitude
-
-    def activate(self, pre: Tensor) -> Tensor:
-        gate, magnitude = self._gate_and_magnitude(pre)
-        return (gate > 0).to(pre.dtype) * torch.relu(magnitude)
-
-    def sparsity_loss(self, pre: Tensor, latents: Tensor) -> Tensor:
-        gate = torch.relu(pre)
-        return self.options["l1_coefficient"] * (gate * self.decoder_norms()).sum(-1).mean()
-
-    def frozen_decoder_loss(
-        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor
-    ) -> Tensor:
-        """``||t - (ReLU(π_gate) W_dec' + b_dec')||²`` with ``W_dec'``, ``b_dec'`` detached."""
-        gate = torch.relu(pre)
-        frozen = gate @ self.W_dec.detach() + self.b_dec.detach()
-        if self.skip_connection:
-            frozen = frozen + x_normalised @ self.W_skip.detach()
-        return (frozen - target_normalised).pow(2).sum(-1).mean()
-
-    def auxiliary_loss(
-        self, x_normalised: Tensor, target_normalised: Tensor, pre: Tensor, output: Tensor
-    ) -> Tensor:
-        return self.frozen_decoder_loss(x_normalised, target_normalised, pre)
