@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 import neurodecode
-from neurodecode.demo.decode import add_arguments, run
+from neurodecode.cli.demo import add_arguments, run
 
 from .conftest import REPO
 

@@ -1,9 +1,7 @@
-"""``neurodecode analyze <analysis> --config FILE``: run an analysis from a YAML config.
+"""``neurodecode analyze sae --config FILE``: train and evaluate an SAE or transcoder.
 
-Each analysis is an entry of :data:`ANALYSES` (name -> (help, runner)); a runner takes the parsed
-config dict and the config path and returns the run folder. Adding an analysis (encoding,
-selectivity, captions, synthesis) is one more entry. This module is where the SAE analysis's paths
-are wired to objects; the analysis modules themselves take arrays and modules.
+This module is where the SAE analysis's paths are wired to objects; the analysis modules
+themselves (:mod:`neurodecode.analysis.sae`) take arrays and modules.
 
 SAE config (every section's keys are checked; unknown keys are errors)::
 
@@ -22,7 +20,6 @@ SAE config (every section's keys are checked; unknown keys are errors)::
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from neurodecode.cli.analyze_cortex import (
-    run_captions,
-    run_encoding,
-    run_selectivity,
-    run_synthesis,
-)
+from neurodecode.cli.config import section
 from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
 
 TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation")
@@ -86,28 +78,6 @@ EVALUATION_KEYS: dict[str, Any] = {
 }
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config into a dict; the file must hold a mapping."""
-    import yaml
-
-    path = check_file(path, "analysis config")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InvalidInputError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(config, dict):
-        raise InvalidInputError(f"{path} must hold a mapping of sections; got {type(config)}.")
-    return config
-
-
-def _section(config: dict[str, Any], name: str, defaults: dict[str, Any], where: str) -> dict:
-    given = config.get(name) or {}
-    if not isinstance(given, dict):
-        raise InvalidInputError(f"{where}: section {name!r} must be a mapping; got {given!r}.")
-    check_keys(f"{where} section {name!r}", given, defaults)
-    return {**defaults, **given}
-
-
 def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[str, Any]:
     """Check every section of an SAE config and fill defaults; one clear error per problem.
 
@@ -151,8 +121,8 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
         "seed": int(config.get("seed", 0)),
         "data": data,
         "sae": sae,
-        "training": _section(config, "training", TRAINING_KEYS, where),
-        "evaluation": _section(config, "evaluation", EVALUATION_KEYS, where),
+        "training": section(config, "training", TRAINING_KEYS, where),
+        "evaluation": section(config, "evaluation", EVALUATION_KEYS, where),
     }
 
 
@@ -443,32 +413,3 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
     summary = {k: metrics[k] for k in ("fvu", "l0", "dead_fraction") if k in metrics}
     print(f"wrote {run_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
     return run_dir
-
-
-#: analysis name -> (help, runner(config, config_path) -> run folder)
-ANALYSES: dict[str, tuple[str, Callable[[dict[str, Any], Path], Path]]] = {
-    "sae": ("train and evaluate a sparse autoencoder or transcoder", run_sae),
-    "encoding": ("voxel-wise encoding: R², r, noise ceiling, R²/NC per voxel", run_encoding),
-    "selectivity": ("SAE latents <-> ROI alignment with category preference", run_selectivity),
-    "captions": ("BrainSCUBA voxel captions scored by ROI category", run_captions),
-    "synthesis": ("BrainDiVE ROI-guided image synthesis", run_synthesis),
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``neurodecode analyze``: one subparser per analysis."""
-    sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
-    for name, (text, _) in ANALYSES.items():
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--config", required=True, type=Path, help="analysis YAML")
-        p.add_argument("--run-dir", type=Path, default=None, help="override the config's run_dir")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the chosen analysis on its config."""
-    _, runner = ANALYSES[args.analysis]
-    config = load_config(args.config)
-    if args.run_dir is not None:
-        config["run_dir"] = str(args.run_dir)
-    runner(config, args.config)
-    return 0

@@ -18,30 +18,20 @@ The YAML file (all keys but ``stimuli`` and ``store`` optional)::
     batch_size: 64
     device: auto                     # auto | cpu | cuda | cuda:1 ...
 
-Every entry is resumable: run it again and only missing ids are computed.
-
-Sharded by rank (several processes, GPUs or nodes): with ``--rank R --world-size W``, or the
-``RANK``/``WORLD_SIZE`` variables that ``torchrun`` and Lightning set, or an initialised
-``torch.distributed``, each rank computes every W-th batch of the ids the store lacks into its
-own shard file, marks it done, and rank 0 waits for every rank's mark and merges the shards into
-the store in one atomic commit (:meth:`FeatureStore.merge`). A killed rank is simply run again: it
-resumes its shard. ``--merge`` merges the shards left in the store's folder and exits.
+Every entry is resumable, and ``--rank R --world-size W`` (or ``torchrun``'s ``RANK`` /
+``WORLD_SIZE``) shards the work across processes (the protocol is in
+:mod:`neurodecode.features.extract`). ``--merge`` merges the shards left in the store's folder
+and exits.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
+from neurodecode.cli.config import load_config as read_yaml_config
+from neurodecode.validation import InvalidInputError, check_keys, check_option
 
 CONFIG_KEYS = (
     "stimuli",
@@ -82,15 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def load_extract_config(path: str | Path) -> dict[str, Any]:
     """Read and validate an extraction YAML; returns it with defaults filled in."""
-    import yaml
-
-    path = check_file(path, "extraction config")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise InvalidInputError(f"{path} must hold a mapping; found {type(config).__name__}.")
-    check_keys(f"extraction config {path}", config, CONFIG_KEYS)
+    config = read_yaml_config(path, "extraction config", allowed=CONFIG_KEYS)
     for key in ("stimuli", "store"):
         if not config.get(key):
             raise InvalidInputError(f"extraction config {path} lacks '{key}'.")
@@ -117,38 +101,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     }
 
 
-def _select_ids(all_ids: np.ndarray, ids: Any) -> list[str]:
-    if ids is None:
-        return [str(i) for i in all_ids]
-    if isinstance(ids, dict):
-        check_keys("ids", ids, ("start", "stop"))
-        start, stop = int(ids.get("start", 0)), int(ids.get("stop", len(all_ids)))
-        return [str(i) for i in all_ids[start:stop]]
-    if isinstance(ids, list):
-        known = set(all_ids.tolist())
-        wanted = [str(i) for i in ids]
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            raise InvalidInputError(
-                f"{len(missing)} ids of the config are not in the stimuli (first: {missing[:5]})."
-            )
-        return wanted
-    raise InvalidInputError(f"ids must be null, a list or {{start, stop}}; got {ids!r}.")
-
-
-def _device(name: str) -> str:
-    """``auto``: this rank's GPU (``cuda:$LOCAL_RANK``, as torchrun/Lightning number them), else
-    the CPU; any other name as given."""
-    if name == "auto":
-        import torch
-
-        if not torch.cuda.is_available():
-            return "cpu"
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return f"cuda:{local % torch.cuda.device_count()}"
-    return name
-
-
 def build_encoder(model: dict[str, Any], device: str):
     """The :class:`~neurodecode.features.clip.ClipEncoder` and its store name from ``model``."""
     if model["name"] == "sim-clip":
@@ -159,6 +111,10 @@ def build_encoder(model: dict[str, Any], device: str):
     else:
         from neurodecode.features.clip import load_clip
 
+        if model["name"].startswith("sim-clip-"):  # the simulated world's own configs
+            from neurodecode.embedded.clip import register_model_configs
+
+            register_model_configs()
         encoder = load_clip(model["name"], model["pretrained"], device=device)
         pretrained = model["pretrained"]
         if pretrained is None:
@@ -171,188 +127,35 @@ def build_encoder(model: dict[str, Any], device: str):
     return encoder, model["store_name"] or name
 
 
-def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)``: explicit values, else ``torch.distributed``, else the environment.
-
-    The environment is ``RANK`` and ``WORLD_SIZE`` (set by ``torchrun``, Lightning's launchers
-    and SLURM wrappers); without them, one process: ``(0, 1)``.
-    """
-    if world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            world_size = dist.get_world_size()
-            rank = dist.get_rank() if rank is None else rank
-        else:
-            world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0"))
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise InvalidInputError(
-            f"rank {rank} of world size {world_size}: expected 0 <= rank < world_size."
-        )
-    return rank, world_size
-
-
-def _fill_entries(
-    config: dict[str, Any],
-    target: Callable[[str, str, list[str]], tuple[Any, list[str]]],
-    progress: bool,
-) -> dict[str, int]:
-    """Fill every entry the config asks for; ``target(model, layer, ids) -> (store, ids)``."""
-    from neurodecode.data.stimuli import open_stimuli
-    from neurodecode.features.hooks import capture_activations
-
-    source = open_stimuli(config["stimuli"])
-    ids = _select_ids(source.ids, config["ids"])
-    device = _device(config["device"])
-    encoder, model_name = build_encoder(config["model"], device)
-    base = dict(encoder.settings)
-    computed: dict[str, int] = {}
-
-    def fill(layer: str, compute, settings: dict[str, Any]) -> int:
-        store, todo = target(model_name, layer, ids)
-        return store.fill(
-            model_name, layer, todo, compute, settings, config["batch_size"], progress
-        )
-
-    def image_compute(output: str):
-        def compute(batch: list[str]) -> np.ndarray:
-            encoder.output = output
-            return encoder.encode_image(source.load(batch)).cpu().numpy()
-
-        return compute
-
-    for output in config["outputs"]:
-        if output == "text":
-            captions = source.caption_list(ids)  # fail before computing anything
-            by_id = dict(zip(ids, captions))
-
-            def text_compute(batch: list[str], by_id: dict = by_id) -> np.ndarray:
-                return encoder.encode_text([by_id[i] for i in batch]).cpu().numpy()
-
-            settings = {**base, "output": "text", "input": "captions"}
-            computed["text"] = fill("text", text_compute, settings)
-        else:
-            kind = "pooled" if output == "image" else "tokens"
-            computed[output] = fill(output, image_compute(kind), {**base, "output": kind})
-    encoder.output = "pooled"
-
-    visual = encoder.model.visual
-    for module in config["layers"]:
-        pooled = config["pooled_layers"]
-        layer = f"visual.{module}" + ("" if pooled else ":spatial")
-
-        def layer_compute(batch: list[str], module: str = module, pooled: bool = pooled):
-            pixels = encoder.preprocess_images(source.load(batch))
-            return capture_activations(visual, [module], pixels, pooled=pooled)[module].cpu()
-
-        if ids:  # an unknown module name fails here, before the store is touched
-            capture_activations(visual, [module], encoder.preprocess_images(source.load(ids[:1])))
-        settings = {**base, "output": "hook", "module": module, "pooled": pooled}
-        computed[layer] = fill(layer, layer_compute, settings)
-    return computed
-
-
-def extract(
+def run_extraction(
     config: dict[str, Any],
     progress: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
     wait_timeout: float = 24 * 3600.0,
 ) -> dict[str, int]:
-    """Fill the store described by a validated config; returns rows computed per layer.
+    """Open the config's stimuli and model and fill its store; returns rows computed per layer
+    (:func:`neurodecode.features.extract.extract`)."""
+    from neurodecode.data.stimuli import open_stimuli
+    from neurodecode.features.extract import device_for_rank, extract
 
-    With ``world_size > 1`` (see :func:`resolve_rank`) this rank computes its share into a shard
-    file; rank 0 then waits up to ``wait_timeout`` seconds for every rank's done mark and merges
-    the shards into the store (the module docstring has the protocol). The counts returned are
-    this rank's.
-    """
-    from neurodecode.features.store import FeatureStore, shard_ids
-
-    rank, world_size = resolve_rank(rank, world_size)
-    store = FeatureStore(config["store"])
-    if world_size == 1:
-        return _fill_entries(config, lambda model, layer, ids: (store, ids), progress)
-
-    shard = store.shard(rank, world_size)
-    plan: dict[str, list[str]] = {}  # entry -> the ids every rank computes, in order
-
-    def target(model: str, layer: str, ids: list[str]) -> tuple[FeatureStore, list[str]]:
-        have = set(store.stimulus_ids(model, layer)) if (model, layer) in store else set()
-        todo = [sid for sid in dict.fromkeys(ids) if sid not in have]
-        plan[f"{model}/{layer}"] = todo
-        return shard, shard_ids(todo, rank, world_size, config["batch_size"])
-
-    computed = _fill_entries(config, target, progress)
-    digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-    _write_done_mark(store, rank, world_size, digest)
-    if rank == 0:
-        _wait_for_marks(store, world_size, digest, wait_timeout)
-        order = [sid for todo in plan.values() for sid in todo]
-        store.merge(store.shard_files(), order=list(dict.fromkeys(order)))
-        for r in range(world_size):
-            _done_mark(store, r, world_size).unlink(missing_ok=True)
-        _check_complete(store, plan)
-    _barrier()  # under torch.distributed every rank returns with the store merged
-    return computed
-
-
-def _done_mark(store, rank: int, world_size: int) -> Path:
-    return store.path.with_name(f".{store.path.name}.shard-{rank}-of-{world_size}.done")
-
-
-def _write_done_mark(store, rank: int, world_size: int, digest: str) -> None:
-    mark = _done_mark(store, rank, world_size)
-    tmp = mark.with_name(mark.name + f".tmp-{os.getpid()}")
-    tmp.write_text(digest)
-    os.replace(tmp, mark)
-
-
-def _wait_for_marks(store, world_size: int, digest: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        waiting = [
-            r
-            for r in range(world_size)
-            if not _done_mark(store, r, world_size).is_file()
-            or _done_mark(store, r, world_size).read_text() != digest
-        ]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise InvalidInputError(
-                f"ranks {waiting} of {world_size} did not finish their shards of {store.path} "
-                f"within {timeout:.0f} s; run them again (they resume), then "
-                "`neurodecode extract --merge`."
-            )
-        time.sleep(0.5)
-
-
-def _check_complete(store, plan: dict[str, list[str]]) -> None:
-    for entry, todo in plan.items():
-        model, _, layer = entry.partition("/")
-        if not todo:
-            continue
-        have = set(store.stimulus_ids(model, layer)) if (model, layer) in store else set()
-        missing = [sid for sid in todo if sid not in have]
-        if missing:
-            raise InvalidInputError(
-                f"after merging, {store.path} ({entry}) lacks {len(missing)} ids "
-                f"(first: {missing[:5]}); run the extraction again to fill them."
-            )
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    source = open_stimuli(config["stimuli"])
+    encoder, model_name = build_encoder(config["model"], device_for_rank(config["device"]))
+    return extract(
+        config,
+        source,
+        encoder,
+        model_name,
+        progress=progress,
+        rank=rank,
+        world_size=world_size,
+        wait_timeout=wait_timeout,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``neurodecode extract``."""
-    config = load_config(args.config)
+    config = load_extract_config(args.config)
     if args.store is not None:
         config["store"] = args.store
     if args.stimuli is not None:
@@ -365,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         for (model, layer), n in added.items():
             print(f"{model}/{layer}: {n} stimuli merged -> {store.path}")
         return 0
-    computed = extract(
+    computed = run_extraction(
         config,
         progress=not args.quiet,
         rank=args.rank,

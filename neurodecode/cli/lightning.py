@@ -77,8 +77,21 @@ def register_strategies() -> None:
             )
 
 
-def run_lightning_cli(argv: list[str]) -> None:
-    """Run LightningCLI on ``argv`` (e.g. ``["fit", "-c", "experiments/sim_retrieval.yaml"]``)."""
+def build_lightning_cli(argv: list[str], run: bool = True):
+    """LightningCLI over ``argv``, with the geometry link and the strategies registered.
+
+    Parameters
+    ----------
+    argv : list of str
+        With ``run=True`` a subcommand first (``["fit", "-c", "experiments/sim_retrieval.yaml"]``);
+        with ``run=False`` only the config and overrides, and the caller runs
+        ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)`` itself (``neurodecode demo`` does).
+
+    Returns
+    -------
+    LightningCLI
+        With ``model``, ``datamodule`` and ``trainer`` instantiated.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -90,12 +103,18 @@ def run_lightning_cli(argv: list[str]) -> None:
                 "data.geometry", "model.init_args.geometry", apply_on="instantiate"
             )
 
-    NeurodecodeCLI(
+    return NeurodecodeCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=argv,
+        run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
+
+
+def run_lightning_cli(argv: list[str]) -> None:
+    """Run LightningCLI on ``argv`` (e.g. ``["fit", "-c", "experiments/sim_retrieval.yaml"]``)."""
+    build_lightning_cli(argv, run=True)

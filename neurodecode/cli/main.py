@@ -24,13 +24,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("neurodecode.cli.simulate", "write a simulated NSD or THINGS-MEG data set"),
     "extract": ("neurodecode.cli.extract", "fill a FeatureStore with DNN features of stimuli"),
     "train-clip": ("neurodecode.cli.train_clip", "train and cache sim-clip"),
-    "analyze": ("neurodecode.cli.analyze_sae", "run an analysis: sae, ..."),
+    "analyze": (
+        "neurodecode.cli.analyze",
+        "run an analysis: sae, encoding, selectivity, captions, synthesis",
+    ),
     "reconstruct": (
         "neurodecode.cli.reconstruct",
         "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
     ),
     "demo": (
-        "neurodecode.demo.decode",
+        "neurodecode.cli.demo",
         "the main job end to end on the simulated world (make demo)",
     ),
 }

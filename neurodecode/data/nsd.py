@@ -29,7 +29,7 @@ import scipy.io
 from tqdm.auto import tqdm
 
 from neurodecode.data.rois import ROIVolume, read_roi_volume, voxel_coordinates
-from neurodecode.data.trials import TrialSet
+from neurodecode.data.trials import zscore_sessions, TrialSet
 from neurodecode.validation import InvalidInputError, check_dir, check_file
 
 logger = logging.getLogger(__name__)
@@ -169,18 +169,6 @@ def _read_session(
             "(choose a mask that excludes them)."
         )
     return data
-
-
-def zscore_sessions(data: np.ndarray, session: np.ndarray) -> np.ndarray:
-    """Z-score each voxel within each session (NSD practice), float32, same shape as ``data``."""
-    out = np.empty_like(data, dtype=np.float32)
-    for s in np.unique(session):
-        rows = session == s
-        block = data[rows]
-        sd = block.std(axis=0)
-        sd[sd == 0] = 1.0
-        out[rows] = (block - block.mean(axis=0)) / sd
-    return out
 
 
 def read_nsd_betas(

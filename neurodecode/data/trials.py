@@ -144,3 +144,39 @@ class TrialSet:
             for name in ("data", "subject", "session", "stimulus_id", "repeat", "split")
         }
         return TrialSet(**cat, info=dict(sets[0].info))
+
+
+def zscore_sessions(
+    data: np.ndarray, session: np.ndarray | None = None, dtype: np.dtype | type = np.float32
+) -> np.ndarray:
+    """Z-score every column (voxel) within each session, NSD's standard practice.
+
+    The one per-session z-scoring of the project (readers, noise ceilings, reconstruction input).
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_voxels)
+    session : ndarray, shape (n_trials,), optional
+        Session label of each row; ``None``: all rows are one session.
+    dtype : numpy dtype
+        Of the result; statistics are accumulated in float64 whatever it is.
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_voxels)
+        Mean 0 and standard deviation 1 (ddof 0) per column and session; a column that is
+        constant within a session is 0 there.
+    """
+    data = np.asarray(data)
+    out = np.empty(data.shape, dtype=dtype)
+    labels = np.zeros(len(data), dtype=int) if session is None else np.asarray(session)
+    if len(labels) != len(data):
+        raise InvalidInputError(
+            f"session has {len(labels)} labels for {len(data)} rows; expected one per row."
+        )
+    for s in np.unique(labels):
+        rows = np.flatnonzero(labels == s)
+        block = data[rows].astype(np.float64)
+        mean, sd = block.mean(axis=0), block.std(axis=0)
+        out[rows] = (block - mean) / np.where(sd > 0, sd, np.inf)
+    return out

@@ -1,26 +1,18 @@
-"""``neurodecode demo``: the main job end to end on the embedded simulated world.
+"""The decoding steps of ``neurodecode demo`` (and of the retrieval benchmark).
 
 simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings into a
-FeatureStore -> fit the MindEye-style retrieval head + diffusion prior with Lightning (the model and
-data sections of ``experiments/sim_retrieval.yaml``) -> evaluate against ridge and the oracle ->
-``runs/demo/metrics.json``, ``runs/demo/report.md``, ``runs/demo/retrieval.png`` and the saved
-decoder in ``runs/demo/decoder/`` (load it with ``neurodecode.load_pretrained``).
+FeatureStore (:func:`prepare_world`) -> fit a decoder from an experiment config through the same
+LightningCLI path as ``neurodecode fit`` (:func:`fit_decoder`) -> evaluate it against ridge and
+the oracle on the same test trials (:func:`evaluate_decoder`). The command that strings them
+together and writes the run folder is :mod:`neurodecode.cli.demo`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-
-from neurodecode.validation import InvalidInputError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Steps:
@@ -48,29 +40,6 @@ class Steps:
     @property
     def total(self) -> float:
         return round(time.perf_counter() - self.start, 1)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``neurodecode demo``."""
-    parser.add_argument(
-        "--experiment",
-        type=Path,
-        default=REPO / "experiments/sim_retrieval.yaml",
-        help="LightningCLI YAML whose model/data/trainer sections the demo runs",
-    )
-    parser.add_argument("--sim-config", type=Path, default=REPO / "datasets/sim/default.yaml")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("data/sim/default"),
-        help="simulated data set folder (written if absent)",
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    parser.add_argument("--clip-preset", default="default", help="sim-clip preset")
-    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer epochs")
-    parser.add_argument(
-        "--no-reconstruction", action="store_true", help="skip image reconstruction"
-    )
 
 
 def _extract(data: Path, encoder, preset: str, store_path: Path) -> tuple[str, str]:
@@ -128,35 +97,54 @@ def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps |
     return store_path, model_name, layer, clip_metrics
 
 
-def fit_decoder(datamodule, model_args: dict, trainer_args: dict, out: Path, seed: int = 0):
-    """Fit a :class:`~neurodecode.models.retrieval.RetrievalModule` with Lightning.
+def fit_decoder(experiment: dict, out: Path) -> tuple:
+    """Fit the model of an experiment config through LightningCLI, as ``neurodecode fit`` does.
+
+    Parameters
+    ----------
+    experiment : dict
+        A LightningCLI config (``seed_everything``, ``trainer``, ``model`` and ``data`` with
+        ``class_path``/``init_args``), e.g. ``experiments/sim_retrieval.yaml`` loaded and with
+        its data paths set. ``trainer.default_root_dir`` is set to ``out``; logs go to
+        ``out/logs`` (CSV).
+    out : Path
+        Run folder.
 
     Returns
     -------
-    (model, info) where info has ``epochs``, ``train_trials``, ``samples_per_s``, ``fit_s``.
+    (model, datamodule, info)
+        ``info`` has ``epochs``, ``train_trials``, ``samples_per_s`` and ``fit_s``.
     """
-    import lightning as L
+    import copy
 
-    from neurodecode.models.retrieval import RetrievalModule
+    from lightning.pytorch.loggers import CSVLogger
 
-    datamodule.setup("fit")
-    L.seed_everything(seed, verbose=False)
-    model = RetrievalModule(geometry=datamodule.geometry, **model_args)
-    trainer_args = dict(trainer_args)
-    trainer_args.pop("logger", None)
-    trainer_args.update(default_root_dir=str(out), enable_model_summary=False)
-    trainer = L.Trainer(logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"), **trainer_args)
+    from neurodecode.cli.lightning import build_lightning_cli
+
+    config = copy.deepcopy(experiment)
+    config["trainer"] = dict(config.get("trainer", {}))
+    config["trainer"].update(
+        default_root_dir=str(out),
+        enable_model_summary=False,
+        logger={
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(out), "name": "logs"},
+        },
+    )
+    cli = build_lightning_cli(config, run=False)
+    assert isinstance(cli.trainer.logger, CSVLogger)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
-    n_train = len(datamodule.train_set)
+    n_train = len(cli.datamodule.train_set)
+    epochs = cli.trainer.current_epoch
     info = {
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "train_trials": n_train,
-        "samples_per_s": round(n_train * trainer.current_epoch / max(seconds, 1e-9), 1),
+        "samples_per_s": round(n_train * epochs / max(seconds, 1e-9), 1),
         "fit_s": round(seconds, 1),
     }
-    return model, info
+    return cli.model, cli.datamodule, info
 
 
 def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:
@@ -196,169 +184,3 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
         "times_chance": ours["brain_to_image_top1"] * n_way,
         "_brain_embeddings": brain_emb,
     }
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 on success."""
-    from neurodecode.datamodules.nsd import NSDDataModule
-    from neurodecode.plotting.retrieval import plot_retrieval_examples
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    steps = Steps()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    experiment = yaml.safe_load(Path(args.experiment).read_text())
-    for key in ("model", "data", "trainer"):
-        if key not in experiment:
-            raise InvalidInputError(f"{args.experiment} has no '{key}' section.")
-    store_path, model_name, layer, clip_metrics = prepare_world(
-        args.data, args.sim_config, args.clip_preset, steps
-    )
-
-    steps("fit", "Fit the retrieval head + diffusion prior (Lightning)")
-    data_args = dict(experiment["data"].get("init_args", {}))
-    data_args.update(
-        root=str(args.data),
-        feature_store=str(store_path),
-        feature_model=model_name,
-        feature_layer=layer,
-    )
-    datamodule = NSDDataModule(**data_args)
-    trainer_args = dict(experiment["trainer"])
-    if args.max_epochs is not None:
-        trainer_args["max_epochs"] = args.max_epochs
-    model, training = fit_decoder(
-        datamodule,
-        dict(experiment["model"].get("init_args", {})),
-        trainer_args,
-        out,
-        seed=int(experiment.get("seed_everything", 0)),
-    )
-    model.save_pretrained(out / "decoder")
-
-    steps("evaluate", "Evaluate: 300-way retrieval, ours vs ridge vs oracle")
-    metrics = evaluate_decoder(model, datamodule, args.data)
-    brain_emb = metrics.pop("_brain_embeddings")
-    metrics.update(sim_clip=clip_metrics, training=training)
-    test = datamodule.test_trials
-    plot_retrieval_examples(
-        _stimuli(args.data, test.stimulus_id),
-        brain_emb,
-        datamodule.test_targets,
-        out / "retrieval.png",
-    )
-
-    if not args.no_reconstruction:
-        from neurodecode.demo.reconstruction import reconstruct_and_score
-        from neurodecode.embedded.clip import get_sim_clip
-
-        steps("reconstruct", "Reconstruct test images (generator + low-level pathway + best-of-4)")
-        recon = reconstruct_and_score(
-            model,
-            datamodule,
-            args.data,
-            get_sim_clip(args.clip_preset, progress=False),
-            out,
-            preset=args.clip_preset,
-        )
-        metrics["reconstruction"] = {k: v for k, v in recon.items() if k != "table"}
-        metrics["_reconstruction_table"] = recon["table"]
-
-    steps.done()
-    metrics["timing"] = {**steps.timing, "total_s": steps.total}
-    recon_table = metrics.pop("_reconstruction_table", None)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable))
-    report = _report(metrics, args)
-    if recon_table is not None:
-        networks = ", ".join(f"{k}: {v}" for k, v in metrics["reconstruction"]["networks"].items())
-        report += (
-            "\n## Reconstruction (MindEye metric table; controls: shuffled trials, mean image)\n\n"
-            + recon_table
-            + f"\n\nFeature networks and their weights: {networks}.\n\n"
-            "![stimulus | low-level | reconstruction](reconstruction.png)\n"
-        )
-    (out / "report.md").write_text(report)
-    print("\n" + _summary_table(metrics))
-    if recon_table is not None:
-        print("\n" + recon_table)
-    print(
-        f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'retrieval.png'}, "
-        + ("" if args.no_reconstruction else f"{out / 'reconstruction.png'}, ")
-        + f"{out / 'decoder'}/ in {steps.total:.0f} s"
-    )
-    return 0
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))
-
-
-def _stimuli(data: Path, ids: np.ndarray) -> np.ndarray:
-    from neurodecode.data.nsd import read_stimuli
-
-    return read_stimuli(data, ids)
-
-
-def _summary_table(m: dict) -> str:
-    n_way = m["retrieval"]["n_way"]
-    rows = [("retrieval head (ours)", m["retrieval"])]
-    if m.get("prior"):
-        rows.append(("diffusion prior output", m["prior"]))
-    rows += [
-        ("ridge baseline", m["baselines"]["ridge"]),
-        ("oracle (true model)", m["oracle"]),
-    ]
-    lines = [
-        f"| {n_way}-way retrieval, {m['retrieval']['subject']} | brain->image top-1 | "
-        "image->brain top-1 | brain->image top-5 |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, r in rows:
-        lines.append(
-            f"| {name} | {r['brain_to_image_top1']:.3f} | {r['image_to_brain_top1']:.3f} | "
-            f"{r.get('brain_to_image_top5', float('nan')):.3f} |"
-        )
-    lines.append(f"| chance | {1 / n_way:.4f} | {1 / n_way:.4f} | {5 / n_way:.4f} |")
-    lines.append("")
-    lines.append(
-        f"ours / oracle = {m['ratio_to_oracle']:.2f}; ours = {m['times_chance']:.0f}x "
-        f"chance; total {m['timing']['total_s']:.0f} s"
-    )
-    return "\n".join(lines)
-
-
-def _report(m: dict, args: argparse.Namespace) -> str:
-    parts = [
-        "# neurodecode demo report",
-        "",
-        f"Simulated NSD world `{args.data}` (config `{args.sim_config}`), decoder trained with the "
-        f"model/data/trainer sections of `{args.experiment}`.",
-        "",
-        "## Retrieval (MindEye protocol: repeat-averaged shared test trials, cosine, 30 draws)",
-        "",
-        _summary_table(m),
-        "",
-        "![test trials and their top retrieved images](retrieval.png)",
-        "",
-        "## sim-clip (the embedding space)",
-        "",
-        "Zero-shot scores on held-out scenes: "
-        + ", ".join(f"{k} = {v:.3f}" for k, v in m["sim_clip"].items() if isinstance(v, float)),
-        "",
-        "## Training",
-        "",
-        f"{m['training']['epochs']} epochs over {m['training']['train_trials']} single trials, "
-        f"{m['training']['samples_per_s']} samples/s on this machine.",
-        "",
-        "## Timing (s)",
-        "",
-        "| step | seconds |",
-        "|---|---:|",
-        *[f"| {k.removesuffix('_s')} | {v} |" for k, v in m["timing"].items()],
-        "",
-    ]
-    return "\n".join(parts)

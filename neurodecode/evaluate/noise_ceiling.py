@@ -21,21 +21,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neurodecode.data.trials import zscore_sessions
 from neurodecode.validation import InvalidInputError, check_array
 
 ArrayLike = np.ndarray | torch.Tensor
-
-
-def _zscore_columns(data: np.ndarray, sessions: np.ndarray | None) -> np.ndarray:
-    """Z-score every column (ddof=0), within each session when sessions are given."""
-    out = np.empty_like(data, dtype=np.float64)
-    groups = [np.arange(len(data))] if sessions is None else _group_rows(sessions)
-    for rows in groups:
-        block = data[rows].astype(np.float64)
-        mean = block.mean(0)
-        std = block.std(0)
-        out[rows] = (block - mean) / np.where(std > 0, std, np.inf)  # constant column -> 0
-    return out
 
 
 def _group_rows(labels: np.ndarray) -> list[np.ndarray]:
@@ -114,7 +103,9 @@ def ncsnr(
     ratio = np.empty(data.shape[1])
     for first in range(0, data.shape[1], column_batch):  # bounded memory on whole-brain data
         cols = slice(first, first + column_batch)
-        block = _zscore_columns(data[:, cols], sessions) if zscore else data[:, cols]
+        block = (
+            zscore_sessions(data[:, cols], sessions, dtype=np.float64) if zscore else data[:, cols]
+        )
         repeated = block[order].astype(np.float64)
         mean = np.add.reduceat(repeated, starts, axis=0) / counts
         deviation = repeated - np.repeat(mean, counts[:, 0].astype(int), axis=0)

@@ -156,7 +156,7 @@ def test_analyze_sae_transcoder_from_a_feature_store(tmp_path):
 def test_experiment_configs_are_valid(name):
     from pathlib import Path
 
-    from neurodecode.cli.analyze_sae import load_config
+    from neurodecode.cli.config import load_config
 
     path = Path(__file__).resolve().parents[2] / "experiments" / name
     config = validate_sae_config(load_config(path), str(path))

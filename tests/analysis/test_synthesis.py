@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import neurodecode.embedded.clip  # noqa: F401  (registers the sim-clip-* configs with open_clip)
 from neurodecode.analysis.encoding import VoxelEncoder
 from neurodecode.analysis.synthesis import (
     braindive,

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import neurodecode.embedded.clip  # noqa: F401  (registers the sim-clip-* configs with open_clip)
 from neurodecode.features.clip import load_clip
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError

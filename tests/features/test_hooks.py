@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import neurodecode.embedded.clip  # noqa: F401  (registers the sim-clip-* configs with open_clip)
 from neurodecode.features.hooks import capture_activations, pool_activation
 from neurodecode.validation import InvalidInputError
 

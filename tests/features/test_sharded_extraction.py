@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.cli.extract import extract, load_config, resolve_rank
+from neurodecode.cli.extract import load_extract_config, run_extraction
 from neurodecode.cli.main import main
+from neurodecode.features.extract import resolve_rank
 from neurodecode.features.store import FeatureStore, shard_ids
 from neurodecode.validation import InvalidInputError
 
@@ -109,7 +110,9 @@ def test_two_ranks_merge_into_the_one_process_store(tmp_path, nsd_root, tiny_cli
     try:
         # rank 1 is "killed" before it starts: rank 0 gives up with an error naming it
         with pytest.raises(InvalidInputError, match=r"ranks \[1\] of 2"):
-            extract(load_config(sharded), progress=False, rank=0, world_size=2, wait_timeout=0)
+            run_extraction(
+                load_extract_config(sharded), progress=False, rank=0, world_size=2, wait_timeout=0
+            )
         assert not (tmp_path / "sharded.h5").exists()  # nothing merged, nothing partial
         env = {
             **os.environ,
@@ -127,7 +130,9 @@ def test_two_ranks_merge_into_the_one_process_store(tmp_path, nsd_root, tiny_cli
             text=True,
         )
         # rank 0 resumes: its shard is complete, it waits for rank 1 and merges
-        computed = extract(load_config(sharded), progress=False, rank=0, world_size=2)
+        computed = run_extraction(
+            load_extract_config(sharded), progress=False, rank=0, world_size=2
+        )
         out, err = rank1.communicate(timeout=120)
         assert rank1.returncode == 0, err[-2000:]
         assert computed == {"image": 0, "text": 0}
