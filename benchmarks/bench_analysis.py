@@ -57,14 +57,7 @@ import h5py
 import numpy as np
 import torch
 
-from neurodecode.analysis.captioning import (
-    DEFAULT_TEMPERATURE,
-    caption_voxels,
-    minilm_text_encoder,
-    score_captions,
-    semantic_fraction_correct,
-    word_bank,
-)
+from neurodecode.analysis.captioning import DEFAULT_TEMPERATURE, caption_voxels, minilm_text_encoder
 from neurodecode.analysis.encoding import encode_trials, estimate_noise_ceiling, pooled_r2_over_nc
 from neurodecode.analysis.selectivity import (
     roi_responses,
@@ -81,7 +74,12 @@ from neurodecode.analysis.synthesis import (
     score_against_unguided,
 )
 from neurodecode.data.nsd import read_nsd_betas, read_stimuli
-from neurodecode.embedded.caption_bank import simulated_caption_bank
+from neurodecode.embedded.caption_bank import (
+    score_captions,
+    semantic_fraction_correct,
+    simulated_caption_bank,
+    word_bank,
+)
 from neurodecode.embedded.category_judge import simulated_category_judge, zero_shot_categories
 from neurodecode.embedded.generator import denoiser_from_sim_generator
 from neurodecode.sim.brain import CATEGORY_ROIS, GeneratingFeatures, standardise_features

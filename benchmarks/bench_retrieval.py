@@ -26,8 +26,9 @@ import lightning as L
 import numpy as np
 import yaml
 
+from neurodecode.cli.lightning import fit_experiment
 from neurodecode.datamodules.nsd import NSDDataModule
-from neurodecode.demo.decode import evaluate_decoder, fit_decoder, prepare_world
+from neurodecode.demo.decode import evaluate_decoder, prepare_world
 from neurodecode.evaluate.significance import exact_mcnemar
 from neurodecode.models.retrieval import fit_new_subject
 from neurodecode.models.ridge import RidgeRegression
@@ -55,6 +56,19 @@ def per_image_hits(brain: np.ndarray, image: np.ndarray) -> np.ndarray:
     own = np.diag(sims).copy()
     np.fill_diagonal(sims, -np.inf)
     return own > sims.max(axis=1)
+
+
+def _experiment(model_args: dict, data_args: dict, trainer: dict, seed: int = 0) -> dict:
+    """A LightningCLI config for :func:`fit_experiment`: the retrieval module on the NSD datamodule."""
+    return {
+        "seed_everything": seed,
+        "trainer": dict(trainer),
+        "model": {
+            "class_path": "neurodecode.models.retrieval.RetrievalModule",
+            "init_args": dict(model_args),
+        },
+        "data": {"class_path": "neurodecode.datamodules.nsd.NSDDataModule", "init_args": data_args},
+    }
 
 
 def _low_data_subject(args, common, trainer, pretrained, runs) -> dict:
@@ -96,7 +110,9 @@ def _low_data_subject(args, common, trainer, pretrained, runs) -> dict:
     hits: dict[str, list[np.ndarray]] = {"single_subject": [], "new_subject": []}
     seconds: dict[str, list[float]] = {"single_subject": [], "new_subject": []}
     for seed in range(args.seeds):
-        alone, info = fit_decoder(dm_alone, alone_args, trainer, runs / f"alone{seed}", seed=seed)
+        alone_data = dict(subjects=["subj02"], max_train_sessions=low, **common)
+        experiment = _experiment(alone_args, alone_data, trainer, seed)
+        alone, _, info = fit_experiment(experiment, runs / f"alone{seed}")
         brain = alone.embed(dm_alone.test_trials.data, "subj02").numpy()
         hits["single_subject"].append(per_image_hits(brain, image))
         seconds["single_subject"].append(info["fit_s"])
@@ -122,12 +138,11 @@ def _low_data_subject(args, common, trainer, pretrained, runs) -> dict:
             flush=True,
         )
     if not args.skip_joint:
-        dm_multi = NSDDataModule(
+        multi_data = dict(
             subjects=["subj01", "subj02"], eval_subject="subj02", max_train_sessions=low, **common
         )
-        multi, info = fit_decoder(
-            dm_multi, multi_cfg["model"]["init_args"], trainer, runs / "joint"
-        )
+        experiment = _experiment(multi_cfg["model"]["init_args"], multi_data, trainer)
+        multi, dm_multi, info = fit_experiment(experiment, runs / "joint")
         hits["joint_from_scratch"] = [
             per_image_hits(multi.embed(dm_multi.test_trials.data, "subj02").numpy(), image)
         ]
@@ -230,10 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_pretrained(args.pretrained)
     else:
         print("[bench] single subject: ours vs ridge vs oracle", flush=True)
-        dm = NSDDataModule(subjects=["subj01"], **common)
-        model, training = fit_decoder(
-            dm, single_cfg["model"]["init_args"], trainer, runs / "single"
+        experiment = _experiment(
+            single_cfg["model"]["init_args"], dict(subjects=["subj01"], **common), trainer
         )
+        model, dm, training = fit_experiment(experiment, runs / "single")
         m = evaluate_decoder(model, dm, args.data)
         result["single_subject"] = {
             "ours": _top1(m["retrieval"]),

@@ -87,7 +87,9 @@ class PretrainedMixin:
         hparams = getattr(self, "hparams", None)
         if hparams is None:
             raise NotImplementedError(f"{type(self).__name__} must implement get_config().")
-        config = _json_safe(dict(hparams), type(self).__name__)
+        # LightningCLI records its own bookkeeping (``_class_path``, ``_instantiator``) there too
+        init_args = {k: v for k, v in dict(hparams).items() if not str(k).startswith("_")}
+        config = _json_safe(init_args, type(self).__name__)
         json.dumps(config)
         return config
 
@@ -189,7 +191,7 @@ def save_pretrained(
     import torch
     from safetensors.torch import save_file
 
-    from neurodecode import __version__
+    from neurodecode._version import __version__
 
     if not isinstance(model, PretrainedMixin) or not isinstance(model, torch.nn.Module):
         raise InvalidInputError(

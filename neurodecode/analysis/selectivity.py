@@ -12,14 +12,13 @@ arrays indexed by stimulus (rows = the same images on both sides):
 - representational similarity: :func:`representational_dissimilarity`, :func:`rsa` (Spearman
   correlation of RDM upper triangles, Kriegeskorte et al. 2008) and :func:`linear_cka`
   (Kornblith et al. 2019), with :func:`layer_roi_similarity` for a layers x ROIs table;
-- :func:`plot_alignment` draws the units x ROIs matrix.
+- :func:`neurodecode.plotting.selectivity.plot_alignment` draws the units x ROIs matrix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.stats
@@ -276,33 +275,3 @@ def layer_roi_similarity(
             for j, rn in enumerate(roi_names):
                 table[i, j] = linear_cka(layers[ln], rois[rn])
     return layer_names, roi_names, table
-
-
-def plot_alignment(
-    matrix: np.ndarray,
-    row_names: Sequence[str],
-    col_names: Sequence[str],
-    path: str | Path | None = None,
-    title: str = "",
-):
-    """Heat map of a rows x columns score matrix (units x ROIs, layers x ROIs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(
-        figsize=(1.0 + 0.45 * len(col_names), 1.0 + 0.3 * len(row_names)), squeeze=True
-    )
-    limit = np.nanmax(np.abs(matrix)) if matrix.size else 1.0
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(len(col_names)), col_names, rotation=60, fontsize=7, ha="right")
-    ax.set_yticks(range(len(row_names)), [str(r) for r in row_names], fontsize=7)
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig

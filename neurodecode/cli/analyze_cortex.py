@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from neurodecode.plotting.braindive import plot_guided_vs_unguided
 from neurodecode.validation import InvalidInputError, check_keys, check_option
 
 ROI_FILES = ("prf-visualrois", "floc-faces", "floc-bodies", "floc-places", "floc-words")
@@ -287,13 +288,12 @@ def run_captions(config: dict[str, Any], config_path: Path | None = None) -> Pat
     """
     import torch
 
-    from neurodecode.analysis.captioning import (
-        caption_voxels,
-        minilm_text_encoder,
+    from neurodecode.analysis.captioning import caption_voxels, minilm_text_encoder
+    from neurodecode.embedded.caption_bank import (
         score_captions,
         semantic_fraction_correct,
+        simulated_caption_bank,
     )
-    from neurodecode.embedded.caption_bank import simulated_caption_bank
 
     cfg, run_dir, subject = _prepare(config, config_path, "captions")
     if cfg["features"]["source"] != "sim_clip":
@@ -386,12 +386,12 @@ def run_selectivity(config: dict[str, Any], config_path: Path | None = None) -> 
     from neurodecode.analysis.sae.training import ArrayActivationDataModule, encode_rows, train_sae
     from neurodecode.analysis.selectivity import (
         linear_cka,
-        plot_alignment,
         roi_responses,
         top_units_per_roi,
         unit_label_preference,
         unit_roi_alignment,
     )
+    from neurodecode.plotting.selectivity import plot_alignment
 
     cfg, run_dir, subject = _prepare(config, config_path, "selectivity")
     lookup = subject.lookup()
@@ -558,11 +558,6 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
         "n_images": int(syn["n_images"]),
         "n_kept": n_keep,
     }
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plain_images = None
     for name in syn["rois"]:
         voxels = subject.roi == name
@@ -613,24 +608,10 @@ def run_synthesis(config: dict[str, Any], config_path: Path | None = None) -> Pa
             (f"guided (top {n_keep})", guided.images[:n_keep], g_labels[:n_keep]),
             (f"unguided (top {n_keep})", plain_images[plain_top], plain_labels[plain_top]),
         ]
-        fig, axes = plt.subplots(2, n_keep, figsize=(1.0 * n_keep, 2.5), squeeze=False)
-        for r, (title, images, labels) in enumerate(rows):
-            for ax, image, label in zip(axes[r], tensor_to_images(images), labels):
-                ax.imshow(image)
-                ax.set_title(str(label), fontsize=6)
-                ax.axis("off")
-            axes[r][0].text(
-                -0.1,
-                0.5,
-                title,
-                transform=axes[r][0].transAxes,
-                fontsize=6,
-                rotation=90,
-                ha="right",
-                va="center",
-            )
-        fig.suptitle(f"BrainDiVE {name} ({category or 'no category'})", fontsize=8)
-        fig.savefig(run_dir / f"braindive_{name}.png", dpi=110)
-        plt.close(fig)
+        plot_guided_vs_unguided(
+            [(t, tensor_to_images(images), labels) for t, images, labels in rows],
+            f"BrainDiVE {name} ({category or 'no category'})",
+            run_dir / f"braindive_{name}.png",
+        )
     (run_dir / "synthesis.json").write_text(json.dumps(results, indent=2))
     return run_dir

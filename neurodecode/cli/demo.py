@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 on success."""
     from neurodecode.cli.config import load_config
+    from neurodecode.cli.lightning import fit_experiment
     from neurodecode.data.nsd import read_stimuli
-    from neurodecode.demo.decode import Steps, evaluate_decoder, fit_decoder, prepare_world
+    from neurodecode.demo.decode import Steps, evaluate_decoder, prepare_world
     from neurodecode.demo.report import jsonable, report_markdown, summary_table
     from neurodecode.plotting.retrieval import plot_retrieval_examples
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_epochs is not None:
         experiment["trainer"]["max_epochs"] = args.max_epochs
-    model, datamodule, training = fit_decoder(experiment, out)
+    model, datamodule, training = fit_experiment(experiment, out)
     model.save_pretrained(out / "decoder")
 
     steps("evaluate", "Evaluate: 300-way retrieval against the ceiling ladder")

@@ -19,6 +19,9 @@ Strategies registered here (``trainer.strategy`` in YAML or ``--trainer.strategy
 
 from __future__ import annotations
 
+import copy
+import time
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.strategies import FSDPStrategy
@@ -118,3 +121,49 @@ def build_lightning_cli(argv: list[str], run: bool = True):
 def run_lightning_cli(argv: list[str]) -> None:
     """Run LightningCLI on ``argv`` (e.g. ``["fit", "-c", "experiments/sim_retrieval.yaml"]``)."""
     build_lightning_cli(argv, run=True)
+
+
+def fit_experiment(experiment: dict, out: Path) -> tuple:
+    """Fit the model of an experiment config through LightningCLI, as ``neurodecode fit`` does.
+
+    Parameters
+    ----------
+    experiment : dict
+        A LightningCLI config (``seed_everything``, ``trainer``, ``model`` and ``data`` with
+        ``class_path``/``init_args``), e.g. ``experiments/sim_retrieval.yaml`` loaded and with
+        its data paths set. ``trainer.default_root_dir`` is set to ``out``; logs go to
+        ``out/logs`` (CSV).
+    out : Path
+        Run folder.
+
+    Returns
+    -------
+    (model, datamodule, info)
+        ``info`` has ``epochs``, ``train_trials``, ``samples_per_s`` and ``fit_s``.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    config = copy.deepcopy(experiment)
+    config["trainer"] = dict(config.get("trainer", {}))
+    config["trainer"].update(
+        default_root_dir=str(out),
+        enable_model_summary=False,
+        logger={
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(out), "name": "logs"},
+        },
+    )
+    cli = build_lightning_cli(config, run=False)
+    assert isinstance(cli.trainer.logger, CSVLogger)
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    seconds = time.perf_counter() - start
+    n_train = len(cli.datamodule.train_set)
+    epochs = cli.trainer.current_epoch
+    info = {
+        "epochs": epochs,
+        "train_trials": n_train,
+        "samples_per_s": round(n_train * epochs / max(seconds, 1e-9), 1),
+        "fit_s": round(seconds, 1),
+    }
+    return cli.model, cli.datamodule, info

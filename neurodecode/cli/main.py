@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 LIGHTNING_COMMANDS = {
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``neurodecode`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display is assumed
     if argv and argv[0] in LIGHTNING_COMMANDS:
         _lightning_main(argv)
         return 0
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from neurodecode import __version__
+        from neurodecode._version import __version__
 
         print(__version__)
         return 0

@@ -1,8 +1,8 @@
 """The decoding steps of ``neurodecode demo`` (and of the retrieval benchmark).
 
 simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings into a
-FeatureStore (:func:`prepare_world`) -> fit a decoder from an experiment config through the same
-LightningCLI path as ``neurodecode fit`` (:func:`fit_decoder`) -> evaluate it against ridge and
+FeatureStore (:func:`prepare_world`) -> (the command fits the experiment's decoder through
+:func:`neurodecode.cli.lightning.fit_experiment`, as ``neurodecode fit`` does) -> evaluate it against ridge and
 the oracle on the same test trials (:func:`evaluate_decoder`). The command that strings them
 together and writes the run folder is :mod:`neurodecode.cli.demo`.
 """
@@ -95,56 +95,6 @@ def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps |
     store_path = data.with_name(data.name + "-features.h5")
     model_name, layer = _extract(data, encoder, clip_preset, store_path)
     return store_path, model_name, layer, clip_metrics
-
-
-def fit_decoder(experiment: dict, out: Path) -> tuple:
-    """Fit the model of an experiment config through LightningCLI, as ``neurodecode fit`` does.
-
-    Parameters
-    ----------
-    experiment : dict
-        A LightningCLI config (``seed_everything``, ``trainer``, ``model`` and ``data`` with
-        ``class_path``/``init_args``), e.g. ``experiments/sim_retrieval.yaml`` loaded and with
-        its data paths set. ``trainer.default_root_dir`` is set to ``out``; logs go to
-        ``out/logs`` (CSV).
-    out : Path
-        Run folder.
-
-    Returns
-    -------
-    (model, datamodule, info)
-        ``info`` has ``epochs``, ``train_trials``, ``samples_per_s`` and ``fit_s``.
-    """
-    import copy
-
-    from lightning.pytorch.loggers import CSVLogger
-
-    from neurodecode.cli.lightning import build_lightning_cli
-
-    config = copy.deepcopy(experiment)
-    config["trainer"] = dict(config.get("trainer", {}))
-    config["trainer"].update(
-        default_root_dir=str(out),
-        enable_model_summary=False,
-        logger={
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(out), "name": "logs"},
-        },
-    )
-    cli = build_lightning_cli(config, run=False)
-    assert isinstance(cli.trainer.logger, CSVLogger)
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    seconds = time.perf_counter() - start
-    n_train = len(cli.datamodule.train_set)
-    epochs = cli.trainer.current_epoch
-    info = {
-        "epochs": epochs,
-        "train_trials": n_train,
-        "samples_per_s": round(n_train * epochs / max(seconds, 1e-9), 1),
-        "fit_s": round(seconds, 1),
-    }
-    return cli.model, cli.datamodule, info
 
 
 def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:

@@ -39,6 +39,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from neurodecode._version import __version__
 from neurodecode.validation import InvalidInputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@=+-]")
@@ -71,9 +72,7 @@ def library_versions() -> dict[str, str]:
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    import neurodecode
-
-    versions = {"neurodecode": neurodecode.__version__, "numpy": np.__version__}
+    versions = {"neurodecode": __version__, "numpy": np.__version__}
     for key, dist in (("torch", "torch"), ("open_clip", "open_clip_torch")):
         try:
             versions[key] = version(dist)

@@ -100,14 +100,12 @@ def plot_surface_map(
     image, path: str | Path | None = None, title: str = "", threshold: float | None = None
 ):
     """A map in MNI space sampled onto fsaverage5 and drawn on both inflated hemispheres."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from nilearn import datasets, plotting, surface
 
     fsaverage = datasets.fetch_surf_fsaverage("fsaverage5")
-    fig, axes = plt.subplots(1, 2, subplot_kw={"projection": "3d"}, figsize=(8, 3.5))
+    fig = Figure(figsize=(8, 3.5))
+    axes = fig.subplots(1, 2, subplot_kw={"projection": "3d"})
     for ax, hemi in zip(axes, ("left", "right")):
         texture = surface.vol_to_surf(image, fsaverage[f"pial_{hemi}"])
         plotting.plot_surf_stat_map(
@@ -123,5 +121,4 @@ def plot_surface_map(
     fig.suptitle(title, fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return fig

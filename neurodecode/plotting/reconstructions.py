@@ -55,10 +55,7 @@ def plot_reconstructions(
     Path
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     columns = [_as_hwc(stimuli, "stimuli")]
     names = [titles[0]]
@@ -74,9 +71,8 @@ def plot_reconstructions(
             "same non-zero number, in trial order."
         )
     rows = min(n, n_rows)
-    fig, axes = plt.subplots(
-        rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows), squeeze=False
-    )
+    fig = Figure(figsize=(1.6 * len(columns), 1.6 * rows))
+    axes = fig.subplots(rows, len(columns), squeeze=False)
     for r in range(rows):
         for c, images in enumerate(columns):
             ax = axes[r, c]
@@ -89,5 +85,4 @@ def plot_reconstructions(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

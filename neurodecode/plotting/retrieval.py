@@ -1,4 +1,4 @@
-"""Figures (matplotlib, Agg backend): retrieval examples and simple brain-volume mosaics.
+"""Retrieval figures: retrieval examples and simple brain-volume mosaics.
 
 Functions take arrays, never paths to data, and write the figure to ``path`` when one is given.
 """
@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from neurodecode.evaluate.retrieval import cosine_scores
 
@@ -24,7 +21,7 @@ def plot_retrieval_examples(
     n_rows: int = 6,
     n_retrieved: int = 5,
     seed: int = 0,
-) -> plt.Figure:
+) -> Figure:
     """Test trials with the images their decoded embeddings retrieve.
 
     Parameters
@@ -45,12 +42,8 @@ def plot_retrieval_examples(
     rows = np.random.default_rng(seed).choice(
         len(images), size=min(n_rows, len(images)), replace=False
     )
-    fig, axes = plt.subplots(
-        len(rows),
-        n_retrieved + 1,
-        figsize=(1.4 * (n_retrieved + 1), 1.4 * len(rows)),
-        squeeze=False,
-    )
+    fig = Figure(figsize=(1.4 * (n_retrieved + 1), 1.4 * len(rows)))
+    axes = fig.subplots(len(rows), n_retrieved + 1, squeeze=False)
     for r, i in enumerate(rows):
         order = np.argsort(-scores[i])[:n_retrieved]
         axes[r, 0].imshow(images[i])
@@ -72,7 +65,6 @@ def plot_retrieval_examples(
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
-        plt.close(fig)
     return fig
 
 
@@ -82,12 +74,13 @@ def plot_volume_mosaic(
     title: str = "",
     cmap: str = "viridis",
     n_slices: int = 8,
-) -> plt.Figure:
+) -> Figure:
     """Axial slices of a (X, Y, Z) volume (NaN = transparent), for simulated grids without an
     anatomical template."""
     volume = np.asarray(volume, dtype=float)
     zs = np.linspace(0, volume.shape[2] - 1, n_slices).round().astype(int)
-    fig, axes = plt.subplots(1, n_slices, figsize=(1.6 * n_slices, 2.0))
+    fig = Figure(figsize=(1.6 * n_slices, 2.0))
+    axes = fig.subplots(1, n_slices)
     finite = volume[np.isfinite(volume)]
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0, 1)
     for ax, z in zip(axes, zs):
@@ -98,5 +91,4 @@ def plot_volume_mosaic(
     fig.suptitle(title, fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return fig

@@ -11,10 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -108,10 +104,10 @@ def latent_dashboard(
         + [2.0]
         + ([2.0] if captions is not None else [])
     )
-    fig, axes = plt.subplots(
+    fig = Figure(figsize=(sum(widths) * 1.3, 1.5 * len(latent_ids) + 0.4))
+    axes = fig.subplots(
         len(latent_ids),
         n_cols,
-        figsize=(sum(widths) * 1.3, 1.5 * len(latent_ids) + 0.4),
         gridspec_kw={"width_ratios": widths},
         squeeze=False,
     )

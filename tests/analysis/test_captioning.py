@@ -15,20 +15,22 @@ import pytest
 
 from neurodecode.analysis.captioning import (
     MINILM_PACKAGE,
-    caption_category,
     caption_voxels,
-    is_lowlevel_text,
     minilm_text_encoder,
     project_to_image_manifold,
     rank_texts,
-    score_captions,
-    semantic_categories,
-    semantic_fraction_correct,
-    word_bank,
 )
 from neurodecode.analysis.encoding import encode_trials
 from neurodecode.data.nsd import read_captions, read_nsd_betas
-from neurodecode.embedded.caption_bank import simulated_caption_bank
+from neurodecode.embedded.caption_bank import (
+    caption_category,
+    is_lowlevel_text,
+    score_captions,
+    semantic_categories,
+    semantic_fraction_correct,
+    simulated_caption_bank,
+    word_bank,
+)
 from neurodecode.sim.brain import CATEGORY_ROIS
 from neurodecode.sim.stimuli import CATEGORIES, COLOURS
 from neurodecode.validation import InvalidInputError

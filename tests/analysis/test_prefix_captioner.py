@@ -10,12 +10,13 @@ import pytest
 import torch
 
 import neurodecode
-from neurodecode.analysis.captioning import caption_category, caption_voxels
+from neurodecode.analysis.captioning import caption_voxels
 from neurodecode.analysis.prefix_captioner import (
     ClipPrefixCaptioner,
     PrefixMappingConfig,
     train_prefix_captioner,
 )
+from neurodecode.embedded.caption_bank import caption_category
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError
 

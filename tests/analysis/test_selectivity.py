@@ -10,7 +10,6 @@ import torch
 from neurodecode.analysis.selectivity import (
     layer_roi_similarity,
     linear_cka,
-    plot_alignment,
     representational_dissimilarity,
     roi_responses,
     rsa,
@@ -20,6 +19,7 @@ from neurodecode.analysis.selectivity import (
     unit_roi_alignment,
 )
 from neurodecode.data.nsd import read_nsd_betas
+from neurodecode.plotting.selectivity import plot_alignment
 from neurodecode.sim.brain import CATEGORY_ROIS
 from neurodecode.sim.stimuli import CATEGORIES, COLOURS
 from neurodecode.validation import InvalidInputError

@@ -90,7 +90,7 @@ def test_bad_names():
 
 
 def test_tiny_sim_clip_zero_shot_and_cache(tiny_clip, sim_clip_cache, monkeypatch):
-    from neurodecode.features import sim_clip
+    from neurodecode.embedded import clip as sim_clip
 
     folder = sim_clip.cache_dir_for("tiny")
     assert str(folder).startswith(sim_clip_cache)
