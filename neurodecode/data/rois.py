@@ -124,8 +124,3 @@ def voxel_coordinates(mask: np.ndarray) -> np.ndarray:
 def union(*masks: np.ndarray) -> np.ndarray:
     """Voxels in any of the masks."""
     return np.logical_or.reduce(masks)
-
-
-def intersection(*masks: np.ndarray) -> np.ndarray:
-    """Voxels in all of the masks."""
-    return np.logical_and.reduce(masks)

@@ -23,10 +23,8 @@ import numpy as np
 import torch
 
 #: img2img strength from the blurry image (4 of the generator's 10 DDIM steps). Chosen on the
-#: demo's 50 validation images (never the test trials) among 0.3, 0.45, 0.6, 0.8 and 1.0, each at
-#: the luminance blend :func:`choose_blend` picks (0.7-0.8): CLIP 2-way 0.71-0.72 for 0.3, 0.45
-#: and 0.6 (a tie on 50 images, +-0.03), 0.70 for 0.8 and 0.68 for 1.0; among the tied ones 0.45
-#: had the best PixCorr (0.20 against 0.19 and 0.18) and runs fewer steps than 0.6.
+#: demo's validation images (never the test trials) among 0.3, 0.45, 0.6, 0.8 and 1.0
+#: (``benchmarks/README.md`` has the comparison).
 DEFAULT_STRENGTH = 0.45
 #: Blend weights searched on the validation images.
 BLEND_GRID = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 11))

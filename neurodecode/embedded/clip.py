@@ -12,12 +12,9 @@ their own seed (:data:`TRAIN_SEED`, not the seed the simulated experiments show)
 ``$NEURODECODE_CACHE/sim-clip/<preset>-<hash>/`` (default ``~/.cache/neurodecode``): the
 open_clip checkpoint (``open_clip_model.safetensors``), ``config.json`` (the preset) and
 ``metrics.json`` (zero-shot scores on held-out scenes). The folder is written to a temporary
-name and renamed, so a killed training leaves no half-written cache.
-
-Measured (one thread, 2026-11-22): ``default`` 170 CPU-seconds; on 600 held-out scenes category
-zero-shot 0.74 with prompt ensembles (0.58 with "a photo of a face"-style single prompts; chance
-0.17), image -> caption top-1 0.81 / top-5 0.98 among 539 distinct captions (chance 0.002).
-``tiny`` 17 CPU-seconds; category 0.46 (chance 0.17), caption top-1 0.48 / top-5 0.87 among 281.
+name and renamed, so a killed training leaves no half-written cache. Training time and
+zero-shot scores of each preset are in ``benchmarks/README.md`` and in each cache's
+``metrics.json``.
 """
 
 from __future__ import annotations

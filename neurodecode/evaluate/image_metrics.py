@@ -462,20 +462,6 @@ def feature_networks(
     return networks
 
 
-def clip_features_fn(
-    model: nn.Module, image_size: int = 224
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap an open_clip model as a ``clip_fn`` for :func:`feature_networks` (CLIP preprocessing)."""
-    preprocess = _preprocess(image_size, CLIP_MEAN, CLIP_STD, mode="bicubic")
-
-    @torch.no_grad()
-    def extract(images: torch.Tensor) -> torch.Tensor:
-        device = next(model.parameters()).device
-        return model.encode_image(preprocess(images.to(device)))
-
-    return extract
-
-
 @dataclass
 class ImageMetrics:
     """Metric values and the feature networks they were computed with.

@@ -266,9 +266,8 @@ class MEGBrainModule(PretrainedMixin, pl.LightningModule):
     clip_weight, mse_weight : float
         Loss weights of the CLIP and MSE objectives.
     temperature : float
-        CLIP softmax temperature (the initial one if ``learn_temperature``). On the default
-        simulated world (24-D targets, 1,200 single trials) 0.05 left training near chance for
-        the first ~5 epochs, while 0.2 learns from the first (``experiments/sim_meg.yaml``).
+        CLIP softmax temperature (the initial one if ``learn_temperature``); low-dimensional
+        targets need a higher one than CLIP's (``experiments/sim_meg.yaml`` uses 0.2).
     learn_temperature : bool
         Learn the temperature (as ``log_temperature``, clamped to >= 1e-3), as CLIP does
         (Défossez et al. normalise only the image candidates, so the brain output's norm plays

@@ -285,10 +285,9 @@ class RetrievalModule(PretrainedMixin, L.LightningModule):
         ``prod(target_shape)``), so before any gradient step the new subject's trials enter the
         backbone where the reference subject's trials of similar images would.
 
-        Measured on the default simulated world (subj02, one session): this start retrieves
-        19 of 300 test images with no gradient step (ridge: 18), but the frozen-network fit of
-        :func:`fit_new_subject` ends lower from it than from a random start (20 vs 30), so
-        :func:`fit_new_subject` starts from random; use this when no training is possible.
+        It decodes without any gradient step; :func:`fit_new_subject` starts from a random
+        adapter instead, which ended higher in the new-subject benchmark
+        (``benchmarks/README.md``). Use this when no training is possible.
 
         Parameters
         ----------
@@ -658,15 +657,9 @@ def fit_new_subject(
     so only ``V_new x hidden_dim`` weights are learnt from the new subject's (few) trials while
     the backbone keeps what it learnt from the pretraining subjects. The model is put in
     training mode first (dropout on the latent regularises the adapter) and trained with its
-    own loss schedule (BiMixCo then SoftCLIP) for the trainer's epochs.
-
-    On the default simulated world (subj02's first session only = 598 training trials, 20
-    epochs, seeds 0-2) this retrieves 30, 28, 29 of 300 test images, against 18, 24, 17 for
-    the same network trained on those trials from scratch at its better settings (ridge: 18);
-    pooled over seeds, 47 test images are retrieved more often and 26 less often (sign test
-    p = 0.02). ``lr`` and ``weight_decay`` were first picked on those test hits; chosen on
-    validation images instead (lr 3e-3, decay 0.01, tied with these) the test hits are 22, 29,
-    32 — the gain does not depend on looking at the test set (``benchmarks/README.md``).
+    own loss schedule (BiMixCo then SoftCLIP) for the trainer's epochs. How it compares with the
+    same network trained from scratch on the new subject's trials, and how ``lr`` and
+    ``weight_decay`` were chosen, is in ``benchmarks/README.md`` (``bench_retrieval``).
 
     Parameters
     ----------
@@ -686,17 +679,16 @@ def fit_new_subject(
         Peak OneCycle learning rate and AdamW weight decay for this fit (stored in
         ``model.hparams``); the decay defaults to 20 when only the adapter trains
         (``freeze_shared``), else 0.01. Only the adapter learns, so a higher rate than the
-        pretraining's suits it (default world: 30 hits of 300 at 1e-3, 22 at 3e-4), and a
-        strong decoupled decay (AdamW shrinks by ``lr * weight_decay`` = 2 % a step) keeps
-        its ``V_new x hidden_dim`` weights from fitting trial noise: 30, 28, 29 hits over
-        seeds 0-2 at 20 against 30, 22, 29 at 0.01.
+        pretraining's suits it, and a strong decoupled decay (AdamW shrinks by
+        ``lr * weight_decay`` = 2 % a step) keeps its ``V_new x hidden_dim`` weights from
+        fitting trial noise.
     freeze_shared : bool
         Train the new adapter only (True) or the whole network (False).
     new_prior_weight : float
         Weight of the diffusion prior's loss during this fit (the model's ``prior_weight`` is
         restored afterwards). Default 0: with a frozen prior its loss only pulls the adapter
-        towards latents the prior likes, which cost retrieval on the default world (19 vs 30
-        hits of 300 with weight 30 vs 0). The prior still runs on the new subject afterwards.
+        towards latents the prior likes, which cost retrieval on the default world. The prior
+        still runs on the new subject afterwards.
 
     Returns
     -------

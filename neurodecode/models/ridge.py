@@ -225,10 +225,8 @@ class _SpectralBasis:
     - ``eigh`` with p > n (kernel form): ``Xc Xc^T = U diag(l) U^T``; directions ``Xc^T U``,
       scale 1, ``C = U^T Yc``.
 
-    ``eigh`` of the Gram matrix costs about half an SVD on CPU; it squares the condition number.
-    Measured on a design with singular values spanning 1e3..1e-3: in float64 eigh and svd weights
-    agree to 2e-8 (relative); in float32 eigh predictions differ from float64 by 4e-4 of the
-    prediction sd (svd: 2e-6). Choose ``svd`` for float32 work that needs more than that.
+    ``eigh`` of the Gram matrix costs about half an SVD on CPU; it squares the condition number,
+    so ill-conditioned float32 work is more precise with ``svd``.
     """
 
     directions: torch.Tensor  # (p, k)

@@ -1,16 +1,14 @@
 """Brain maps of per-voxel analysis results: R², noise ceiling, ROI selectivity, latent alignment.
 
 Per-voxel values (ordered as the reader's ``voxel_ijk``) are put back into the subject's volume
-(:func:`values_to_volume`, :func:`values_to_nifti`) and drawn three ways:
+(:func:`values_to_volume`, :func:`values_to_nifti`) and drawn two ways:
 
 - :func:`plot_slice_mosaic`: axial slices of the subject grid (simulated worlds, or any native
   space without a template) through :func:`neurodecode.plotting.retrieval.plot_volume_mosaic`;
-- :func:`plot_volume_map`: nilearn's ``plot_stat_map`` over the MNI152 template nilearn ships
-  (for maps already in MNI space);
 - :func:`plot_surface_map`: the volume sampled onto nilearn's fsaverage5 pial surface
   (``vol_to_surf``) and drawn with ``plot_surf_stat_map``, both hemispheres (MNI-space maps).
 
-nilearn's MNI152 template and fsaverage5 meshes are part of the installed package: nothing is
+nilearn's fsaverage5 meshes are part of the installed package: nothing is
 downloaded.
 """
 
@@ -74,26 +72,6 @@ def plot_slice_mosaic(
 
     volume = values_to_volume(values, voxel_ijk, shape)
     return plot_volume_mosaic(volume, path=path, title=title, cmap=cmap, n_slices=n_slices)
-
-
-def plot_volume_map(
-    image, path: str | Path | None = None, title: str = "", threshold: float | None = None
-):
-    """A statistical map over nilearn's MNI152 template (``image``: NIfTI image in MNI space)."""
-    from nilearn import datasets, plotting
-
-    display = plotting.plot_stat_map(
-        image,
-        bg_img=datasets.load_mni152_template(),
-        title=title,
-        threshold=threshold,
-        display_mode="ortho",
-        draw_cross=False,
-    )
-    if path is not None:
-        display.savefig(str(path), dpi=110)
-        display.close()
-    return display
 
 
 def plot_surface_map(
