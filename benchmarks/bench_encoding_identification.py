@@ -32,8 +32,8 @@ import h5py
 import numpy as np
 import torch
 
-from neurodecode.data.datamodule import NSDDataModule
 from neurodecode.data.nsd import read_design
+from neurodecode.datamodules.nsd import NSDDataModule
 from neurodecode.evaluate.retrieval import retrieval_metrics
 from neurodecode.models.encoding_identification import EncodingIdentification
 from neurodecode.models.ridge import RidgeRegression
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.store is None:
-        from neurodecode.demo import prepare_world
+        from neurodecode.demo.decode import prepare_world
 
         args.store, args.feature_model, _, _ = prepare_world(
             args.data, Path(__file__).resolve().parents[1] / "datasets/sim/default.yaml", "default"

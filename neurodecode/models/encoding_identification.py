@@ -56,8 +56,9 @@ import torch
 from sklearn.exceptions import NotFittedError
 from torch import Tensor, nn
 
-from neurodecode.models.base import PretrainedMixin, parse_fmri_geometry
+from neurodecode.models.base import parse_fmri_geometry
 from neurodecode.models.ridge import DEFAULT_ALPHA_GRID, _fold_indices, solve_ridge_cv
+from neurodecode.pretrained import PretrainedMixin
 from neurodecode.validation import InvalidInputError, check_option
 
 __all__ = [

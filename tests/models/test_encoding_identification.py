@@ -12,7 +12,7 @@ import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
 import neurodecode
-from neurodecode.cli import main
+from neurodecode.cli.main import main
 from neurodecode.models.encoding_identification import (
     EncodingIdentification,
     EncodingIdentificationModule,
