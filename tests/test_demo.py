@@ -10,6 +10,8 @@ import numpy as np
 import neurodecode
 from neurodecode.cli.demo import add_arguments, run
 
+RUNGS = ("encoding_identification", "ridge", "ours", "chance")
+
 from .conftest import REPO
 
 
@@ -33,14 +35,24 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert run(args) == 0
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("brain_to_image_top1", "image_to_brain_top1", "n_way"):
-        assert key in metrics["retrieval"]
-    assert metrics["retrieval"]["n_way"] == 60  # the tiny world has 60 shared images
-    assert 0 <= metrics["baselines"]["ridge"]["brain_to_image_top1"] <= 1
-    assert metrics["oracle"]["brain_to_image_top1"] > 10 / 60  # the ceiling is far above chance
+    assert metrics["n_way"] == 60  # the tiny world has 60 shared images
+    ladder = metrics["ladder"]
+    (feature_oracle,) = ladder["feature_oracle"].values()  # one target space: sim-clip's
+    for rung in (ladder["oracle"], feature_oracle, *(ladder[k] for k in RUNGS)):
+        for key in ("brain_to_image_top1", "image_to_brain_top1"):
+            assert 0 <= rung[key] <= 1
+    # the ladder's order, in both directions (the physical limit, the target space's limit,
+    # the trained decoder, chance)
+    for key in ("brain_to_image_top1", "image_to_brain_top1"):
+        assert ladder["oracle"][key] >= feature_oracle[key] >= ladder["ours"][key]
+        assert ladder["ours"][key] > 2 * ladder["chance"][key]
+        assert ladder["encoding_identification"][key] > 2 * ladder["chance"][key]
+    assert ladder["chance"]["brain_to_image_top1"] == 1 / 60
     assert metrics["timing"]["total_s"] > 0
     report = (out / "report.md").read_text()
-    assert "| retrieval head (ours) |" in report and "| shuffled trials |" in report
+    assert "| ours |" in report and "| feature_oracle (sim-clip-tiny/image) |" in report
+    assert "| shuffled trials |" in report
+    assert (out / "ladder.png").stat().st_size > 1000
     recon = metrics["reconstruction"]
     for key in ("pixcorr", "ssim", "clip_2way"):
         assert key in recon and key in recon["controls"]["shuffled"]
@@ -48,7 +60,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert (out / "reconstruction.png").stat().st_size > 1000
     assert (out / "retrieval.png").stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert "oracle (true model)" in printed
+    assert "| oracle |" in printed and "| encoding_identification |" in printed
     # the saved decoder loads in one line and decodes the same way
     decoder = neurodecode.load_pretrained(out / "decoder")
     trials = np.random.default_rng(0).normal(

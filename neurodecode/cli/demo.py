@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from neurodecode.cli.lightning import fit_experiment
     from neurodecode.data.nsd import read_stimuli
     from neurodecode.demo.decode import Steps, evaluate_decoder, prepare_world
+    from neurodecode.demo.ladder import ladder_rows
     from neurodecode.demo.report import jsonable, report_markdown, summary_table
-    from neurodecode.plotting.retrieval import plot_retrieval_examples
+    from neurodecode.plotting.retrieval import plot_ladder, plot_retrieval_examples
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     steps = Steps()
@@ -74,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_decoder(model, datamodule, args.data)
     brain_emb = metrics.pop("_brain_embeddings")
     metrics.update(sim_clip=clip_metrics, training=training)
+    plot_ladder(
+        ladder_rows(metrics["ladder"]),
+        out / "ladder.png",
+        f"{metrics['n_way']}-way identification, {metrics['subject']}: the ceiling ladder",
+    )
     test = datamodule.test_trials
     plot_retrieval_examples(
         read_stimuli(args.data, test.stimulus_id),
@@ -116,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if recon_table is not None:
         print("\n" + recon_table)
     print(
-        f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'retrieval.png'}, "
+        f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'ladder.png'}, "
+        f"{out / 'retrieval.png'}, "
         + ("" if args.no_reconstruction else f"{out / 'reconstruction.png'}, ")
         + f"{out / 'decoder'}/ in {steps.total:.0f} s"
     )

@@ -278,7 +278,8 @@ class NSDDataModule(L.LightningDataModule):
         return self._geometry
 
     # ------------------------------------------------------------------ data
-    def _targets(self, ids: np.ndarray) -> np.ndarray:
+    def targets_of(self, ids: np.ndarray) -> np.ndarray:
+        """The target features of stimulus ids, (len(ids), *target_shape) float32."""
         from neurodecode.features.store import FeatureStore
 
         store = FeatureStore(self.store_path)
@@ -316,10 +317,10 @@ class NSDDataModule(L.LightningDataModule):
                 val = train.select(is_val).average_repeats()
                 train = train.select(~is_val)
                 val_sets.append(val)
-                val_targets.append(self._targets(val.stimulus_id))
+                val_targets.append(self.targets_of(val.stimulus_id))
                 test = trials.select(trials.split == "test").average_repeats()
                 self.test_trials = test
-                self.test_targets = self._targets(test.stimulus_id)
+                self.test_targets = self.targets_of(test.stimulus_id)
                 self.eval_index = k
             if train.data.shape[1] != self.geometry["n_voxels"][subject]:
                 raise InvalidInputError(
@@ -330,7 +331,7 @@ class NSDDataModule(L.LightningDataModule):
                 train = train.select(np.zeros(len(train), dtype=bool))
                 train_targets.append(np.zeros((0, *self.geometry["target_shape"]), np.float32))
             else:
-                train_targets.append(self._targets(train.stimulus_id))
+                train_targets.append(self.targets_of(train.stimulus_id))
             train_sets.append(train)
         self.train_set = BrainFeatureDataset(
             train_sets, train_targets, list(range(len(train_sets)))

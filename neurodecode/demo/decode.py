@@ -98,18 +98,26 @@ def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps |
 
 
 def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:
-    """300-way (or N-way) retrieval of the eval subject's averaged test trials: ours (head and
-    prior output), ridge fitted on the same training trials, and the oracle."""
+    """Score a trained decoder on the eval subject's averaged test trials against the ceiling
+    ladder (:mod:`neurodecode.demo.ladder`), all rungs on the same trials and candidates.
+
+    Returns
+    -------
+    dict
+        ``ladder`` (oracle, a feature oracle for the decoder's target space, encoding
+        identification, ridge, ours, chance), ``prior`` (the prior output's retrieval and cosine
+        to the true embeddings), the ratios of ours to the oracle and to the feature oracle, and
+        ``_brain_embeddings`` (the decoder's test output, for figures).
+    """
     import torch
 
+    from neurodecode.demo.ladder import decoder_rungs, oracle_rungs
     from neurodecode.evaluate.retrieval import cosine_scores, retrieval_metrics
-    from neurodecode.models.ridge import RidgeRegression
-    from neurodecode.sim.oracle import oracle_retrieval
+    from neurodecode.sim.ground_truth import read_ground_truth
 
     test, image_emb = datamodule.test_trials, datamodule.test_targets
     n_way, subject = min(300, len(test)), datamodule.eval_subject
     brain_emb = model.embed(test.data, subject).cpu().numpy()
-    ours = retrieval_metrics(brain_emb, image_emb, n_way=n_way, n_draws=30)
     prior_metrics = None
     if with_prior and model.prior is not None:
         generator = torch.Generator().manual_seed(0)
@@ -119,18 +127,22 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
         prior_metrics["cosine_to_true"] = float(
             np.mean(np.diag(cosine_scores(prior_emb, image_emb)))
         )
-    k = datamodule.eval_index
-    ridge = RidgeRegression().fit(
-        datamodule.train_set.trials[k].data, datamodule.train_set.targets[k]
-    )
-    ridge_metrics = retrieval_metrics(ridge.predict(test.data), image_emb, n_way=n_way, n_draws=30)
-    oracle = oracle_retrieval(data, subject, n_way=n_way, n_draws=30)
+    sharedix = np.asarray(read_ground_truth(data).sharedix)
+    hp = datamodule.hparams
+    space = f"{hp.feature_model}/{hp.feature_layer}"
+    train_ids = datamodule.train_set.trials[datamodule.eval_index].stimulus_id
+    ladder = oracle_rungs(data, subject, {space: datamodule.targets_of}, train_ids, n_way)
+    ladder.update(decoder_rungs(datamodule, brain_emb, sharedix, n_way))
+    ours = ladder["ours"]["brain_to_image_top1"]
     return {
-        "retrieval": {**ours, "subject": subject},
+        "subject": subject,
+        "n_way": n_way,
+        "target_space": space,
+        "ladder": ladder,
         "prior": prior_metrics,
-        "baselines": {"ridge": ridge_metrics},
-        "oracle": oracle,
-        "ratio_to_oracle": ours["brain_to_image_top1"] / max(oracle["brain_to_image_top1"], 1e-9),
-        "times_chance": ours["brain_to_image_top1"] * n_way,
+        "ratio_to_oracle": ours / max(ladder["oracle"]["brain_to_image_top1"], 1e-9),
+        "ratio_to_feature_oracle": ours
+        / max(ladder["feature_oracle"][space]["brain_to_image_top1"], 1e-9),
+        "times_chance": ours * n_way,
         "_brain_embeddings": brain_emb,
     }

@@ -5,6 +5,7 @@ Functions take arrays, never paths to data, and write the figure to ``path`` whe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,4 +92,43 @@ def plot_volume_mosaic(
     fig.suptitle(title, fontsize=9)
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_ladder(
+    rows: Sequence[tuple[str, dict]],
+    path: str | Path | None = None,
+    title: str = "",
+) -> Figure:
+    """The ceiling ladder as paired horizontal bars: top-1 in both directions per rung.
+
+    Parameters
+    ----------
+    rows : sequence of (name, rung)
+        Top (the limit) to bottom (chance); each rung has ``brain_to_image_top1`` and
+        ``image_to_brain_top1`` (fractions), e.g.
+        :func:`neurodecode.demo.ladder.ladder_rows`.
+    path : str or Path, optional
+        PNG written if given.
+    title : str
+    """
+    names = [name for name, _ in rows]
+    b2i = np.array([r["brain_to_image_top1"] for _, r in rows])
+    i2b = np.array([r["image_to_brain_top1"] for _, r in rows])
+    fig = Figure(figsize=(6.4, 0.45 * len(rows) + 1.0))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y + 0.2, b2i, height=0.38, label="brain -> image", color="tab:blue")
+    ax.barh(y - 0.2, i2b, height=0.38, label="image -> brain", color="tab:orange")
+    for yy, a, b in zip(y, b2i, i2b):
+        ax.text(a + 0.01, yy + 0.2, f"{a:.3f}", va="center", fontsize=7)
+        ax.text(b + 0.01, yy - 0.2, f"{b:.3f}", va="center", fontsize=7)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("top-1 identification accuracy")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
     return fig

@@ -1,0 +1,185 @@
+"""The ceiling ladder: every decoding number placed between chance and the physical limit.
+
+On the same repeat-averaged test trials of one subject, in the same candidate order (the shared
+images, ``sharedix``), with the same n-way protocol (MindEye's: random batches of ``n_way``
+candidates, both directions, 30 draws):
+
+``oracle``
+    Maximum likelihood under the true simulated model (true noise-free responses of every
+    candidate, true noise covariance, drift removed): the physical limit.
+``feature_oracle.<space>``
+    *Sim-only diagnostic.* The true noise-free responses of the training images regressed on a
+    target space's features (voxel-wise ridge), the candidates' predicted responses scored with
+    the true noise: the best any decoder working through that space can do, so that a method's
+    loss is told apart from its target space's.
+``encoding_identification``
+    Kay et al. (2008): a voxel-wise ridge encoding model from the target features to the
+    single training trials, per-voxel noise from its residuals, candidates ranked by likelihood
+    (:class:`neurodecode.models.encoding_identification.EncodingIdentification`).
+``ridge``
+    Ridge from voxels to the target features, candidates ranked by cosine.
+``ours``
+    The trained decoder's brain embeddings, candidates ranked by cosine.
+``chance``
+    ``1 / n_way``.
+
+Each rung is ``{"brain_to_image_top1", "image_to_brain_top1", ...}``
+(:func:`neurodecode.evaluate.retrieval.n_way_identification`'s keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from neurodecode.validation import InvalidInputError
+
+#: rung order, top (the limit) to bottom
+RUNGS = ("oracle", "feature_oracle", "encoding_identification", "ridge", "ours", "chance")
+N_DRAWS = 30
+
+
+def shared_order(stimulus_ids: np.ndarray, sharedix: np.ndarray) -> np.ndarray:
+    """Row permutation putting test items in ``sharedix`` order: ``ids[perm] == sharedix``."""
+    position = {int(i): k for k, i in enumerate(stimulus_ids)}
+    missing = [int(i) for i in sharedix if int(i) not in position]
+    if missing:
+        raise InvalidInputError(
+            f"{len(missing)} shared images have no averaged test trial (first: {missing[:5]})."
+        )
+    return np.array([position[int(i)] for i in sharedix])
+
+
+def _top(metrics: dict) -> dict:
+    keep = ("brain_to_image_top1", "image_to_brain_top1", "brain_to_image_top5", "n_way")
+    return {k: float(metrics[k]) if k != "n_way" else int(metrics[k]) for k in keep if k in metrics}
+
+
+def oracle_rungs(
+    root: str | Path,
+    subject: str,
+    target_spaces: dict[str, Callable[[np.ndarray], np.ndarray]],
+    train_ids: np.ndarray,
+    n_way: int = 300,
+    seed: int = 0,
+) -> dict:
+    """The oracle and one feature oracle per target space, on a simulated world's test trials.
+
+    Parameters
+    ----------
+    root : path
+        A world written by :func:`neurodecode.sim.fmri.simulate_fmri` (it has
+        ``ground_truth.h5``).
+    subject : str
+    target_spaces : dict
+        Name -> ``features_of(stimulus_ids) -> (n, ...)``: the features a decoder targets
+        (flattened per image).
+    train_ids : ndarray
+        The training images the feature oracles are regressed on (the decoders' own).
+    n_way, seed
+        Identification protocol.
+
+    Returns
+    -------
+    dict
+        ``{"oracle": {...}, "feature_oracle": {space: {...}}}``.
+    """
+    from neurodecode.evaluate.retrieval import n_way_identification
+    from neurodecode.models.ridge import RidgeRegression
+    from neurodecode.sim.ground_truth import read_subject_truth
+    from neurodecode.sim.oracle import oracle_scores, posterior_scores, read_oracle_test_data
+
+    test = read_oracle_test_data(root, subject)
+    n_way = min(n_way, len(test.observed))
+
+    def identify(scores: np.ndarray) -> dict:
+        return _top(n_way_identification(posterior_scores(scores), n_way, N_DRAWS, seed=seed))
+
+    truth = read_subject_truth(root, subject)
+    world_ids = _shared_ids(root)
+    train_ids = np.unique(np.asarray(train_ids))
+    clean_train = truth.responses_to(train_ids)
+    feature_oracles = {}
+    for name, features_of in target_spaces.items():
+        x_train = features_of(train_ids).reshape(len(train_ids), -1)
+        x_test = features_of(world_ids).reshape(len(world_ids), -1)
+        encoder = RidgeRegression().fit(x_train, clean_train)
+        predicted = np.asarray(encoder.predict(x_test), dtype=np.float64)
+        feature_oracles[name] = identify(
+            oracle_scores(test.observed, predicted, test.noise, test.n_repeats)
+        )
+    return {"oracle": identify(test.scores()), "feature_oracle": feature_oracles}
+
+
+def _shared_ids(root: str | Path) -> np.ndarray:
+    from neurodecode.sim.ground_truth import read_ground_truth
+
+    return np.asarray(read_ground_truth(root).sharedix)
+
+
+def decoder_rungs(
+    datamodule,
+    brain_embeddings: np.ndarray,
+    sharedix: np.ndarray,
+    n_way: int = 300,
+    seed: int = 0,
+) -> dict:
+    """Encoding identification, ridge, ours and chance on the datamodule's eval subject.
+
+    Parameters
+    ----------
+    datamodule : NSDDataModule
+        Set up; its training trials of the eval subject fit the baselines, its averaged test
+        trials are scored.
+    brain_embeddings : ndarray, shape (n_test, ...)
+        The trained decoder's output for ``datamodule.test_trials``, in that order.
+    sharedix : ndarray
+        The candidate order (the shared images).
+    """
+    from neurodecode.evaluate.retrieval import retrieval_metrics
+    from neurodecode.models.encoding_identification import EncodingIdentification
+    from neurodecode.models.ridge import RidgeRegression
+
+    test, targets = datamodule.test_trials, datamodule.test_targets
+    perm = shared_order(test.stimulus_id, sharedix)
+    brain, targets = test.data[perm], targets[perm].reshape(len(perm), -1)
+    n_way = min(n_way, len(perm))
+    k = datamodule.eval_index
+    train = datamodule.train_set.trials[k]
+    train_targets = datamodule.train_set.targets[k].reshape(len(train), -1)
+    subject = datamodule.eval_subject
+    geometry = {"n_voxels": {subject: int(brain.shape[1])}, "target_shape": [targets.shape[1]]}
+    encoder = EncodingIdentification(geometry, noise="diagonal", residuals="train")
+    encoder.fit(train_targets, train.data, groups=np.asarray(train.stimulus_id))
+    n_repeats = float(np.median(test.repeat)) if len(test) else 1.0
+    ridge = RidgeRegression().fit(train.data, datamodule.train_set.targets[k])
+    ridge_out = np.asarray(ridge.predict(brain)).reshape(len(perm), -1)
+    ours = np.asarray(brain_embeddings)[perm].reshape(len(perm), -1)
+    return {
+        "encoding_identification": _top(
+            encoder.identification_metrics(
+                brain, targets, n_repeats=n_repeats, n_way=n_way, n_draws=N_DRAWS, seed=seed
+            )
+        ),
+        "ridge": _top(retrieval_metrics(ridge_out, targets, n_way, N_DRAWS, seed=seed)),
+        "ours": _top(retrieval_metrics(ours, targets, n_way, N_DRAWS, seed=seed)),
+        "chance": {
+            "brain_to_image_top1": 1.0 / n_way,
+            "image_to_brain_top1": 1.0 / n_way,
+            "brain_to_image_top5": min(5, n_way) / n_way,
+            "n_way": n_way,
+        },
+    }
+
+
+def ladder_rows(ladder: dict) -> list[tuple[str, dict]]:
+    """``(name, rung)`` pairs top to bottom, feature oracles as ``feature_oracle (<space>)``."""
+    rows = []
+    for name in RUNGS:
+        if name == "feature_oracle":
+            rows += [(f"feature_oracle ({s})", r) for s, r in ladder.get(name, {}).items()]
+        elif name in ladder:
+            rows.append((name, ladder[name]))
+    return rows
