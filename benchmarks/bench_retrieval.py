@@ -29,6 +29,7 @@ import yaml
 from neurodecode.cli.lightning import fit_experiment
 from neurodecode.datamodules.nsd import NSDDataModule
 from neurodecode.demo.decode import evaluate_decoder, prepare_world
+from neurodecode.demo.ladder import ladder_rows
 from neurodecode.evaluate.significance import exact_mcnemar
 from neurodecode.models.retrieval import fit_new_subject
 from neurodecode.models.ridge import RidgeRegression
@@ -251,12 +252,11 @@ def main(argv: list[str] | None = None) -> dict:
         model, dm, training = fit_experiment(experiment, runs / "single")
         m = evaluate_decoder(model, dm, args.data)
         result["single_subject"] = {
-            "ours": _top1(m["retrieval"]),
+            "ladder": m["ladder"],
             "ours_prior_output": _top1(m["prior"]),
             "prior_cosine_to_true": (m["prior"] or {}).get("cosine_to_true"),
-            "ridge": _top1(m["baselines"]["ridge"]),
-            "oracle": _top1(m["oracle"]),
             "ratio_to_oracle": round(m["ratio_to_oracle"], 3),
+            "ratio_to_feature_oracle": round(m["ratio_to_feature_oracle"], 3),
             "training": training,
         }
 
@@ -265,11 +265,12 @@ def main(argv: list[str] | None = None) -> dict:
     lo = result["low_data_subject"]
     if "single_subject" in result:
         s = result["single_subject"]
-        print("| 300-way brain->image top-1 | ours | ridge | oracle |\n|---|---:|---:|---:|")
-        print(
-            f"| subj01, all sessions | {s['ours']['brain_to_image_top1']:.3f} | "
-            f"{s['ridge']['brain_to_image_top1']:.3f} | {s['oracle']['brain_to_image_top1']:.3f} |"
-        )
+        print("| subj01, 300-way | brain->image top-1 | image->brain top-1 |\n|---|---:|---:|")
+        for name, rung in ladder_rows(s["ladder"]):
+            print(
+                f"| {name} | {rung['brain_to_image_top1']:.3f} | "
+                f"{rung['image_to_brain_top1']:.3f} |"
+            )
         print(f"training: {s['training']['samples_per_s']} samples/s\n")
     else:
         result["pretrained"] = str(args.pretrained)

@@ -10,9 +10,9 @@ import numpy as np
 import neurodecode
 from neurodecode.cli.demo import add_arguments, run
 
-RUNGS = ("encoding_identification", "ridge", "ours", "chance")
-
 from .conftest import REPO
+
+RUNGS = ("encoding_identification", "ridge", "ours", "chance")
 
 
 def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):

@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from neurodecode.validation import InvalidInputError
+
 LIGHTNING_COMMANDS = {
     "fit": "train a model from a YAML config (LightningCLI)",
     "validate": "validate a model (LightningCLI)",
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()),
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a user error (any position)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -65,9 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``neurodecode`` console script."""
+    """Entry point of the ``neurodecode`` console script.
+
+    A user error (:class:`~neurodecode.validation.InvalidInputError`: a bad file, argument or
+    config) prints one line ``neurodecode <command>: error: <message>`` to stderr and exits with
+    status 2, as argparse does; ``--debug`` anywhere on the line shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display is assumed
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
+    try:
+        return _dispatch(argv)
+    except InvalidInputError as err:
+        if debug:
+            raise
+        prog = f"neurodecode {command}".strip()
+        message = " ".join(str(err).split())  # one line
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         _lightning_main(argv)
         return 0

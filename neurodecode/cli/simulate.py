@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, type=Path, help="simulation YAML, e.g. datasets/sim/default.yaml"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (absent or empty)")
     parser.add_argument(
         "--set",
         action="append",
@@ -51,6 +51,8 @@ def apply_overrides(config: object, overrides: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the simulated data set and print a summary of what was written."""
     start = time.perf_counter()
+    if args.out.is_dir() and not any(args.out.iterdir()):
+        args.out.rmdir()  # an empty folder made for the data set is as good as none
     if args.modality == "fmri":
         from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
         from neurodecode.sim.summary import fmri_summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,13 +102,22 @@ def test_bad_config_keys_give_a_clear_error(tmp_path, change, message):
         validate_sae_config(config, "sae.yaml")
 
 
-def test_cli_reports_bad_config_file(tmp_path):
+def test_cli_reports_bad_config_file(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run", evaluaton={})))
-    with pytest.raises(InvalidInputError, match=r"bad\.yaml has unknown keys \['evaluaton'\]"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["analyze", "sae", "--config", str(path)])
-    with pytest.raises(InvalidInputError, match="analysis config not found"):
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurodecode analyze: error: ") and err.count("\n") == 1
+    assert re.search(r"bad\.yaml has unknown keys \['evaluaton'\]", err)
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit):
         main(["analyze", "sae", "--config", str(tmp_path / "missing.yaml")])
+    assert "analysis config not found" in capsys.readouterr().err
+    # --debug: the error itself, with its traceback
+    with pytest.raises(InvalidInputError, match="analysis config not found"):
+        main(["analyze", "sae", "--config", str(tmp_path / "missing.yaml"), "--debug"])
 
 
 def test_analyze_sae_transcoder_from_a_feature_store(tmp_path):

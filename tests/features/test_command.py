@@ -118,10 +118,18 @@ def test_bad_configs(tmp_path, nsd_root):
                 "extract",
                 "--config",
                 str(write_config(tmp_path / "a.yaml", stimuli=str(root), store="s.h5", modle={})),
+                "--debug",
             ]
         )
     with pytest.raises(InvalidInputError, match="lacks 'store'"):
-        main(["extract", "--config", str(write_config(tmp_path / "b.yaml", stimuli=str(root)))])
+        main(
+            [
+                "extract",
+                "--config",
+                str(write_config(tmp_path / "b.yaml", stimuli=str(root))),
+                "--debug",
+            ]
+        )
     with pytest.raises(InvalidInputError, match="expected an NSD-layout root"):
         open_stimuli(tmp_path / "nowhere")
     with pytest.raises(InvalidInputError, match="not a row of imgBrick"):

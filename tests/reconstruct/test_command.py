@@ -85,13 +85,13 @@ def test_nifti_series_with_mask_and_trial_selection(tiny_decoder, tmp_path):
 def test_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_path):
     np.save(tmp_path / "brain.npy", np.zeros((2, 30), dtype=np.float32))
     with pytest.raises(InvalidInputError, match=r"30 voxels.*expects 12 for subj01"):
-        _run(tiny_decoder, tmp_path / "brain.npy", tmp_path / "out")
+        _run(tiny_decoder, tmp_path / "brain.npy", tmp_path / "out", "--debug")
     assert not (tmp_path / "out").exists()
     with pytest.raises(InvalidInputError, match="--mask is required"):
         nib.save(
             nib.Nifti1Image(np.zeros((2, 2, 2, 2), np.float32), np.eye(4)), tmp_path / "v.nii.gz"
         )
-        _run(tiny_decoder, tmp_path / "v.nii.gz", tmp_path / "out2")
+        _run(tiny_decoder, tmp_path / "v.nii.gz", tmp_path / "out2", "--debug")
 
 
 def test_nsd_betas_file_with_mask(tiny_decoder, tiny_nsd, tmp_path):
@@ -162,5 +162,5 @@ def test_lowlevel_with_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_pa
     decoder = _decoder_with_lowlevel(tiny_decoder, tmp_path, n_voxels=7)
     np.save(tmp_path / "brain.npy", np.zeros((2, 12), dtype=np.float32))
     with pytest.raises(InvalidInputError, match=r"lowlevel reads 7 voxels.*expects 12"):
-        _run(decoder, tmp_path / "brain.npy", tmp_path / "out")
+        _run(decoder, tmp_path / "brain.npy", tmp_path / "out", "--debug")
     assert not (tmp_path / "out").exists()
