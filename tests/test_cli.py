@@ -124,3 +124,16 @@ def test_config_typo_is_one_clear_error(tmp_path, capsys):
             ]
         )
     assert "hiden_dim" in capsys.readouterr().err
+
+
+def test_simulate_accepts_an_empty_out_folder_and_refuses_a_full_one(tmp_path, capsys):
+    out = tmp_path / "world"
+    out.mkdir()
+    config = str(REPO / "datasets/sim/tiny.yaml")
+    assert main(["simulate", "fmri", "--config", config, "--out", str(out), "--quiet"]) == 0
+    assert (out / "ground_truth.h5").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "fmri", "--config", config, "--out", str(out), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurodecode simulate: error: ") and "already exists" in err
