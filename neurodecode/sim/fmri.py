@@ -32,26 +32,39 @@ import h5py
 import nibabel as nib
 import numpy as np
 import scipy.io
+import scipy.sparse
 import yaml
 from tqdm.auto import tqdm
 
+from neurodecode.sim import ground_truth
 from neurodecode.sim.brain import (
+    ATTRIBUTE_NAMES,
     CATEGORY_ROIS,
+    CATEGORY_TUNING,
+    LOWLEVEL_BLOCKS,
     ROI_TABLES,
+    SEMANTIC_AXES,
     GeneratingFeatures,
     VoxelPopulation,
-    _prf_weights,
+    drive_statistics,
     generating_features,
+    pooled_block_weights,
+    prf_gaussians,
     standardise_features,
-    voxel_drive,
 )
-from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
+from neurodecode.sim.cortex import patch_field, place_sources, psf_mixing
+from neurodecode.sim.noise import NoiseModel
+from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError, check_keys
 
 EARLY_AREAS = ("V1", "V2", "V3", "hV4")
 #: posterior band edges (fraction of the brain's posterior-anterior extent) of each early area
 _EARLY_BANDS = (0.10, 0.18, 0.25, 0.31)
-_PRF_SIZE = {"V1": 0.06, "V2": 0.09, "V3": 0.12, "hV4": 0.17}
+#: pRF size (Gaussian SD, image fractions) at the fovea per early area; grows with eccentricity.
+#: NSD's images span 8.4 deg, so 0.06 is ~0.5 deg in V1 and 0.17 ~1.4 deg in hV4, roughly as
+#: Dumoulin & Wandell (2008, NeuroImage 39:647) and Kay et al. (2013, J Neurophysiol 110:481)
+#: report near the fovea.
+PRF_SIZE = {"V1": 0.06, "V2": 0.09, "V3": 0.12, "hV4": 0.17}
 VOXEL_SIZE_MM = 1.8
 #: trials per block of a streamed betas write (~100 MB of float32 at NSD's volume size)
 _TRIALS_PER_BLOCK = 32
@@ -80,11 +93,27 @@ class FMRISimConfig:
     grid : list of int
         Volume size (X, Y, Z) of the first subject; later subjects differ by a voxel or two.
     noise_scale : float
-        Multiplies every voxel's noise SD (1 = the NSD-like default).
+        Multiplies every voxel's noise SD (1 = the NSD-calibrated default).
     ncsnr_median : dict
-        Median noise-ceiling SNR per voxel kind (``early``, ``category``, ``other``).
+        Median noise-ceiling SNR per voxel group: early areas ``V1``, ``V2``, ``V3``, ``hV4``,
+        ``category`` ROIs and ``other`` nsdgeneral voxels (calibrated to NSD's volumetric betas,
+        see ``datasets/sim/README.md``).
     ncsnr_spread : float
-        SD of log ncsnr across voxels.
+        SD of the log SNR of the sources' neural noise.
+    thermal_spread : float
+        SD of the log ratio of a voxel's thermal to neural noise SD.
+    source_spacing : float
+        Distance (voxels) between the cortical sources that carry tuning and neural noise (see
+        :mod:`neurodecode.sim.cortex`); 1 makes every voxel its own source.
+    psf_sigma : float
+        SD (voxels) of the Gaussian point spread through which voxels see the sources.
+    neural_noise_share : float
+        Typical fraction of a voxel's (non-global) noise variance that is the sources' neural
+        noise, shared with its neighbours; the rest is independent thermal noise.
+    global_noise_share : float
+        Fraction of every voxel's noise variance in the global factors.
+    n_global_factors : int
+        Number of global noise factors (constant and x, y, z gradients; at most 4).
     compressive_fraction : float
         Fraction of early-visual voxels with a compressive (non-linear) output.
     energy_grid : int
@@ -109,9 +138,22 @@ class FMRISimConfig:
     grid: list[int] = field(default_factory=lambda: [28, 34, 24])
     noise_scale: float = 1.0
     ncsnr_median: dict[str, float] = field(
-        default_factory=lambda: {"early": 0.5, "category": 0.6, "other": 0.12}
+        default_factory=lambda: {
+            "V1": 0.45,
+            "V2": 0.39,
+            "V3": 0.37,
+            "hV4": 0.35,
+            "category": 0.35,
+            "other": 0.30,
+        }
     )
-    ncsnr_spread: float = 0.45
+    ncsnr_spread: float = 0.35
+    thermal_spread: float = 0.5
+    source_spacing: float = 2.5
+    psf_sigma: float = 1.0
+    neural_noise_share: float = 0.95
+    global_noise_share: float = 0.05
+    n_global_factors: int = 3
     compressive_fraction: float = 0.5
     energy_grid: int = 8
     roi_radius: float = 2.2
@@ -244,40 +286,6 @@ def _anatomy(config: FMRISimConfig, s: int, rng: np.random.Generator) -> Subject
     return SubjectAnatomy(shape, brain, nsdgeneral, labels, centre, radii)
 
 
-def _unit_lowlevel(
-    energy_raw: np.ndarray,
-    grid: int,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    sigma: np.ndarray,
-    profiles: np.ndarray,
-) -> np.ndarray:
-    """pRF pooling weights of many voxels, each scaled to unit SD of its drive over the images.
-
-    Parameters
-    ----------
-    energy_raw : ndarray, shape (n_images, n_channels * grid * grid)
-        Raw oriented energy of every image.
-    cx, cy, sigma : ndarray, shape (n,)
-        pRF centres and sizes, image fractions.
-    profiles : ndarray, shape (n, n_channels)
-        Channel mixtures.
-
-    Returns
-    -------
-    ndarray, shape (n, n_channels * grid * grid)
-
-    Each voxel is computed on its own with :func:`neurodecode.sim.brain._prf_weights` and one
-    matrix-vector product: batched ``exp`` and matrix products round differently in the last bit,
-    which would change the bytes of worlds already written.
-    """
-    out = np.empty((len(cx), energy_raw.shape[1]))
-    for v in range(len(cx)):
-        w = _prf_weights(grid, cx[v], cy[v], sigma[v], profiles[v])
-        out[v] = w / max((energy_raw @ w).std(), 1e-12)
-    return out
-
-
 def _onto_shell(
     point: np.ndarray, centre: np.ndarray, radii: np.ndarray, config: FMRISimConfig
 ) -> np.ndarray:
@@ -292,99 +300,247 @@ def _onto_shell(
     return centre + radii * np.array([n[0] * scale, n[1], n[2] * scale])
 
 
+#: early area -> expected variance fractions of its (energy, luminance, colour) drive; hV4 is the
+#: most colour-driven (Brewer et al. 2005), V1 the most orientation-driven
+AREA_MIX = {
+    "V1": (0.6, 0.25, 0.15),
+    "V2": (0.55, 0.25, 0.2),
+    "V3": (0.5, 0.25, 0.25),
+    "hV4": (0.3, 0.2, 0.5),
+}
+#: low-level mixture of category and other voxels
+_HIGHER_MIX = (0.5, 0.25, 0.25)
+#: Dirichlet concentration of each voxel's block mixture around its area's AREA_MIX
+_MIX_CONCENTRATION = 12.0
+#: Dirichlet concentration of each voxel's channel profile within a low-level block (larger is
+#: closer to uniform: a 1.8 mm voxel averages many orientation columns)
+_PROFILE_CONCENTRATION = {"energy": 2.0, "luminance": 2.0, "colour": 1.5}
+#: images used to scale each source's pooled drive to unit SD
+_SCALE_IMAGES = 1024
+#: SD (voxels) of the blobs of the field that decides which early sources are compressive
+_PATCH_RADIUS = 4.0
+
+
+def early_area(roi: str) -> str:
+    """``"V1v"`` -> ``"V1"``, ``"hV4"`` -> ``"hV4"``; ``""`` for a non-early ROI."""
+    area = roi if roi == "hV4" else roi[:-1]
+    return area if area in EARLY_AREAS else ""
+
+
+def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
+    g = rng.standard_gamma(alpha)
+    return g / np.maximum(g.sum(axis=1, keepdims=True), 1e-300)
+
+
+def _labels_at(anatomy: SubjectAnatomy, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROI name and kind (``early``/``category``/``other``) at voxel coordinates."""
+    roi = np.full(len(ijk), "", dtype="<U12")
+    for name, mask in anatomy.labels.items():
+        roi[mask[tuple(ijk.T)]] = name
+    early = np.array([early_area(r) != "" for r in roi], dtype=bool)
+    category = np.isin(roi, list(CATEGORY_ROIS))
+    return roi, np.where(early, "early", np.where(category, "category", "other")).astype("<U8")
+
+
 def _population(
+    config: FMRISimConfig,
+    anatomy: SubjectAnatomy,
+    features: GeneratingFeatures,
+    ijk: np.ndarray,
+    rng: np.random.Generator,
+) -> VoxelPopulation:
+    """Draw the tuning of the cortical sources at ``ijk`` (the model: :mod:`neurodecode.sim.brain`).
+
+    The draws are made kind by kind in a fixed order (the bytes of a world depend on it). The
+    returned population has no noise yet (``noise_sd`` is NaN).
+    """
+    n_src, n_feat = len(ijk), features.values.shape[1]
+    roi, kind = _labels_at(anatomy, ijk)
+    area = np.array([early_area(r) for r in roi], dtype="<U4")
+    e, c, o = (np.flatnonzero(kind == k) for k in ("early", "category", "other"))
+    grid = features.grid
+    n_cells = grid**2
+    channels = {
+        b: (features.blocks[b][1] - features.blocks[b][0]) // n_cells for b in LOWLEVEL_BLOCKS
+    }
+    s0, s1 = features.blocks["semantic"]
+    a0, a1 = features.blocks["attributes"]
+
+    def profiles(n: int) -> dict[str, np.ndarray]:
+        return {
+            b: _dirichlet_rows(rng, np.full((n, channels[b]), _PROFILE_CONCENTRATION[b]))
+            for b in LOWLEVEL_BLOCKS
+        }
+
+    # 1. the draws
+    jitter = rng.normal(0, 0.05, size=(len(e), 2))
+    mix_e = _dirichlet_rows(rng, _MIX_CONCENTRATION * np.array([AREA_MIX[a] for a in area[e]]))
+    prof_e = profiles(len(e))
+    # compressiveness comes in cortical patches (a smooth field), so whole voxels are linear
+    field = patch_field(ijk[e], max(4, len(e) // 3), _PATCH_RADIUS, rng)
+    gain_c = rng.uniform(0.7, 1.3, size=len(c))
+    sem_c = rng.normal(0, 0.1, size=(len(c), s1 - s0))
+    attr_c = rng.normal(0, 0.12, size=(len(c), a1 - a0))
+    prof_c = profiles(len(c))
+    centre_o = rng.uniform(0.2, 0.8, size=(len(o), 2))
+    sem_o = rng.normal(0, 0.5, size=(len(o), s1 - s0))
+    attr_o = rng.normal(0, 0.2, size=(len(o), a1 - a0))
+    prof_o = profiles(len(o))
+    amplitude = rng.uniform(0.6, 2.0, size=n_src)
+    baseline = rng.uniform(0.3, 2.0, size=n_src)
+
+    # 2. what the draws mean
+    x, z = ijk[:, 0].astype(float), ijk[:, 2].astype(float)
+    dx = (x - anatomy.centre[0]) / anatomy.radii[0]
+    dz = (z - anatomy.centre[2]) / anatomy.radii[2]
+    cx, cy, sigma = np.empty(n_src), np.empty(n_src), np.empty(n_src)
+    # early: retinotopy (left hemisphere sees the right field; ventral sees the upper field)
+    cx[e] = np.clip(0.5 - 0.7 * dx[e] + jitter[:, 0], 0.05, 0.95)
+    cy[e] = np.clip(0.5 + 0.7 * dz[e] + jitter[:, 1], 0.05, 0.95)
+    sigma[e] = np.array([PRF_SIZE[a] for a in area[e]]) * (
+        1 + 0.5 * np.hypot(cx[e] - 0.5, cy[e] - 0.5)
+    )
+    cx[c], cy[c], sigma[c] = 0.5, 0.5, 0.35  # category: a weak central low-level term
+    cx[o], cy[o], sigma[o] = centre_o[:, 0], centre_o[:, 1], 0.25  # other: a wide pRF
+    prf = np.full((n_src, 3), np.nan)
+    prf[e] = np.column_stack([cx[e], cy[e], sigma[e]])
+    prf[o] = np.column_stack([cx[o], cy[o], sigma[o]])
+    exponent = np.ones(n_src)
+    if len(e) and config.compressive_fraction > 0:
+        threshold = np.quantile(field, 1 - config.compressive_fraction)
+        exponent[e[field > threshold]] = 0.5
+
+    weights = np.zeros((n_src, n_feat))
+    mix = np.empty((n_src, len(LOWLEVEL_BLOCKS)))
+    mix[e], mix[c], mix[o] = mix_e, _HIGHER_MIX, _HIGHER_MIX
+    gain = np.where(kind == "early", 1.0, np.where(kind == "category", 0.15, 0.7))
+    gauss = prf_gaussians(grid, cx, cy, sigma)
+    scale_rows = features.values[:_SCALE_IMAGES]
+    for k, b in enumerate(LOWLEVEL_BLOCKS):
+        b0, b1 = features.blocks[b]
+        prof = np.empty((n_src, channels[b]))
+        prof[e], prof[c], prof[o] = prof_e[b], prof_c[b], prof_o[b]
+        pooled = pooled_block_weights(scale_rows[:, b0:b1], gauss, prof)
+        weights[:, b0:b1] = (gain * np.sqrt(mix[:, k]))[:, None] * pooled
+    semantic_index = {a: s0 + i for i, a in enumerate(SEMANTIC_AXES)}
+    attribute_index = {a: a0 + i for i, a in enumerate(ATTRIBUTE_NAMES)}
+    weights[c, s0:s1] = sem_c
+    weights[c, a0:a1] = attr_c
+    for name in np.unique(roi[c]):
+        rows = np.flatnonzero(roi[c] == name)
+        for key, value in CATEGORY_TUNING[name].items():
+            if key in semantic_index:
+                weights[c[rows], semantic_index[key]] += value * gain_c[rows]
+            else:
+                weights[c[rows], attribute_index[key]] += value
+    weights[o, s0:s1] = sem_o
+    weights[o, a0:a1] = attr_o
+    noise_sd = np.full(n_src, np.nan)
+    return VoxelPopulation(ijk, roi, kind, weights, exponent, prf, amplitude, baseline, noise_sd)
+
+
+@dataclass
+class SubjectBrain:
+    """Everything planted in one subject: sources, their point-spread mixing, voxels, noise."""
+
+    sources: VoxelPopulation
+    voxels: VoxelPopulation
+    mixing: scipy.sparse.csr_matrix  # (n_voxels, n_sources)
+    noise: NoiseModel
+    responses: np.ndarray  # (n_images, n_voxels) noise-free, percent signal change
+
+
+def _noise_group(kind: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """The :attr:`FMRISimConfig.ncsnr_median` key of each unit: early area, category or other."""
+    return np.where(kind == "early", [early_area(r) for r in roi], kind)
+
+
+def _subject_brain(
     config: FMRISimConfig,
     anatomy: SubjectAnatomy,
     features: GeneratingFeatures,
     standardised: np.ndarray,
     rng: np.random.Generator,
-) -> VoxelPopulation:
-    """Draw every nsdgeneral voxel's parameters.
+) -> SubjectBrain:
+    """Sources, the voxels they make through the point spread, and the calibrated noise.
 
-    The random draws are made voxel by voxel in the order the model defines (the bytes of a world
-    depend on it); everything computed from them is done for all voxels at once.
+    Noise calibration: every source gets neural noise of SD ``amplitude / snr`` with ``snr``
+    log-normal around its group's median; every voxel adds thermal noise, log-normal around
+    ``(1 - neural_noise_share) / neural_noise_share`` of its neural noise variance, and global
+    noise (``global_noise_share`` of its total). The group scales are then adjusted (three fixed
+    point passes) so that each group's median voxel ncsnr is the configured one.
     """
-    ijk = np.argwhere(anatomy.nsdgeneral)  # (V, 3) x, y, z in C order of the volume
-    n_vox, n_feat = len(ijk), features.values.shape[1]
-    roi = np.full(n_vox, "", dtype="<U12")
-    for name, mask in anatomy.labels.items():
-        roi[mask[tuple(ijk.T)]] = name
-    early = np.array([r[:-1] in EARLY_AREAS or r == "hV4" for r in roi], dtype=bool)
-    category = np.isin(roi, list(CATEGORY_ROIS))
-    kind = np.where(early, "early", np.where(category, "category", "other"))
-    weights = np.zeros((n_vox, n_feat))
-    exponent = np.ones(n_vox)
-    prf = np.full((n_vox, 3), np.nan)
-    e0, e1 = features.blocks["energy"]
-    c0, c1 = features.blocks["category"]
-    a0, a1 = features.blocks["attributes"]
-    grid = features.grid
-    n_channels = (e1 - e0) // grid**2
-    energy_raw = features.values[:, e0:e1]
-    ones = np.ones(n_channels)
+    voxel_ijk = np.argwhere(anatomy.nsdgeneral)  # (V, 3) x, y, z in C order of the volume
+    source_ijk = voxel_ijk[place_sources(voxel_ijk, config.source_spacing)]
+    sources = _population(config, anatomy, features, source_ijk, rng)
+    drive, d_mean, d_sd = drive_statistics(sources, standardised)
+    source_responses = sources.baseline + sources.amplitude * (drive - d_mean) / d_sd
+    del drive
+    mixing = psf_mixing(voxel_ijk, source_ijk, config.psf_sigma, config.source_spacing)
+    responses = np.asarray(mixing @ source_responses.T).T  # (n_images, V)
 
-    # 1. the draws, voxel by voxel in the model's order
-    is_early = kind == "early"
-    is_category = kind == "category"
-    jitter = np.zeros((n_vox, 2))  # early: retinotopic jitter; other: pRF centre
-    profiles = np.empty((n_vox, n_channels))
-    uniform = np.ones(n_vox)  # early: compressive draw
-    attributes = np.zeros((n_vox, a1 - a0))
-    semantic = np.zeros((n_vox, c1 - c0))
-    for v in range(n_vox):
-        if is_early[v]:
-            jitter[v] = rng.normal(0, 0.05), rng.normal(0, 0.05)
-            profiles[v] = rng.dirichlet(ones)
-            uniform[v] = rng.random()
-        elif is_category[v]:
-            attributes[v] = rng.normal(0, 0.12, size=a1 - a0)
-            profiles[v] = rng.dirichlet(ones)
-        else:
-            semantic[v] = rng.normal(0, 0.5, size=c1 - c0)
-            attributes[v] = rng.normal(0, 0.2, size=a1 - a0)
-            jitter[v] = rng.uniform(0.2, 0.8, size=2)
-            profiles[v] = rng.dirichlet(ones)
+    # voxel parameters, as seen through the point spread
+    roi, kind = _labels_at(anatomy, voxel_ijk)
+    weights = np.asarray(
+        mixing @ ((sources.amplitude / d_sd)[:, None] * sources.weights)
+    )  # psc per standardised feature (pre-exponent for compressive sources)
+    compressive_share = np.asarray(mixing @ (sources.exponent != 1.0).astype(float)).ravel()
+    exponent = np.where(compressive_share > 0, 0.5, 1.0)
+    has_prf = np.isfinite(sources.prf[:, 0]).astype(float)
+    prf_weight = np.asarray(mixing @ has_prf).ravel()
+    prf = (
+        np.asarray(mixing @ np.nan_to_num(sources.prf))
+        / np.where(prf_weight > 0, prf_weight, np.nan)[:, None]
+    )
+    amplitude = responses.std(axis=0)
+    baseline = np.asarray(mixing @ sources.baseline).ravel()
 
-    # 2. what the draws mean, for all voxels at once
-    x, z = ijk[:, 0].astype(float), ijk[:, 2].astype(float)
-    dx = (x - anatomy.centre[0]) / anatomy.radii[0]
-    dz = (z - anatomy.centre[2]) / anatomy.radii[2]
-    cx, cy, sigma = np.empty(n_vox), np.empty(n_vox), np.empty(n_vox)
-    # early: retinotopy (left hemisphere sees the right field; ventral sees the upper field)
-    e = np.flatnonzero(is_early)
-    cx[e] = np.clip(0.5 - 0.7 * dx[e] + jitter[e, 0], 0.05, 0.95)
-    cy[e] = np.clip(0.5 + 0.7 * dz[e] + jitter[e, 1], 0.05, 0.95)
-    size = np.array([_PRF_SIZE["hV4" if r == "hV4" else r[:-1]] for r in roi[e]])
-    sigma[e] = size * (1 + 0.5 * np.hypot(cx[e] - 0.5, cy[e] - 0.5))
-    prf[e] = np.column_stack([cx[e], cy[e], sigma[e]])
-    exponent[e[uniform[e] < config.compressive_fraction]] = 0.5
-    # category: a weak central low-level term
-    c = np.flatnonzero(is_category)
-    cx[c], cy[c], sigma[c] = 0.5, 0.5, 0.35
-    # other: a wide pRF at the drawn centre
-    o = np.flatnonzero(~is_early & ~is_category)
-    cx[o], cy[o], sigma[o] = jitter[o, 0], jitter[o, 1], 0.25
-    prf[o] = np.column_stack([cx[o], cy[o], sigma[o]])
+    # noise: draws, then calibration of the group scales
+    source_group = _noise_group(sources.kind, sources.roi)
+    voxel_group = _noise_group(kind, roi)
+    source_z = rng.normal(0, config.ncsnr_spread, size=len(source_ijk))
+    thermal_z = rng.normal(0, config.thermal_spread, size=len(voxel_ijk))
+    global_loadings = _global_loadings(voxel_ijk, config.n_global_factors)
+    target = np.array([config.ncsnr_median[g] for g in voxel_group])
+    scale = {g: 1.0 / config.ncsnr_median[g] for g in set(source_group) | set(voxel_group)}
+    share = config.neural_noise_share
+    mix2 = mixing.multiply(mixing).tocsr()
+    for _ in range(3):
+        source_sd = (
+            sources.amplitude * np.exp(-source_z) * np.array([scale[g] for g in source_group])
+        )
+        neural = np.asarray(mix2 @ source_sd**2).ravel()
+        thermal = neural * (1 - share) / share * np.exp(2 * thermal_z)
+        total = (neural + thermal) / (1 - config.global_noise_share)
+        ncsnr = amplitude / np.sqrt(total)
+        for g in scale:
+            members = voxel_group == g
+            if members.any():
+                scale[g] *= np.median(ncsnr[members]) / np.median(target[members])
+    source_sd = sources.amplitude * np.exp(-source_z) * np.array([scale[g] for g in source_group])
+    neural = np.asarray(mix2 @ source_sd**2).ravel()
+    thermal = neural * (1 - share) / share * np.exp(2 * thermal_z)
+    total = (neural + thermal) / (1 - config.global_noise_share)
+    noise = NoiseModel(
+        mixing,
+        source_sd,
+        global_loadings * np.sqrt(config.global_noise_share * total)[:, None],
+        np.sqrt(thermal),
+    ).scaled(config.noise_scale)
+    sources.noise_sd = noise.source_sd
+    voxels = VoxelPopulation(
+        voxel_ijk, roi, kind, weights, exponent, prf, amplitude, baseline, noise.total_sd
+    )
+    return SubjectBrain(sources, voxels, mixing, noise, responses)
 
-    lowlevel = _unit_lowlevel(energy_raw, grid, cx, cy, sigma, profiles)
-    gain = np.where(is_early, 1.0, np.where(is_category, 0.15, 0.7))
-    weights[e, e0:e1] = lowlevel[e]
-    weights[~is_early, e0:e1] = gain[~is_early, None] * lowlevel[~is_early]
-    for name in np.unique(roi[c]):
-        preferred, spill, _ = CATEGORY_ROIS[name]
-        members = c[roi[c] == name]
-        weights[members, c0 + CATEGORIES.index(preferred)] = 1.0
-        if spill is not None:
-            weights[members, c0 + CATEGORIES.index(spill)] = 0.35
-    weights[c, a0:a1] = attributes[c]
-    weights[o, c0:c1] = semantic[o]
-    weights[o, a0:a1] = attributes[o]
-    amplitude = rng.uniform(0.6, 2.0, size=n_vox)
-    baseline = rng.uniform(0.3, 2.0, size=n_vox)
-    medians = np.array([config.ncsnr_median[k] for k in kind])
-    ncsnr = medians * np.exp(rng.normal(0, config.ncsnr_spread, size=n_vox))
-    noise_sd = config.noise_scale * amplitude / ncsnr
-    return VoxelPopulation(ijk, roi, kind, weights, exponent, prf, amplitude, baseline, noise_sd)
+
+def _global_loadings(ijk: np.ndarray, n_factors: int) -> np.ndarray:
+    """Unit-norm rows of smooth whole-volume patterns: a constant, then x, y, z gradients."""
+    xyz = ijk.astype(np.float64)
+    centred = (xyz - xyz.mean(axis=0)) / np.maximum(xyz.std(axis=0), 1e-12)
+    basis = np.column_stack([np.ones(len(ijk)), 0.5 * centred])[:, : max(0, min(n_factors, 4))]
+    norm = np.sqrt((basis**2).sum(axis=1, keepdims=True))
+    return basis / np.maximum(norm, 1e-12)
 
 
 # ----------------------------------------------------------------------------- design
@@ -499,16 +655,10 @@ def _write_design(root: Path, config: FMRISimConfig, design: Design) -> None:
 def simulate_fmri(config: FMRISimConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Write a simulated NSD-layout data set under ``out_dir`` (see module docstring).
 
-    ``ground_truth.h5`` holds, at the top level, ``generating_features`` (n_images, n_features)
-    with attributes ``blocks`` (JSON) and ``energy_grid``, ``category`` (n_images,), the config
-    (attribute ``config``, JSON); and per subject group ``subjXX``: ``voxel_ijk`` (V, 3) (x, y, z) of
-    the nsdgeneral voxels in the order of the other arrays, ``roi``, ``kind``, ``linear``,
-    ``weights`` (V, n_features), ``exponent``, ``prf``, ``amplitude``, ``baseline``, ``noise_sd``
-    (percent signal change), ``ncsnr`` and ``noise_ceiling`` (NSD's formula, percent, for
-    ``n_repeats`` averaged trials), ``stimulus_ids`` (the 73k ids this subject saw, subjectim order)
-    and ``responses`` (len(stimulus_ids), V) noise-free, percent signal change, ``drift_offset``
-    (n_sessions, V) and ``drift_gain`` (n_sessions,) such that a written beta is
-    ``gain * (response + noise) + offset``.
+    ``ground_truth.h5`` holds what was planted: the generating features of every image, and per
+    subject the voxels (coordinates, ROI, weights, pRF, amplitude, noise SD, ncsnr, NSD-formula
+    noise ceiling, noise-free responses, drift), the cortical sources they see and the noise
+    model; its layout and its one reader are in :mod:`neurodecode.sim.ground_truth`.
 
     The data set is written to a temporary sibling folder and renamed into place when complete, so
     an interrupted run never leaves a half-written data set at ``out_dir``.
@@ -538,55 +688,48 @@ def simulate_fmri(config: FMRISimConfig, out_dir: str | Path, progress: bool = T
     standardised = standardise_features(features)
     n_sessions = -(-len(design.masterordering) // config.trials_per_session)
 
-    with h5py.File(tmp / "ground_truth.h5", "w") as gt:
-        gt.attrs["config"] = json.dumps(config.settings(), sort_keys=True)
-        gt.attrs["config_digest"] = config.digest()
-        d = gt.create_dataset("generating_features", data=features.values.astype(np.float32))
-        d.attrs["blocks"] = json.dumps(features.blocks)
-        d.attrs["energy_grid"] = features.grid
-        gt.create_dataset("category", data=stimuli.category.astype("S8"))
-        gt.create_dataset("sharedix", data=design.sharedix)
+    with h5py.File(tmp / ground_truth.FILE_NAME, "w") as gt:
+        ground_truth.write_world(
+            gt,
+            config.settings(),
+            config.digest(),
+            features,
+            stimuli.category,
+            design.sharedix,
+            SEMANTIC_AXES,
+            ATTRIBUTE_NAMES,
+        )
         for s, subject in enumerate(config.subjects):
             srng = np.random.default_rng([config.seed, 100 + s])
             anatomy = _anatomy(config, s, srng)
             _write_roi_volumes(tmp, subject, anatomy)
-            pop = _population(config, anatomy, features, standardised, srng)
-            responses = voxel_drive(features, pop, standardised)  # (n_images, V)
-            ids = design.subjectim[s]
-            ncsnr = pop.ncsnr
-            nc = 100 * ncsnr**2 / (ncsnr**2 + 1 / config.n_repeats)
-            drift_offset = srng.normal(0, config.drift_sd, size=(n_sessions, len(pop.ijk))) * (
-                pop.amplitude
-            )
+            brain = _subject_brain(config, anatomy, features, standardised, srng)
+            voxels = brain.voxels
+            ncsnr = voxels.ncsnr
+            drift_offset = srng.normal(0, config.drift_sd, size=(n_sessions, len(voxels.ijk)))
+            drift_offset *= voxels.amplitude
             drift_gain = 1 + srng.normal(0, 0.05, size=n_sessions)
-            g = gt.create_group(subject)
-            for name, value in {
-                "voxel_ijk": pop.ijk.astype(np.int32),
-                "weights": pop.weights.astype(np.float32),
-                "exponent": pop.exponent,
-                "linear": pop.linear,
-                "prf": pop.prf,
-                "amplitude": pop.amplitude,
-                "baseline": pop.baseline,
-                "noise_sd": pop.noise_sd,
-                "ncsnr": ncsnr,
-                "noise_ceiling": nc,
-                "stimulus_ids": ids.astype(np.int64),
-                "responses": responses[ids].astype(np.float32),
-                "drift_offset": drift_offset,
-                "drift_gain": drift_gain,
-            }.items():
-                g.create_dataset(name, data=value)
-            g.create_dataset("roi", data=pop.roi.astype("S12"))
-            g.create_dataset("kind", data=pop.kind.astype("S8"))
-            g.attrs["volume_shape_xyz"] = anatomy.shape
+            ids = design.subjectim[s]
+            truth = ground_truth.SubjectTruth(
+                subject=subject,
+                voxels=voxels,
+                ncsnr=ncsnr,
+                noise_ceiling=100 * ncsnr**2 / (ncsnr**2 + 1 / config.n_repeats),
+                stimulus_ids=ids,
+                responses=brain.responses[ids],
+                drift_offset=drift_offset,
+                drift_gain=drift_gain,
+                noise=brain.noise,
+                sources=brain.sources,
+                volume_shape=anatomy.shape,
+            )
+            ground_truth.write_subject(gt, truth)
             _write_betas(
                 tmp,
                 config,
                 subject,
                 anatomy,
-                pop,
-                responses,
+                brain,
                 design,
                 s,
                 drift_offset,
@@ -603,8 +746,7 @@ def _write_betas(
     config: FMRISimConfig,
     subject: str,
     anatomy: SubjectAnatomy,
-    pop: VoxelPopulation,
-    responses: np.ndarray,
+    brain: SubjectBrain,
     design: Design,
     s: int,
     drift_offset: np.ndarray,
@@ -626,7 +768,7 @@ def _write_betas(
             sess * config.trials_per_session, min((sess + 1) * config.trials_per_session, n_trials)
         )
         ids = design.subjectim[s, design.masterordering[trials]]
-        signal = responses[ids] + rng.normal(size=(len(trials), len(pop.ijk))) * pop.noise_sd
+        signal = brain.responses[ids] + brain.noise.draw(len(trials), rng)
         signal = drift_gain[sess] * signal + drift_offset[sess]
         # streamed in blocks of trials: the other-cortex noise is the session's last draw, so
         # drawing it block by block gives the same numbers as one draw, in bounded memory
@@ -635,7 +777,8 @@ def _write_betas(
             for lo in range(0, len(trials), _TRIALS_PER_BLOCK):
                 hi = min(lo + _TRIALS_PER_BLOCK, len(trials))
                 volume = np.zeros((hi - lo, X, Y, Z), dtype=np.float32)
-                volume[:, pop.ijk[:, 0], pop.ijk[:, 1], pop.ijk[:, 2]] = signal[lo:hi]
+                ijk = brain.voxels.ijk
+                volume[:, ijk[:, 0], ijk[:, 1], ijk[:, 2]] = signal[lo:hi]
                 volume[:, other[:, 0], other[:, 1], other[:, 2]] = (
                     other_baseline + rng.normal(size=(hi - lo, len(other))) * other_sd
                 )

@@ -1,24 +1,40 @@
 """The oracle: maximum-likelihood retrieval under the true simulated model.
 
-It knows what no decoder can: every voxel's noise-free response to every candidate image, its noise
-variance and the per-session drift. For an averaged test trial ``y`` (n repeats, drift removed) the
-log-likelihood of candidate image ``j`` is ``-sum_v (y_v - mu_jv)^2 / (sigma_v^2 / n)``; the oracle
-ranks candidates by it. Its n-way top-1 is the physical limit every decoder is reported against.
+It knows what no decoder can: every voxel's noise-free response to every candidate image, the
+full noise covariance and the per-session drift. For a repeat-averaged test trial ``y`` (``n``
+repeats, drift removed) the noise is Gaussian with covariance ``C / n``, ``C = F F^T + diag(d^2)``
+(point-spread neural noise and global factors ``F``, thermal noise ``d``; see
+:mod:`neurodecode.sim.noise`), and the log-likelihood of candidate image ``j`` is
+``-(y - mu_j)^T (C / n)^{-1} (y - mu_j)`` (up to a constant), computed with the Woodbury identity.
+The oracle ranks candidates by it; its n-way top-1 is the physical limit every decoder is
+reported against.
+
+This module scores arrays: the truth comes from :mod:`neurodecode.sim.ground_truth` and the
+observed betas from the caller (:func:`oracle_test_data`). Only the convenience functions
+:func:`read_oracle_test_data` and :func:`oracle_retrieval` read betas files, through the
+project's NSD reader (imported when called).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import scipy.special
 
-from neurodecode.validation import InvalidInputError, check_file
+from neurodecode.sim.ground_truth import SubjectTruth, read_ground_truth, read_subject_truth
+from neurodecode.sim.noise import NoiseModel, whitened_quadratics
+from neurodecode.validation import InvalidInputError, check_array
 
 
-def oracle_scores(observed: np.ndarray, responses: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
-    """Log-likelihood scores (up to a constant).
+def oracle_scores(
+    observed: np.ndarray,
+    responses: np.ndarray,
+    noise: NoiseModel | np.ndarray,
+    n_repeats: int = 1,
+) -> np.ndarray:
+    """Log-likelihood scores (up to a constant) of every candidate for every trial.
 
     Parameters
     ----------
@@ -26,78 +42,157 @@ def oracle_scores(observed: np.ndarray, responses: np.ndarray, noise_var: np.nda
         Drift-corrected, repeat-averaged responses, percent signal change.
     responses : ndarray, shape (n_candidates, n_voxels)
         Noise-free responses of the candidates.
-    noise_var : ndarray, shape (n_voxels,)
-        Variance of the averaged noise per voxel (single-trial variance / n repeats).
+    noise : NoiseModel or ndarray
+        The single-trial noise model; or, for independent noise, the per-voxel variance of the
+        *averaged* noise, shape (n_voxels,) (then ``n_repeats`` is ignored).
+    n_repeats : int
+        Trials averaged in ``observed`` (the single-trial covariance is divided by it).
 
     Returns
     -------
     ndarray, shape (n_trials, n_candidates)
         Higher = more likely.
     """
-    w = 1.0 / noise_var
-    quad_obs = (observed**2 * w).sum(axis=1, keepdims=True)
-    quad_cand = (responses**2 * w).sum(axis=1)[None, :]
-    cross = (observed * w) @ responses.T
-    return -(quad_obs - 2 * cross + quad_cand)
+    if isinstance(noise, NoiseModel):
+        factors = noise.factors / np.sqrt(n_repeats)
+        independent_var = noise.independent_sd**2 / n_repeats
+    else:
+        independent_var = np.asarray(noise, dtype=np.float64)
+        factors = np.zeros((len(independent_var), 0))
+    return whitened_quadratics(
+        np.asarray(observed, np.float64),
+        np.asarray(responses, np.float64),
+        factors,
+        independent_var,
+    )
 
 
-def oracle_test_data(root: str | Path, subject: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Averaged, drift-corrected test trials of one subject with the matching truth.
+def posterior_scores(scores: np.ndarray) -> np.ndarray:
+    """Log posterior of each candidate given each trial (flat prior): rows normalised.
 
-    Reads the written betas with :func:`neurodecode.data.nsd.read_nsd_betas` (percent signal
-    change, nsdgeneral voxels) and removes the planted per-session drift.
+    Ranking by it leaves brain -> image unchanged, and makes image -> brain compare
+    probabilities rather than likelihoods of different data.
+    """
+    return scores - scipy.special.logsumexp(scores, axis=1, keepdims=True)
 
-    Returns
-    -------
+
+def remove_drift(data: np.ndarray, sessions: np.ndarray, truth: SubjectTruth) -> np.ndarray:
+    """Undo the planted per-session drift of single trials: ``(beta - offset) / gain``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_voxels)
+        Betas in percent signal change, voxels in ``truth.voxel_ijk`` order.
+    sessions : ndarray, shape (n_trials,)
+        1-based session of each trial.
+    """
+    index = np.asarray(sessions) - 1
+    return (data - truth.drift_offset[index]) / truth.drift_gain[index][:, None]
+
+
+@dataclass
+class OracleTestData:
+    """Repeat-averaged test trials of one subject with the truth the oracle needs.
+
+    Attributes
+    ----------
     observed : ndarray, shape (n_shared, n_voxels)
-        Test trials averaged over repeats, in ``sharedix`` order.
+        Drift-corrected test trials averaged over repeats, in ``sharedix`` order.
     responses : ndarray, shape (n_shared, n_voxels)
         Noise-free responses to the same images.
-    noise_var : ndarray, shape (n_voxels,)
-        Noise variance of the average.
+    noise : NoiseModel
+        Single-trial noise model.
+    n_repeats : int
+        Trials averaged per image.
     """
-    from neurodecode.data.nsd import read_design, read_nsd_betas
 
-    root = Path(root)
-    gt_path = check_file(root / "ground_truth.h5", "simulation ground truth")
-    with h5py.File(gt_path, "r") as gt:
-        g = gt[subject]
-        ijk = g["voxel_ijk"][:]
-        ids = g["stimulus_ids"][:]
-        responses_all = g["responses"][:]
-        noise_sd = g["noise_sd"][:]
-        offset, gain = g["drift_offset"][:], g["drift_gain"][:]
-    # the project's own NSD reader: same voxels (nsdgeneral = the simulated voxels), psc units
+    observed: np.ndarray
+    responses: np.ndarray
+    noise: NoiseModel
+    n_repeats: int
+
+    def scores(self) -> np.ndarray:
+        """:func:`oracle_scores` of the averaged trials against every shared image."""
+        return oracle_scores(self.observed, self.responses, self.noise, self.n_repeats)
+
+
+def oracle_test_data(
+    truth: SubjectTruth,
+    sharedix: np.ndarray,
+    data: np.ndarray,
+    stimulus_ids: np.ndarray,
+    sessions: np.ndarray,
+) -> OracleTestData:
+    """Average a subject's test trials (drift removed) and pair them with the truth.
+
+    Parameters
+    ----------
+    truth : SubjectTruth
+        From :func:`neurodecode.sim.ground_truth.read_subject_truth` (with responses).
+    sharedix : ndarray, shape (n_shared,)
+        The shared images' 73k ids (:attr:`WorldTruth.sharedix`): the candidates, in this order.
+    data : ndarray, shape (n_trials, n_voxels)
+        Single-trial betas of the shared images in percent signal change (not z-scored), voxels
+        in ``truth.voxel_ijk`` order.
+    stimulus_ids, sessions : ndarray, shape (n_trials,)
+        73k id and 1-based session of each trial.
+    """
+    data = check_array("data", np.asarray(data), ndim=2, kind="f")
+    if data.shape[1] != len(truth.voxel_ijk):
+        raise InvalidInputError(
+            f"data has {data.shape[1]} voxels; {truth.subject}'s ground truth has "
+            f"{len(truth.voxel_ijk)}."
+        )
+    clean = remove_drift(data.astype(np.float64), sessions, truth)
+    ids = np.asarray(stimulus_ids, dtype=np.int64)
+    observed = np.empty((len(sharedix), data.shape[1]))
+    counts = np.zeros(len(sharedix), dtype=np.int64)
+    for k, image in enumerate(np.asarray(sharedix, dtype=np.int64)):
+        rows = ids == image
+        counts[k] = rows.sum()
+        if not counts[k]:
+            raise InvalidInputError(f"no test trial of shared image {image} in the data.")
+        observed[k] = clean[rows].mean(axis=0)
+    n_rep = max(int(np.median(counts)), 1)
+    return OracleTestData(observed, truth.responses_to(sharedix), truth.noise, n_rep)
+
+
+def read_oracle_test_data(root: str | Path, subject: str) -> OracleTestData:
+    """Convenience: :func:`oracle_test_data` of a written world, its test betas read with the
+    project's NSD reader (:func:`neurodecode.data.nsd.read_nsd_betas`, percent signal change)."""
+    from neurodecode.data.nsd import read_nsd_betas
+
+    world = read_ground_truth(root)
+    truth = read_subject_truth(root, subject)
     trials = read_nsd_betas(root, subject, zscore=False, progress=False)
-    if not np.array_equal(trials.info["voxel_ijk"], ijk):
-        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match {gt_path}.")
-    test = trials.select(trials.split == "test")
-    sessions = test.session - 1
-    test.data = ((test.data - offset[sessions]) / gain[sessions][:, None]).astype(np.float32)
-    averaged = test.average_repeats()
-    shared = read_design(root).sharedix
-    position = {int(i): k for k, i in enumerate(averaged.stimulus_id)}
-    observed = averaged.data[[position[int(i)] for i in shared]]
-    row_of = {int(i): r for r, i in enumerate(ids)}
-    responses = responses_all[[row_of[int(i)] for i in shared]]
-    n_rep = max(int(np.median(averaged.repeat)), 1)
-    return observed, responses, noise_sd**2 / n_rep
+    if not np.array_equal(trials.info["voxel_ijk"], truth.voxel_ijk):
+        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match {world.path}.")
+    test = trials.split == "test"
+    return oracle_test_data(
+        truth, world.sharedix, trials.data[test], trials.stimulus_id[test], trials.session[test]
+    )
+
+
+def oracle_identification(
+    scores: np.ndarray, n_way: int = 300, n_draws: int = 30, seed: int = 0
+) -> dict:
+    """n-way identification (MindEye protocol) from oracle log-likelihood scores, both directions,
+    candidates ranked by posterior. ``n_way`` is capped at the number of candidates."""
+    from neurodecode.evaluate.retrieval import n_way_identification
+
+    return n_way_identification(
+        posterior_scores(scores), n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed
+    )
 
 
 def oracle_retrieval(
     root: str | Path, subject: str = "subj01", n_way: int = 300, n_draws: int = 30, seed: int = 0
 ) -> dict:
-    """The oracle's n-way identification of averaged test trials (MindEye protocol).
+    """The oracle's n-way identification of a written world's averaged test trials.
 
     Candidates are ranked by their posterior probability given the trial (log-likelihood
-    normalised over candidates), in both directions. ``n_way`` is capped at the number of shared images. Returns the keys of
-    :func:`neurodecode.evaluate.retrieval.n_way_identification`.
+    normalised over candidates), in both directions. ``n_way`` is capped at the number of shared
+    images. Returns the keys of :func:`neurodecode.evaluate.retrieval.n_way_identification`.
     """
-    from neurodecode.evaluate.retrieval import n_way_identification
-
-    observed, responses, noise_var = oracle_test_data(root, subject)
-    scores = oracle_scores(observed, responses, noise_var)
-    # rank by the posterior P(image j | trial i) (flat prior): rows are unchanged, and columns
-    # (image -> brain) compare probabilities rather than likelihoods of different data
-    scores = scores - scipy.special.logsumexp(scores, axis=1, keepdims=True)
-    return n_way_identification(scores, n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed)
+    data = read_oracle_test_data(root, subject)
+    return oracle_identification(data.scores(), n_way=n_way, n_draws=n_draws, seed=seed)
