@@ -53,7 +53,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
@@ -82,7 +81,8 @@ from neurodecode.embedded.caption_bank import (
 )
 from neurodecode.embedded.category_judge import simulated_category_judge, zero_shot_categories
 from neurodecode.embedded.generator import denoiser_from_sim_generator
-from neurodecode.sim.brain import CATEGORY_ROIS, GeneratingFeatures, standardise_features
+from neurodecode.sim.brain import CATEGORY_ROIS
+from neurodecode.sim.ground_truth import read_ground_truth, read_subject_truth
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "analysis.json"
@@ -90,23 +90,18 @@ EARLY_ROIS = ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4")
 
 
 def load_truth(root: Path, subject: str) -> dict[str, Any]:
-    with h5py.File(root / "ground_truth.h5", "r") as f:
-        gf = f["generating_features"]
-        blocks = {k: tuple(v) for k, v in json.loads(gf.attrs["blocks"]).items()}
-        features = GeneratingFeatures(
-            gf[:].astype(np.float64), blocks, int(gf.attrs["energy_grid"])
-        )
-        g = f[subject]
-        return {
-            "features": standardise_features(features),
-            "blocks": blocks,
-            "category": f["category"][:].astype(str),
-            "noise_ceiling": g["noise_ceiling"][:] / 100.0,
-            "linear": g["linear"][:].astype(bool),
-            "kind": g["kind"][:].astype(str),
-            "roi": g["roi"][:].astype(str),
-            "voxel_ijk": g["voxel_ijk"][:],
-        }
+    world = read_ground_truth(root)
+    truth = read_subject_truth(root, subject, responses=False)
+    return {
+        "features": world.standardised_features(),
+        "blocks": world.features.blocks,
+        "category": np.asarray(world.category).astype(str),
+        "noise_ceiling": truth.noise_ceiling / 100.0,
+        "linear": np.asarray(truth.linear).astype(bool),
+        "kind": np.asarray(truth.kind).astype(str),
+        "roi": np.asarray(truth.roi).astype(str),
+        "voxel_ijk": truth.voxel_ijk,
+    }
 
 
 def embed_all(encoder, images: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 On subj01's 300 repeat-averaged test trials, 300-way top-1/top-5 in both directions:
 
-- **oracle**: the true model (``neurodecode.sim.oracle.oracle_retrieval``);
+- **oracle**: the true model (``neurodecode.demo.ladder.oracle_rungs``);
 - **feature oracle** of the target space: the true noise-free responses of the training images
   regressed on their target features (ridge, one CV alpha per voxel), candidates scored with the
   true noise variance, on drift-corrected percent-signal-change trials as the oracle sees them;
@@ -28,16 +28,14 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from neurodecode.data.nsd import read_design
 from neurodecode.datamodules.nsd import NSDDataModule
+from neurodecode.demo.ladder import oracle_rungs
 from neurodecode.evaluate.retrieval import retrieval_metrics
 from neurodecode.models.encoding_identification import EncodingIdentification
 from neurodecode.models.ridge import RidgeRegression
-from neurodecode.sim.oracle import oracle_retrieval, oracle_test_data
 
 RESULTS = Path(__file__).resolve().parent / "results" / "encoding_identification.json"
 KEYS = ("brain_to_image_top1", "image_to_brain_top1", "brain_to_image_top5", "image_to_brain_top5")
@@ -69,23 +67,6 @@ def _fit(geometry: dict, setting: tuple, train, features) -> tuple[EncodingIdent
     start = time.perf_counter()
     model.fit(features, train.data, groups=train.stimulus_id)
     return model, time.perf_counter() - start
-
-
-def feature_oracle(root: Path, subject: str, train_ids: np.ndarray, store, test_ids) -> dict:
-    """True noise-free responses of the training images regressed on their target features;
-    scored with the true noise on drift-corrected, repeat-averaged test trials (psc)."""
-    with h5py.File(root / "ground_truth.h5", "r") as gt:
-        ids = gt[subject]["stimulus_ids"][:]
-        responses = gt[subject]["responses"][:].astype(np.float64)
-        noise_sd = gt[subject]["noise_sd"][:]
-    row = {int(i): r for r, i in enumerate(ids)}
-    clean = responses[[row[int(i)] for i in train_ids]]
-    observed, _, _ = oracle_test_data(root, subject)  # sharedix order, noise var = sd^2 / n
-    geometry = {"n_voxels": {subject: clean.shape[1]}, "target_shape": [store(train_ids).shape[1]]}
-    model = EncodingIdentification(geometry)
-    model.fit(store(train_ids), clean, noise_var=noise_sd**2)
-    n_repeats = 3
-    return model.identification_metrics(observed, store(test_ids), n_repeats=n_repeats)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,11 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
     def read(ids):
         return store.read(args.feature_model, "image", np.asarray(ids))
 
-    shared = read_design(args.data).sharedix  # the oracle's trial order
-    ladder["feature_oracle"] = _keep(
-        feature_oracle(args.data, args.subject, np.unique(train.stimulus_id), read, shared)
+    limits = oracle_rungs(
+        args.data, args.subject, {args.feature_model: read}, train.stimulus_id, n_way=n_way
     )
-    ladder["oracle"] = _keep(oracle_retrieval(args.data, args.subject, n_way=n_way))
+    ladder["feature_oracle"] = limits["feature_oracle"][args.feature_model]
+    ladder["oracle"] = limits["oracle"]
     ladder["chance_top1"] = 1 / n_way
     result["test"] = ladder
     for name, row in ladder.items():

@@ -103,12 +103,11 @@ def write_scale_world(root: Path, sessions: int) -> dict:
 
 
 def _ensure_world(data: Path, sessions: int) -> dict:
-    import h5py
+    from neurodecode.sim.ground_truth import read_ground_truth
 
     truth = data / "ground_truth.h5"
     if truth.is_file():
-        with h5py.File(truth, "r") as f:
-            digest = f.attrs.get("config_digest")
+        digest = read_ground_truth(truth).config_digest
         if digest != scaled_config(sessions).digest():
             raise SystemExit(
                 f"{data} holds another world (config digest {digest!r}); choose another --data."

@@ -133,11 +133,10 @@ class _Subject:
         truth = self.root / "ground_truth.h5"
         self.truth = truth if truth.is_file() else None
         if self.truth is not None:  # planted ROIs without a localiser file (simulated worlds)
-            import h5py
+            from neurodecode.sim.ground_truth import read_subject_truth
 
-            with h5py.File(self.truth, "r") as f:
-                g = f[self.subject]
-                planted = dict(zip(map(tuple, g["voxel_ijk"][:]), g["roi"][:].astype(str)))
+            planted_truth = read_subject_truth(self.truth, self.subject, responses=False)
+            planted = dict(zip(map(tuple, planted_truth.voxel_ijk), planted_truth.roi.astype(str)))
             for v, key in enumerate(map(tuple, ijk)):
                 if roi[v] == "" and planted.get(key, "") not in ("", None):
                     roi[v] = planted[key]
@@ -170,20 +169,10 @@ class _Subject:
             raise InvalidInputError(
                 f"features.source=ground_truth needs {self.root}/ground_truth.h5 (a simulated world)."
             )
-        import h5py
+        from neurodecode.sim.ground_truth import read_ground_truth
 
-        from neurodecode.sim.brain import GeneratingFeatures, standardise_features
-
-        with h5py.File(self.truth, "r") as f:
-            gf = f["generating_features"]
-            blocks = {k: tuple(v) for k, v in json.loads(gf.attrs["blocks"]).items()}
-            values = standardise_features(
-                GeneratingFeatures(gf[:].astype(np.float64), blocks, int(gf.attrs["energy_grid"]))
-            )
-        return {
-            k: (lambda ids, a=a, b=b: values[np.asarray(ids)][:, a:b])
-            for k, (a, b) in blocks.items()
-        }
+        bands = read_ground_truth(self.truth).block_features(standardised=True)
+        return {k: (lambda ids, v=v: v[np.asarray(ids)]) for k, v in bands.items()}
 
     def clip_embeddings(self) -> np.ndarray:
         """Unit-norm sim-clip embeddings of every stimulus of the data set, (n_images, D)."""

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodecode.sim.ground_truth import read_ground_truth, read_subject_truth
+from neurodecode.sim.oracle import OracleTestData, oracle_test_data, posterior_scores
 from neurodecode.validation import InvalidInputError
 
 #: rung order, top (the limit) to bottom
@@ -89,7 +91,7 @@ def oracle_rungs(
     from neurodecode.evaluate.retrieval import n_way_identification
     from neurodecode.models.ridge import RidgeRegression
     from neurodecode.sim.ground_truth import read_subject_truth
-    from neurodecode.sim.oracle import oracle_scores, posterior_scores, read_oracle_test_data
+    from neurodecode.sim.oracle import oracle_scores, posterior_scores
 
     test = read_oracle_test_data(root, subject)
     n_way = min(n_way, len(test.observed))
@@ -183,3 +185,44 @@ def ladder_rows(ladder: dict) -> list[tuple[str, dict]]:
         elif name in ladder:
             rows.append((name, ladder[name]))
     return rows
+
+
+def read_oracle_test_data(root: str | Path, subject: str) -> OracleTestData:
+    """Convenience: :func:`oracle_test_data` of a written world, its test betas read with the
+    project's NSD reader (:func:`neurodecode.data.nsd.read_nsd_betas`, percent signal change)."""
+    from neurodecode.data.nsd import read_nsd_betas
+
+    world = read_ground_truth(root)
+    truth = read_subject_truth(root, subject)
+    trials = read_nsd_betas(root, subject, zscore=False, progress=False)
+    if not np.array_equal(trials.info["voxel_ijk"], truth.voxel_ijk):
+        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match {world.path}.")
+    test = trials.split == "test"
+    return oracle_test_data(
+        truth, world.sharedix, trials.data[test], trials.stimulus_id[test], trials.session[test]
+    )
+
+
+def oracle_identification(
+    scores: np.ndarray, n_way: int = 300, n_draws: int = 30, seed: int = 0
+) -> dict:
+    """n-way identification (MindEye protocol) from oracle log-likelihood scores, both directions,
+    candidates ranked by posterior. ``n_way`` is capped at the number of candidates."""
+    from neurodecode.evaluate.retrieval import n_way_identification
+
+    return n_way_identification(
+        posterior_scores(scores), n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed
+    )
+
+
+def oracle_retrieval(
+    root: str | Path, subject: str = "subj01", n_way: int = 300, n_draws: int = 30, seed: int = 0
+) -> dict:
+    """The oracle's n-way identification of a written world's averaged test trials.
+
+    Candidates are ranked by their posterior probability given the trial (log-likelihood
+    normalised over candidates), in both directions. ``n_way`` is capped at the number of shared
+    images. Returns the keys of :func:`neurodecode.evaluate.retrieval.n_way_identification`.
+    """
+    data = read_oracle_test_data(root, subject)
+    return oracle_identification(data.scores(), n_way=n_way, n_draws=n_draws, seed=seed)

@@ -539,7 +539,7 @@ class EncodingIdentification(PretrainedMixin, nn.Module):
         """Posterior log-probability of each candidate given each pattern (flat prior).
 
         The log-likelihood normalised over candidates per row (logsumexp), as
-        :func:`neurodecode.sim.oracle.oracle_retrieval` scores the oracle: rows rank candidates
+        :func:`neurodecode.demo.ladder.oracle_retrieval` scores the oracle: rows rank candidates
         as the likelihood does, and columns compare probabilities, so the matrix serves
         :func:`neurodecode.evaluate.retrieval.n_way_identification` in both directions (pattern
         ``i`` of stimulus ``i`` on the diagonal).

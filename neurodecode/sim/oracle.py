@@ -10,20 +10,18 @@ The oracle ranks candidates by it; its n-way top-1 is the physical limit every d
 reported against.
 
 This module scores arrays: the truth comes from :mod:`neurodecode.sim.ground_truth` and the
-observed betas from the caller (:func:`oracle_test_data`). Only the convenience functions
-:func:`read_oracle_test_data` and :func:`oracle_retrieval` read betas files, through the
-project's NSD reader (imported when called).
+observed betas from the caller (:func:`oracle_test_data`); reading a written world's betas and
+scoring the identification is :func:`neurodecode.demo.ladder.oracle_retrieval`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.special
 
-from neurodecode.sim.ground_truth import SubjectTruth, read_ground_truth, read_subject_truth
+from neurodecode.sim.ground_truth import SubjectTruth
 from neurodecode.sim.noise import NoiseModel, whitened_quadratics
 from neurodecode.validation import InvalidInputError, check_array
 
@@ -155,44 +153,3 @@ def oracle_test_data(
         observed[k] = clean[rows].mean(axis=0)
     n_rep = max(int(np.median(counts)), 1)
     return OracleTestData(observed, truth.responses_to(sharedix), truth.noise, n_rep)
-
-
-def read_oracle_test_data(root: str | Path, subject: str) -> OracleTestData:
-    """Convenience: :func:`oracle_test_data` of a written world, its test betas read with the
-    project's NSD reader (:func:`neurodecode.data.nsd.read_nsd_betas`, percent signal change)."""
-    from neurodecode.data.nsd import read_nsd_betas
-
-    world = read_ground_truth(root)
-    truth = read_subject_truth(root, subject)
-    trials = read_nsd_betas(root, subject, zscore=False, progress=False)
-    if not np.array_equal(trials.info["voxel_ijk"], truth.voxel_ijk):
-        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match {world.path}.")
-    test = trials.split == "test"
-    return oracle_test_data(
-        truth, world.sharedix, trials.data[test], trials.stimulus_id[test], trials.session[test]
-    )
-
-
-def oracle_identification(
-    scores: np.ndarray, n_way: int = 300, n_draws: int = 30, seed: int = 0
-) -> dict:
-    """n-way identification (MindEye protocol) from oracle log-likelihood scores, both directions,
-    candidates ranked by posterior. ``n_way`` is capped at the number of candidates."""
-    from neurodecode.evaluate.retrieval import n_way_identification
-
-    return n_way_identification(
-        posterior_scores(scores), n_way=min(n_way, len(scores)), n_draws=n_draws, seed=seed
-    )
-
-
-def oracle_retrieval(
-    root: str | Path, subject: str = "subj01", n_way: int = 300, n_draws: int = 30, seed: int = 0
-) -> dict:
-    """The oracle's n-way identification of a written world's averaged test trials.
-
-    Candidates are ranked by their posterior probability given the trial (log-likelihood
-    normalised over candidates), in both directions. ``n_way`` is capped at the number of shared
-    images. Returns the keys of :func:`neurodecode.evaluate.retrieval.n_way_identification`.
-    """
-    data = read_oracle_test_data(root, subject)
-    return oracle_identification(data.scores(), n_way=n_way, n_draws=n_draws, seed=seed)

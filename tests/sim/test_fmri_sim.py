@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import scipy.io
 
+from neurodecode.demo.ladder import oracle_retrieval
 from neurodecode.sim.fmri import FMRISimConfig, simulate_fmri
-from neurodecode.sim.oracle import oracle_retrieval
 from neurodecode.validation import InvalidInputError
 
 from ..conftest import REPO

@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from neurodecode.demo.ladder import oracle_identification, read_oracle_test_data
 from neurodecode.evaluate.image_metrics import pixcorr_per_image
 from neurodecode.sim.brain import LOWLEVEL_BLOCKS, SEMANTIC_AXES
 from neurodecode.sim.fmri import early_area
 from neurodecode.sim.ground_truth import read_ground_truth, read_subject_truth
 from neurodecode.sim.noise import NoiseModel, whitened_quadratics
-from neurodecode.sim.oracle import (
-    oracle_identification,
-    oracle_scores,
-    oracle_test_data,
-    read_oracle_test_data,
-)
+from neurodecode.sim.oracle import oracle_scores, oracle_test_data
 from neurodecode.validation import InvalidInputError
 
 
