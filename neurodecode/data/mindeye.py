@@ -365,6 +365,11 @@ def read_mindeye2(
     if "train" in splits:
         listing = _shard_listing(wds / "train", _SHARD_NUMBER)
         present = {k + 1: p for k, p in listing.items()}
+        if not present:
+            raise InvalidInputError(
+                f"no MindEye2 train shards for {subject}: expected K.tar files (K = session - 1) "
+                f"in {wds / 'train'}."
+            )
         n_expected = NSD_SESSIONS[s_number - 1] if s_number <= len(NSD_SESSIONS) else max(present)
         found = sorted(present)
         missing_sessions = [s for s in range(1, n_expected + 1) if s not in present]

@@ -510,6 +510,8 @@ def read_nsd_betas(
                 f"{folder}; present: {_ranges(list(available))}."
             )
 
+    if not sessions:
+        raise InvalidInputError(f"sessions=[] for {subject}: no session to read.")
     # one preallocated buffer (sessions are at most trials_per_session long): no concatenation;
     # each session is z-scored in place as soon as it is read
     buffer = np.empty((len(sessions) * trials_per_session, len(index.flat)), dtype=np.float32)

@@ -229,6 +229,9 @@ def test_mindeye2_bad_inputs_name_the_file(me2):
     # nothing there
     (root / "wds/subj01/new_test/0.tar").unlink()
     fails(r"new_test shard not found: expected .*new_test/0\.tar")
+    for path in (root / "wds/subj01/train").iterdir():
+        path.unlink()
+    fails(r"no MindEye2 train shards for subj01: expected K\.tar", splits=("train",))
 
 
 def test_mindeye2_voxel_coordinates_from_the_nsd_mask(tiny_nsd, tmp_path):
