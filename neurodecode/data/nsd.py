@@ -163,13 +163,20 @@ _BLOCK_BYTES = 64 * 2**20
 _CACHE_BYTES = 2**20
 
 
-def _gather_contiguous(path: Path, betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray | None:
+# The gatherers below hand consecutive trial blocks of masked betas, in the file's dtype, to a
+# ``sink(t0, t1, block)`` that converts them while they are still in cache.
+
+
+def _gather_contiguous(path: Path, betas: h5py.Dataset, mask: _MaskIndex, sink) -> bool:
     """Masked voxels of an unchunked, unfiltered dataset, gathered straight from a memory map of
-    the file (no bounding-box copy); ``None`` if the layout does not allow it."""
+    the file (no bounding-box copy), a cache-sized block of trials at a time; ``False`` if the
+    dataset has no storage yet."""
     offset = betas.id.get_offset()  # absolute (userblock included); None if never written
     if offset is None:
-        return None
+        return False
     n = betas.shape[0]
+    step = max(1, _CACHE_BYTES // max(1, len(mask.flat) * betas.dtype.itemsize))
+    piece = np.empty((min(step, n), len(mask.flat)), dtype=betas.dtype)
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         if offset + betas.size * betas.dtype.itemsize > len(mm):
             raise InvalidInputError(
@@ -178,13 +185,17 @@ def _gather_contiguous(path: Path, betas: h5py.Dataset, mask: _MaskIndex) -> np.
             )
         volume = np.frombuffer(mm, dtype=betas.dtype, count=betas.size, offset=offset)
         try:
-            out = np.take(volume.reshape(n, -1), mask.flat, axis=1)
+            trials = volume.reshape(n, -1)
+            for t0 in range(0, n, step):
+                t1 = min(t0 + step, n)
+                np.take(trials[t0:t1], mask.flat, axis=1, out=piece[: t1 - t0])
+                sink(t0, t1, piece[: t1 - t0])
         finally:
-            del volume  # release the buffer before the map closes
-    return out
+            del volume, trials  # release the buffer before the map closes
+    return True
 
 
-def _gather_voxel_chunks(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
+def _gather_voxel_chunks(betas: h5py.Dataset, mask: _MaskIndex, sink) -> None:
     """NSD's own layout: one chunk per voxel holding all its trials (MATLAB chunk size
     [1 1 1 750], h5py chunks (750, 1, 1, 1)). Reads the masked voxels' chunks only, their raw
     bytes straight into place: 15.7k chunk reads instead of the ~220k of nsdgeneral's bounding box.
@@ -197,20 +208,20 @@ def _gather_voxel_chunks(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
             read((0, z, y, x), out=out[v].view(np.uint8))
         except (RuntimeError, OSError, KeyError):  # chunk never written: HDF5 gives the fill value
             out[v, :n] = betas[:, z, y, x]
-    return out[:, :n].T  # (n, n_voxels) view; converted in one strided pass by the caller
+    sink(0, n, out[:, :n].T)  # (n, n_voxels) view, converted in one strided pass
 
 
-def _gather_volume_chunks(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
+def _gather_volume_chunks(betas: h5py.Dataset, mask: _MaskIndex, sink) -> None:
     """Chunks holding whole volumes (tc, Z, Y, X) (the simulator's (1, Z, Y, X)): raw chunk bytes
-    are read straight into a cache-sized block of trials (no HDF5 hyperslab machinery) and the
-    masked voxels gathered while the block is still in cache. (Gathering from a memory map of the
-    chunks instead measured slower: page faults.)"""
+    are read straight into a cache-sized block of trials (no HDF5 hyperslab machinery), and the
+    masked voxels gathered and handed on while the block is still in cache. (Gathering from a
+    memory map of the chunks instead measured slower: page faults.)"""
     n, tc = betas.shape[0], betas.chunks[0]
     per_trial = int(np.prod(betas.shape[1:]))
     per_chunk_bytes = tc * per_trial * betas.dtype.itemsize
     n_block = max(1, _CACHE_BYTES // per_chunk_bytes)
     block = np.empty((n_block * tc, per_trial), dtype=betas.dtype)
-    out = np.empty((n, len(mask.flat)), dtype=betas.dtype)
+    piece = np.empty((n_block * tc, len(mask.flat)), dtype=betas.dtype)
     read = betas.id.read_direct_chunk
     for b0 in range(0, n, n_block * tc):
         b1 = min(b0 + n_block * tc, n)
@@ -221,11 +232,11 @@ def _gather_volume_chunks(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
             except (RuntimeError, OSError, KeyError):  # never written: the fill value
                 t1 = min(t0 + tc, n)
                 rows[: t1 - t0] = betas[t0:t1].reshape(t1 - t0, -1)
-        np.take(block[: b1 - b0], mask.flat, axis=1, out=out[b0:b1])
-    return out
+        np.take(block[: b1 - b0], mask.flat, axis=1, out=piece[: b1 - b0])
+        sink(b0, b1, piece[: b1 - b0])
 
 
-def _gather_hyperslabs(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
+def _gather_hyperslabs(betas: h5py.Dataset, mask: _MaskIndex, sink) -> None:
     """Any other layout (compressed, odd chunks): bounding-box hyperslabs, a block of trials at a
     time (aligned to the chunks along trials), then the masked voxels."""
     n = betas.shape[0]
@@ -235,31 +246,28 @@ def _gather_hyperslabs(betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
     if betas.chunks is not None:
         tc = betas.chunks[0]
         step = max(tc, step // tc * tc)
-    out = np.empty((n, len(mask.flat_bbox)), dtype=betas.dtype)
     buffer = np.empty((min(step, n), *box), dtype=betas.dtype)
+    piece = np.empty((min(step, n), len(mask.flat_bbox)), dtype=betas.dtype)
     for t0 in range(0, n, step):
         t1 = min(t0 + step, n)
         part = buffer[: t1 - t0]
         betas.read_direct(part, np.s_[t0:t1, mask.bbox[0], mask.bbox[1], mask.bbox[2]])
-        np.take(part.reshape(t1 - t0, -1), mask.flat_bbox, axis=1, out=out[t0:t1])
-    return out
+        np.take(part.reshape(t1 - t0, -1), mask.flat_bbox, axis=1, out=piece[: t1 - t0])
+        sink(t0, t1, piece[: t1 - t0])
 
 
-def _gather_hdf5(path: Path, betas: h5py.Dataset, mask: _MaskIndex) -> np.ndarray:
-    """(n_trials, n_voxels) masked betas in the file's dtype, by the fastest way its layout allows."""
-    plist = betas.id.get_create_plist()
-    unfiltered = plist.get_nfilters() == 0
-    if betas.chunks is None and unfiltered and betas.id.get_offset() is not None:
-        gathered = _gather_contiguous(path, betas, mask)
-        if gathered is not None:
-            return gathered
+def _gather_hdf5(path: Path, betas: h5py.Dataset, mask: _MaskIndex, sink) -> None:
+    """Hand the masked betas to ``sink`` in trial blocks, by the fastest way the layout allows."""
+    unfiltered = betas.id.get_create_plist().get_nfilters() == 0
+    if betas.chunks is None and unfiltered and _gather_contiguous(path, betas, mask, sink):
+        return
     if betas.chunks is not None and unfiltered:
         tc, *spatial = betas.chunks
         if tc >= betas.shape[0] and spatial == [1, 1, 1]:
-            return _gather_voxel_chunks(betas, mask)
+            return _gather_voxel_chunks(betas, mask, sink)
         if tuple(spatial) == betas.shape[1:]:
-            return _gather_volume_chunks(betas, mask)
-    return _gather_hyperslabs(betas, mask)
+            return _gather_volume_chunks(betas, mask, sink)
+    return _gather_hyperslabs(betas, mask, sink)
 
 
 def _read_nifti(path: Path, mask: _MaskIndex) -> np.ndarray:
@@ -286,10 +294,23 @@ def _read_nifti(path: Path, mask: _MaskIndex) -> np.ndarray:
     return np.take(block.reshape(len(block), -1), mask.flat_bbox, axis=1)
 
 
+def _to_psc(raw: np.ndarray, out: np.ndarray) -> None:
+    """Masked betas in the file's dtype -> float32 ``out``: integers are NSD's psc x 300 (one pass,
+    never a float64 copy), floats are taken as they are."""
+    if raw.dtype.kind in "iu":
+        np.divide(raw, np.float32(300), out=out, dtype=np.float32)
+    else:
+        out[...] = raw
+
+
 def _read_session(path: Path, mask: _MaskIndex, out: np.ndarray) -> int:
     """Read one session's masked betas into the first rows of ``out`` (float32, percent signal
     change for NSD's int16 = psc x 300); returns the number of trials read."""
     expected = mask.shape_zyx
+
+    def sink(t0: int, t1: int, piece: np.ndarray) -> None:
+        _to_psc(piece, out[t0:t1])
+
     try:
         if path.suffix == ".hdf5":
             with h5py.File(path, "r") as f:
@@ -306,35 +327,32 @@ def _read_session(path: Path, mask: _MaskIndex, out: np.ndarray) -> int:
                     raise InvalidInputError(
                         f"betas in {path} are {betas.dtype}; expected int16 (psc x 300) or float."
                     )
-                if betas.shape[0] > len(out):
+                n = betas.shape[0]
+                if n > len(out):
                     raise InvalidInputError(
-                        f"{path} holds {betas.shape[0]} trials, more than the {len(out)} of a "
-                        "full session."
+                        f"{path} holds {n} trials, more than the {len(out)} of a full session."
                     )
-                raw = _gather_hdf5(path, betas, mask)
+                floating = betas.dtype.kind == "f"
+                _gather_hdf5(path, betas, mask, sink)
         else:
             raw = _read_nifti(path, mask)
-            if len(raw) > len(out):
+            n, floating = len(raw), raw.dtype.kind == "f"
+            if n > len(out):
                 raise InvalidInputError(
-                    f"{path} holds {len(raw)} trials, more than the {len(out)} of a full session."
+                    f"{path} holds {n} trials, more than the {len(out)} of a full session."
                 )
+            sink(0, n, raw)
     except InvalidInputError:
         raise
     except Exception as err:  # truncated/corrupt files
         raise InvalidInputError(f"cannot read betas file {path}: {err}") from err
-    n = len(raw)
     data = out[:n]
-    if raw.dtype.kind in "iu":
-        # one pass: gathered integers -> float32 psc (never a float64 or whole-volume copy)
-        np.divide(raw, np.float32(300), out=data, dtype=np.float32)
-    else:
-        data[:] = raw
-        if not np.all(np.isfinite(data)):
-            bad = np.unique(np.nonzero(~np.isfinite(data))[1])
-            raise InvalidInputError(
-                f"betas in {path} have NaN/inf in {len(bad)} masked voxels; expected finite "
-                "values (choose a mask that excludes them)."
-            )
+    if floating and not np.all(np.isfinite(data)):
+        bad = np.unique(np.nonzero(~np.isfinite(data))[1])
+        raise InvalidInputError(
+            f"betas in {path} have NaN/inf in {len(bad)} masked voxels; expected finite "
+            "values (choose a mask that excludes them)."
+        )
     return n
 
 
