@@ -414,6 +414,11 @@ def roi_selects_nothing(env: Env) -> Case:
 
 @case
 def roi_label_table_missing(env: Env) -> Case:
+    # a binary (-1/0/1) mask needs no table (NSD users often have none); labels 1 and 2 do
+    _rewrite_roi(
+        env,
+        lambda d: np.where(d > 0, 1 + np.arange(d.size).reshape(d.shape) % 2, d).astype(d.dtype),
+    )
     for path in (env.nsd / CTAB.format(s="subj01")).glob("nsdgeneral*"):
         path.unlink()
     for path in _roi(env).parent.glob("nsdgeneral*ctab"):

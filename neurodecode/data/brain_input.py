@@ -33,7 +33,6 @@ def _mask(path: Path | None, what: str) -> np.ndarray:
     return data > 0
 
 
-
 def read_brain_input(
     path: Path, mask_path: Path | None, trials: list[int] | None, zscore: bool
 ) -> np.ndarray:

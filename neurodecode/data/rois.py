@@ -4,10 +4,23 @@ NSD's ROI files (``roi/NAME.nii.gz``, nibabel shape (X, Y, Z)) hold -1 outside c
 unlabelled voxels and 1..N for labels whose names come from FreeSurfer-style tables
 (``NAME.mgz.ctab``: one "index name" pair per line). Label names are always read from those tables,
 never hard-coded.
+
+Where the tables are looked for (first found wins), for ``<root>/nsddata/ppdata/subjXX/func1pt8mm/
+roi/NAME.nii.gz``:
+
+1. beside the ROI file: ``roi/NAME.mgz.ctab`` or ``roi/NAME.ctab``;
+2. the subject's FreeSurfer label folder: ``<root>/nsddata/freesurfer/subjXX/label/NAME.mgz.ctab``;
+3. fsaverage's label folder, where NSD itself ships them:
+   ``<root>/nsddata/freesurfer/fsaverage/label/NAME.mgz.ctab`` (the path ``nsd_access`` reads).
+
+A binary mask (values only in -1/0/1, as ``nsdgeneral.nii.gz``) needs no table: without one its
+single label 1 is named after the file (``{1: "nsdgeneral"}``). A volume with labels above 1 and
+no table is refused, since its label names cannot be known.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +28,8 @@ import nibabel as nib
 import numpy as np
 
 from neurodecode.validation import InvalidInputError, check_file
+
+logger = logging.getLogger(__name__)
 
 
 def read_label_table(path: str | Path) -> dict[int, str]:
@@ -49,6 +64,8 @@ class ROIVolume:
         Voxel -> world (mm).
     path : Path
         Where it was read from.
+    table_path : Path or None
+        The ``.ctab`` the names came from; ``None`` for a binary mask read without a table.
     """
 
     name: str
@@ -56,6 +73,7 @@ class ROIVolume:
     table: dict[int, str]
     affine: np.ndarray
     path: Path
+    table_path: Path | None = None
 
     def mask(self, names: str | list[str] | None = None) -> np.ndarray:
         """Boolean (X, Y, Z) mask of the named labels (all positive labels if ``None``)."""
@@ -76,14 +94,25 @@ class ROIVolume:
         return {name: self.labels == k for k, name in self.table.items() if k > 0}
 
 
-def find_label_table(roi_path: Path, subject: str | None = None) -> Path:
-    """The ``.ctab`` for an ROI file: beside it, or in NSD's ``nsddata/freesurfer/subjXX/label``."""
+def label_table_candidates(roi_path: Path, subject: str | None = None) -> list[Path]:
+    """Where the ``.ctab`` of an ROI file may be, in the order searched (see module docstring)."""
+    roi_path = Path(roi_path)
     stem = roi_path.name.removesuffix(".nii.gz").removesuffix(".nii")
     candidates = [roi_path.parent / f"{stem}.mgz.ctab", roi_path.parent / f"{stem}.ctab"]
-    if subject is not None:
-        # roi_path = <root>/nsddata/ppdata/subjXX/func1pt8mm/roi/NAME.nii.gz
-        nsddata = roi_path.parents[4] if len(roi_path.parents) > 4 else roi_path.parent
-        candidates.append(nsddata / "freesurfer" / subject / "label" / f"{stem}.mgz.ctab")
+    # <root>/nsddata/ppdata/subjXX/func1pt8mm/roi/NAME.nii.gz: parents[4] is nsddata
+    parents = roi_path.parents
+    if len(parents) > 4 and parents[3].name == "ppdata":
+        freesurfer = parents[4] / "freesurfer"
+        subject = subject or parents[2].name
+        candidates.append(freesurfer / subject / "label" / f"{stem}.mgz.ctab")
+        candidates.append(freesurfer / "fsaverage" / "label" / f"{stem}.mgz.ctab")
+    return candidates
+
+
+def find_label_table(roi_path: Path, subject: str | None = None) -> Path:
+    """The ``.ctab`` for an ROI file: beside it, in ``nsddata/freesurfer/subjXX/label`` or in
+    ``nsddata/freesurfer/fsaverage/label`` (NSD's own place); raises if there is none."""
+    candidates = label_table_candidates(roi_path, subject)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -93,7 +122,7 @@ def find_label_table(roi_path: Path, subject: str | None = None) -> Path:
 
 
 def read_roi_volume(path: str | Path, subject: str | None = None) -> ROIVolume:
-    """Read an ROI NIfTI and its label table (see module docstring)."""
+    """Read an ROI NIfTI and its label table (see module docstring: a binary mask needs none)."""
     path = check_file(path, "ROI volume")
     try:
         img = nib.load(str(path))
@@ -107,12 +136,28 @@ def read_roi_volume(path: str | Path, subject: str | None = None) -> ROIVolume:
     if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
         raise InvalidInputError(f"ROI volume {path} has non-integer values; expected -1/0/1..N.")
     labels = data.astype(np.int32)
-    table = read_label_table(find_label_table(path, subject))
+    name = path.name.removesuffix(".nii.gz").removesuffix(".nii")
+    candidates = label_table_candidates(path, subject)
+    table_path = next((c for c in candidates if c.is_file()), None)
+    if table_path is None:
+        present = np.unique(labels[labels > 0]).tolist()
+        if present and max(present) > 1:
+            raise InvalidInputError(
+                f"no label table for {path}: it holds labels {present[:10]}"
+                f"{' ...' if len(present) > 10 else ''}, whose names need a .ctab; expected one "
+                f"of {[str(c) for c in candidates]}."
+            )
+        logger.debug("%s is a binary mask and has no label table; label 1 = %r", path, name)
+        return ROIVolume(name=name, labels=labels, table={1: name}, affine=img.affine, path=path)
+    table = read_label_table(table_path)
     stray = sorted(set(np.unique(labels[labels > 0]).tolist()) - set(table))
     if stray:
-        raise InvalidInputError(f"ROI volume {path} has labels {stray} missing from its table.")
-    name = path.name.removesuffix(".nii.gz").removesuffix(".nii")
-    return ROIVolume(name=name, labels=labels, table=table, affine=img.affine, path=path)
+        raise InvalidInputError(
+            f"ROI volume {path} has labels {stray} missing from its table {table_path}."
+        )
+    return ROIVolume(
+        name=name, labels=labels, table=table, affine=img.affine, path=path, table_path=table_path
+    )
 
 
 def voxel_coordinates(mask: np.ndarray) -> np.ndarray:
