@@ -7,7 +7,9 @@ Every image gets a *generating feature vector* made of six blocks (:func:`genera
     mean-removed grayscale image, averaged over a G x G grid of image cells: ``(8, G, G)``
     flattened. Non-negative.
 ``luminance``
-    Per cell, the mean luminance and the RMS luminance contrast: ``(2, G, G)``. Non-negative.
+    Per cell, the mean ON (lighter than mid-grey) and OFF (darker) luminance signals, half-wave
+    rectified per pixel as ON and OFF pathways do, and the RMS luminance contrast:
+    ``(3, G, G)``. Non-negative; the cell's mean luminance is ``mid + ON - OFF``.
 ``colour``
     Per cell, half-wave rectified cone-opponent signals ``L-M > 0`` ("red"), ``L-M < 0``
     ("green"), ``S-(L+M) > 0`` ("blue") and ``S-(L+M) < 0`` ("yellow"): ``(4, G, G)``.
@@ -31,7 +33,7 @@ Voxels are of three classes. Early-visual voxels (``V1v`` .. ``hV4``) pool the l
 over a Gaussian population receptive field (pRF) whose size grows from V1 to hV4 (Dumoulin &
 Wandell 2008; Kay et al. 2013), each with its own orientation/frequency, luminance and colour
 profile and its own mixture of the three blocks (hV4 the most colour-driven, Brewer et al. 2005);
-a fraction of them pass that drive through a compressive exponent 0.5 (Kay et al. 2013's CSS
+a fraction of them pass that drive through a compressive exponent 0.3 (Kay et al. 2013's CSS
 model) and are therefore *not* linear in the generating features. Category voxels (``FFA-1``,
 ``PPA``, ``VWFA-1`` ...) read the semantic axes (their category's axis first, see
 :data:`CATEGORY_TUNING`), attributes (face and word areas prefer central objects, place areas
@@ -54,7 +56,9 @@ from neurodecode.sim.stimuli import CATEGORIES, COLOURS, StimulusSet
 
 N_ORIENTATIONS = 4
 SPATIAL_FREQUENCIES = (0.125, 0.25)  # cycles per pixel at 64 px, scaled with image size
-LUMINANCE_CHANNELS = ("luminance", "contrast")
+LUMINANCE_CHANNELS = ("on", "off", "contrast")
+#: luminance (compressed cone scale, white ~0.96, black ~0.21) from which ON and OFF signals count
+_MID_LUMINANCE = 0.6
 COLOUR_CHANNELS = ("red", "green", "blue", "yellow")
 #: blocks pooled over pRFs and kept raw (non-negative), in the order they are stored
 LOWLEVEL_BLOCKS = ("energy", "luminance", "colour")
@@ -74,8 +78,8 @@ _OPPONENT_GAIN = (4.0, 1.5)
 
 #: category -> prototype on :data:`SEMANTIC_AXES` (similarity structure of the categories)
 SEMANTIC_PROTOTYPES: dict[str, tuple[float, ...]] = {
-    "face": (1.0, 1.0, 0.35, 0.0, 0.0, 0.0, 0.0, 0.2),
-    "body": (1.0, 0.35, 1.0, 0.1, 0.0, 0.0, 0.0, 0.5),
+    "face": (1.0, 1.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.2),
+    "body": (1.0, 0.3, 1.0, 0.1, 0.0, 0.0, 0.0, 0.5),
     "place": (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.6, 1.0),
     "word": (0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.7, 0.0),
     "food": (0.25, 0.0, 0.0, 0.0, 0.0, 1.0, 0.1, 0.1),
@@ -117,11 +121,11 @@ ROI_FILE_OF = {name: file for file, names in ROI_TABLES.items() for name in name
 #: word areas prefer central objects, place areas peripheral and large ones (eccentricity bias,
 #: Hasson et al. 2002); the spill-over of :data:`CATEGORY_ROIS` comes from the prototypes.
 CATEGORY_TUNING: dict[str, dict[str, float]] = {
-    "OFA": {"face": 1.0, "animate": 0.3, "eccentricity": -0.25},
-    "FFA-1": {"face": 1.0, "animate": 0.4, "body": 0.15, "eccentricity": -0.3, "scale": 0.2},
-    "FFA-2": {"face": 1.0, "animate": 0.5, "eccentricity": -0.3},
-    "EBA": {"body": 1.0, "animate": 0.4, "scale": 0.15},
-    "FBA-1": {"body": 1.0, "animate": 0.5, "face": 0.2},
+    "OFA": {"face": 1.0, "animate": 0.15, "eccentricity": -0.25},
+    "FFA-1": {"face": 1.0, "animate": 0.2, "body": 0.1, "eccentricity": -0.3, "scale": 0.2},
+    "FFA-2": {"face": 1.0, "animate": 0.25, "eccentricity": -0.3},
+    "EBA": {"body": 1.0, "animate": 0.2, "scale": 0.15},
+    "FBA-1": {"body": 1.0, "animate": 0.25, "face": 0.1},
     "OPA": {"scene": 1.0, "large": 0.3, "eccentricity": 0.3},
     "PPA": {"scene": 1.0, "large": 0.4, "manmade": 0.2, "eccentricity": 0.3, "scale": 0.2},
     "RSC": {"scene": 1.0, "large": 0.3, "eccentricity": 0.2},
@@ -208,21 +212,22 @@ def luminance_colour_features(
 
     Returns
     -------
-    luminance : ndarray, shape (n, 2 * grid * grid)
-        Mean luminance and RMS luminance contrast per cell.
+    luminance : ndarray, shape (n, 3 * grid * grid)
+        Mean ON and OFF luminance signals and RMS luminance contrast per cell.
     colour : ndarray, shape (n, 4 * grid * grid)
         Mean of the rectified red, green, blue and yellow opponent signals per cell.
     """
     n = images.shape[0]
     _check_grid(images.shape[1], grid)
-    lum_out = np.empty((n, 2, grid, grid))
+    lum_out = np.empty((n, 3, grid, grid))
     col_out = np.empty((n, 4, grid, grid))
     for start in range(0, n, batch):
         opp = cone_opponent_images(images[start : start + batch])
         m = len(opp)
-        lum_cells = _cells(opp[:, :1], grid)
-        lum_out[start : start + m, 0] = lum_cells.mean(axis=(3, 5))[:, 0]
-        lum_out[start : start + m, 1] = lum_cells.std(axis=(3, 5))[:, 0]
+        lum = opp[:, :1] - _MID_LUMINANCE
+        on_off = np.concatenate([np.maximum(lum, 0), np.maximum(-lum, 0)], axis=1)
+        lum_out[start : start + m, :2] = _cells(on_off, grid).mean(axis=(3, 5))
+        lum_out[start : start + m, 2] = _cells(opp[:, :1], grid).std(axis=(3, 5))[:, 0]
         rectified = np.concatenate(
             [
                 np.maximum(opp[:, 1:2], 0),
@@ -319,7 +324,7 @@ class VoxelPopulation:
     weights : ndarray, shape (n_voxels, n_features)
         Weights on the generating features (raw low-level blocks; standardised others).
     exponent : ndarray, shape (n_voxels,)
-        1 for linear voxels, 0.5 for compressive (CSS) ones.
+        1 for linear units, 0.3 for compressive (CSS) ones (voxels: any compressive source).
     prf : ndarray, shape (n_voxels, 3)
         pRF centre x, y and size in image fractions (NaN for voxels without a pRF).
     amplitude, baseline : ndarray, shape (n_voxels,)

@@ -2,8 +2,9 @@
 
 The tuning of the simulated brain lives in *sources* — neural populations placed through
 nsdgeneral about ``spacing`` voxels apart (a greedy Poisson-disk sample of the voxel grid, in
-C order, so every voxel lies within ``spacing`` of a source). Each voxel sees the sources
-around it through a Gaussian point-spread function (rows of the mixing matrix sum to 1):
+C order, within each ROI and the unlabelled rest, so every voxel lies within ``spacing`` of a
+source of its own region). Each voxel sees the sources of its region around it through a
+Gaussian point-spread function (rows of the mixing matrix sum to 1):
 
     voxel response = sum_k M[v, k] source response_k
 
@@ -11,7 +12,9 @@ and so does the sources' trial-to-trial noise (see :mod:`neurodecode.sim.noise`)
 voxels therefore share both signal and noise, as in real BOLD data, where the hemodynamic point
 spread (about 2 mm FWHM for gradient-echo BOLD at 7 T, Shmuel et al. 2007, NeuroImage 35:539),
 head-motion interpolation and physiological noise correlate neighbouring 1.8 mm voxels; the
-information a decoder can pool grows with the number of sources, not of voxels.
+information a decoder can pool grows with the number of sources, not of voxels. Keeping the
+mixing within regions keeps the localiser ROIs (defined on measured data, so dominated by their
+selective population) free of their neighbours' tuning.
 """
 
 from __future__ import annotations
@@ -21,14 +24,8 @@ import scipy.sparse
 from scipy.spatial import cKDTree
 
 
-def place_sources(ijk: np.ndarray, spacing: float) -> np.ndarray:
-    """Indices (into ``ijk``) of the source voxels: no two closer than ``spacing``.
-
-    Voxels are visited in their given order; a voxel becomes a source unless one already lies
-    closer than ``spacing``. ``spacing <= 1`` makes every voxel a source.
-    """
-    if spacing <= 1:
-        return np.arange(len(ijk))
+def _poisson_disk(ijk: np.ndarray, spacing: float) -> np.ndarray:
+    """Greedy Poisson-disk sample of ``ijk`` in the given order (indices)."""
     reach = int(np.ceil(spacing))
     grid = np.arange(-reach, reach + 1)
     offsets = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -36,9 +33,8 @@ def place_sources(ijk: np.ndarray, spacing: float) -> np.ndarray:
     lo = ijk.min(axis=0) - reach
     shape = ijk.max(axis=0) - lo + reach + 1
     blocked = np.zeros(tuple(shape), dtype=bool)
-    local = ijk - lo
     chosen = []
-    for index, point in enumerate(local):
+    for index, point in enumerate(ijk - lo):
         if blocked[tuple(point)]:
             continue
         chosen.append(index)
@@ -47,31 +43,79 @@ def place_sources(ijk: np.ndarray, spacing: float) -> np.ndarray:
     return np.asarray(chosen, dtype=np.int64)
 
 
+def _region_groups(n: int, regions: np.ndarray | None) -> list[np.ndarray]:
+    if regions is None:
+        return [np.arange(n)]
+    return [np.flatnonzero(regions == r) for r in np.unique(regions)]
+
+
+def place_sources(ijk: np.ndarray, spacing: float, regions: np.ndarray | None = None) -> np.ndarray:
+    """Indices (into ``ijk``, ascending) of the source voxels: no two closer than ``spacing``.
+
+    Within each region (e.g. ROI label; all voxels when ``regions`` is None), voxels are visited
+    in their given order and a voxel becomes a source unless one of its region already lies
+    closer than ``spacing``; so every voxel has a source of its own region within ``spacing``.
+    ``spacing <= 1`` makes every voxel a source.
+    """
+    if spacing <= 1:
+        return np.arange(len(ijk))
+    chosen = [g[_poisson_disk(ijk[g], spacing)] for g in _region_groups(len(ijk), regions)]
+    return np.sort(np.concatenate(chosen))
+
+
+def psf_support(sigma: float, spacing: float) -> float:
+    """Farthest distance (voxels) at which a voxel sees a source (0: each voxel is one source)."""
+    if sigma > 0:
+        return max(2 * sigma, spacing)
+    return spacing if spacing > 1 else 0.0
+
+
+def _mixing_block(voxel_ijk: np.ndarray, source_ijk: np.ndarray, sigma: float, spacing: float):
+    n_vox = len(voxel_ijk)
+    sources = cKDTree(source_ijk.astype(np.float64))
+    if sigma <= 0:
+        _, nearest = sources.query(voxel_ijk.astype(np.float64))
+        return np.arange(n_vox), np.asarray(nearest), np.ones(n_vox)
+    voxels = cKDTree(voxel_ijk.astype(np.float64))
+    radius = psf_support(sigma, spacing) + 1e-9
+    d = voxels.sparse_distance_matrix(sources, radius, output_type="coo_matrix")
+    return d.row, d.col, np.exp(-(d.data**2) / (2 * sigma**2))
+
+
 def psf_mixing(
-    voxel_ijk: np.ndarray, source_ijk: np.ndarray, sigma: float, spacing: float
+    voxel_ijk: np.ndarray,
+    source_ijk: np.ndarray,
+    sigma: float,
+    spacing: float,
+    voxel_regions: np.ndarray | None = None,
+    source_regions: np.ndarray | None = None,
 ) -> scipy.sparse.csr_matrix:
     """Gaussian point-spread weights of the sources in each voxel, rows summing to 1.
 
-    Sources farther than ``max(2 sigma, spacing)`` voxels are left out (every voxel has a source
-    within ``spacing``, see :func:`place_sources`). With ``sigma <= 0`` each voxel sees its
-    nearest source only.
+    A voxel sees the sources of its own region (all sources when no regions are given) within
+    :func:`psf_support` voxels; every voxel has one within ``spacing`` (see
+    :func:`place_sources`). With ``sigma <= 0`` each voxel sees its nearest source only.
 
     Returns
     -------
     scipy.sparse.csr_matrix, shape (n_voxels, n_sources)
     """
     n_vox, n_src = len(voxel_ijk), len(source_ijk)
-    sources = cKDTree(source_ijk.astype(np.float64))
-    if sigma <= 0:
-        _, nearest = sources.query(voxel_ijk.astype(np.float64))
-        return scipy.sparse.csr_matrix(
-            (np.ones(n_vox), (np.arange(n_vox), nearest)), shape=(n_vox, n_src)
-        )
-    radius = max(2 * sigma, spacing) + 1e-9
-    voxels = cKDTree(voxel_ijk.astype(np.float64))
-    distances = voxels.sparse_distance_matrix(sources, radius, output_type="coo_matrix")
+    rows, cols, vals = [], [], []
+    if voxel_regions is None or source_regions is None:
+        pairs = [(np.arange(n_vox), np.arange(n_src))]
+    else:
+        pairs = [
+            (np.flatnonzero(voxel_regions == r), np.flatnonzero(source_regions == r))
+            for r in np.unique(voxel_regions)
+        ]
+    for v_index, s_index in pairs:
+        r, c, w = _mixing_block(voxel_ijk[v_index], source_ijk[s_index], sigma, spacing)
+        rows.append(v_index[r])
+        cols.append(s_index[c])
+        vals.append(w)
     weights = scipy.sparse.csr_matrix(
-        (np.exp(-(distances.data**2) / (2 * sigma**2)), (distances.row, distances.col)),
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_vox, n_src),
     )
     weights.sort_indices()

@@ -11,10 +11,12 @@
                                                        h5py shape (trials, Z, Y, X)
     nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5       dataset "imgBrick" (N, H, W, 3) uint8
     nsddata_stimuli/stimuli/nsd/nsd_captions.csv       nsdId, category, caption
-    ground_truth.h5                                    what was planted (see :func:`simulate_fmri`)
+    ground_truth.h5                                    what was planted (layout and reader:
+                                                       :mod:`neurodecode.sim.ground_truth`)
 
-The model of each voxel is in :mod:`neurodecode.sim.brain`. Everything is a function of
-``config.seed``: the same config gives byte-identical files.
+The tuning model is in :mod:`neurodecode.sim.brain`, the cortical sources and point spread in
+:mod:`neurodecode.sim.cortex`, the noise in :mod:`neurodecode.sim.noise`. Everything is a
+function of ``config.seed``: the same config gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import scipy.io
+import scipy.ndimage
 import scipy.sparse
 import yaml
 from tqdm.auto import tqdm
@@ -52,7 +55,7 @@ from neurodecode.sim.brain import (
     prf_gaussians,
     standardise_features,
 )
-from neurodecode.sim.cortex import patch_field, place_sources, psf_mixing
+from neurodecode.sim.cortex import patch_field, place_sources, psf_mixing, psf_support
 from neurodecode.sim.noise import NoiseModel
 from neurodecode.sim.stimuli import generate_stimuli
 from neurodecode.validation import InvalidInputError, check_keys
@@ -99,14 +102,16 @@ class FMRISimConfig:
         ``category`` ROIs and ``other`` nsdgeneral voxels (calibrated to NSD's volumetric betas,
         see ``datasets/sim/README.md``).
     ncsnr_spread : float
-        SD of the log SNR of the sources' neural noise.
+        SD of the log SNR of the sources' neural noise (a smooth field over cortex).
     thermal_spread : float
         SD of the log ratio of a voxel's thermal to neural noise SD.
     source_spacing : float
         Distance (voxels) between the cortical sources that carry tuning and neural noise (see
-        :mod:`neurodecode.sim.cortex`); 1 makes every voxel its own source.
+        :mod:`neurodecode.sim.cortex`); 1 (the default) makes every voxel its own source.
     psf_sigma : float
-        SD (voxels) of the Gaussian point spread through which voxels see the sources.
+        SD (voxels) of the Gaussian point spread through which voxels see the sources; 0 (the
+        default) makes each voxel see its nearest source only. The shipped configs set both
+        (``default.yaml``: 2.5 and 1.0).
     neural_noise_share : float
         Typical fraction of a voxel's (non-global) noise variance that is the sources' neural
         noise, shared with its neighbours; the rest is independent thermal noise.
@@ -117,7 +122,7 @@ class FMRISimConfig:
     compressive_fraction : float
         Fraction of early-visual voxels with a compressive (non-linear) output.
     energy_grid : int
-        Side of the oriented-energy pooling grid.
+        Side of the pooling grid of the low-level (energy, luminance, colour) features.
     roi_radius : float
         Radius of category ROIs, voxels.
     drift_sd : float
@@ -147,10 +152,10 @@ class FMRISimConfig:
             "other": 0.30,
         }
     )
-    ncsnr_spread: float = 0.35
+    ncsnr_spread: float = 0.45
     thermal_spread: float = 0.5
-    source_spacing: float = 2.5
-    psf_sigma: float = 1.0
+    source_spacing: float = 1.0
+    psf_sigma: float = 0.0
     neural_noise_share: float = 0.95
     global_noise_share: float = 0.05
     n_global_factors: int = 3
@@ -317,8 +322,13 @@ _MIX_CONCENTRATION = 12.0
 _PROFILE_CONCENTRATION = {"energy": 2.0, "luminance": 2.0, "colour": 1.5}
 #: images used to scale each source's pooled drive to unit SD
 _SCALE_IMAGES = 1024
-#: SD (voxels) of the blobs of the field that decides which early sources are compressive
+#: SD (voxels) of the blobs of the smooth fields that decide which early sources are compressive
+#: and how reliable each source is (both come in cortical patches)
 _PATCH_RADIUS = 4.0
+#: exponent of the compressive (CSS) sources: Kay et al. (2013) fit exponents well below 1 in
+#: V1-hV4; 0.5 with this world's drive (whose lowest values are rarely near zero) is close to
+#: linear, so the planted nonlinearity uses 0.3
+CSS_EXPONENT = 0.3
 
 
 def early_area(roi: str) -> str:
@@ -332,11 +342,30 @@ def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
     return g / np.maximum(g.sum(axis=1, keepdims=True), 1e-300)
 
 
-def _labels_at(anatomy: SubjectAnatomy, ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROI name and kind (``early``/``category``/``other``) at voxel coordinates."""
+def _labels_at(
+    anatomy: SubjectAnatomy, ijk: np.ndarray, margin: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """ROI name and kind (``early``/``category``/``other``) at voxel coordinates.
+
+    With ``margin > 0``, points outside every ROI but within ``margin`` voxels of a category ROI
+    take the nearest one's name: category selectivity extends beyond the localiser ROI, which
+    thresholds the core of a larger selective patch (used for the sources, so that the voxels
+    inside a localiser ROI see only selective sources through the point spread).
+    """
     roi = np.full(len(ijk), "", dtype="<U12")
     for name, mask in anatomy.labels.items():
         roi[mask[tuple(ijk.T)]] = name
+    if margin > 0:
+        best = np.full(len(ijk), np.inf)
+        unlabelled = roi == ""
+        for name in CATEGORY_ROIS:
+            mask = anatomy.labels.get(name)
+            if mask is None or not mask.any():
+                continue
+            distance = scipy.ndimage.distance_transform_edt(~mask)[tuple(ijk.T)]
+            take = unlabelled & (distance <= margin) & (distance < best)
+            roi[take] = name
+            best[take] = distance[take]
     early = np.array([early_area(r) != "" for r in roi], dtype=bool)
     category = np.isin(roi, list(CATEGORY_ROIS))
     return roi, np.where(early, "early", np.where(category, "category", "other")).astype("<U8")
@@ -355,7 +384,8 @@ def _population(
     returned population has no noise yet (``noise_sd`` is NaN).
     """
     n_src, n_feat = len(ijk), features.values.shape[1]
-    roi, kind = _labels_at(anatomy, ijk)
+    support = psf_support(config.psf_sigma, config.source_spacing)
+    roi, kind = _labels_at(anatomy, ijk, margin=support)
     area = np.array([early_area(r) for r in roi], dtype="<U4")
     e, c, o = (np.flatnonzero(kind == k) for k in ("early", "category", "other"))
     grid = features.grid
@@ -408,7 +438,7 @@ def _population(
     exponent = np.ones(n_src)
     if len(e) and config.compressive_fraction > 0:
         threshold = np.quantile(field, 1 - config.compressive_fraction)
-        exponent[e[field > threshold]] = 0.5
+        exponent[e[field > threshold]] = CSS_EXPONENT
 
     weights = np.zeros((n_src, n_feat))
     mix = np.empty((n_src, len(LOWLEVEL_BLOCKS)))
@@ -471,12 +501,21 @@ def _subject_brain(
     point passes) so that each group's median voxel ncsnr is the configured one.
     """
     voxel_ijk = np.argwhere(anatomy.nsdgeneral)  # (V, 3) x, y, z in C order of the volume
-    source_ijk = voxel_ijk[place_sources(voxel_ijk, config.source_spacing)]
+    region, _ = _labels_at(anatomy, voxel_ijk)
+    source_index = place_sources(voxel_ijk, config.source_spacing, region)
+    source_ijk = voxel_ijk[source_index]
     sources = _population(config, anatomy, features, source_ijk, rng)
     drive, d_mean, d_sd = drive_statistics(sources, standardised)
     source_responses = sources.baseline + sources.amplitude * (drive - d_mean) / d_sd
     del drive
-    mixing = psf_mixing(voxel_ijk, source_ijk, config.psf_sigma, config.source_spacing)
+    mixing = psf_mixing(
+        voxel_ijk,
+        source_ijk,
+        config.psf_sigma,
+        config.source_spacing,
+        voxel_regions=region,
+        source_regions=region[source_index],
+    )
     responses = np.asarray(mixing @ source_responses.T).T  # (n_images, V)
 
     # voxel parameters, as seen through the point spread
@@ -485,7 +524,7 @@ def _subject_brain(
         mixing @ ((sources.amplitude / d_sd)[:, None] * sources.weights)
     )  # psc per standardised feature (pre-exponent for compressive sources)
     compressive_share = np.asarray(mixing @ (sources.exponent != 1.0).astype(float)).ravel()
-    exponent = np.where(compressive_share > 0, 0.5, 1.0)
+    exponent = np.where(compressive_share > 0, CSS_EXPONENT, 1.0)
     has_prf = np.isfinite(sources.prf[:, 0]).astype(float)
     prf_weight = np.asarray(mixing @ has_prf).ravel()
     prf = (
@@ -496,9 +535,13 @@ def _subject_brain(
     baseline = np.asarray(mixing @ sources.baseline).ravel()
 
     # noise: draws, then calibration of the group scales
-    source_group = _noise_group(sources.kind, sources.roi)
+    # noise groups follow the localiser regions, which the point spread never crosses, so each
+    # group's scale sets exactly its voxels' noise (dilated selectivity does not move sources)
     voxel_group = _noise_group(kind, roi)
-    source_z = rng.normal(0, config.ncsnr_spread, size=len(source_ijk))
+    source_group = voxel_group[source_index]
+    # source reliability varies smoothly over cortex (as NSD's noise-ceiling maps do)
+    snr_field = patch_field(source_ijk, max(4, len(source_ijk) // 3), _PATCH_RADIUS, rng)
+    source_z = config.ncsnr_spread * snr_field / max(float(snr_field.std()), 1e-12)
     thermal_z = rng.normal(0, config.thermal_spread, size=len(voxel_ijk))
     global_loadings = _global_loadings(voxel_ijk, config.n_global_factors)
     target = np.array([config.ncsnr_median[g] for g in voxel_group])

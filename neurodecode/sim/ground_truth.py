@@ -10,7 +10,7 @@ Layout (h5py paths)::
     subjXX/                    one group per subject, attrs volume_shape_xyz
         voxel_ijk              (V, 3) int32 (x, y, z), the order of every per-voxel array
         roi, kind              (V,) bytes: ROI name ("" none), "early" / "category" / "other"
-        linear, exponent       (V,) every source the voxel sees is linear; 1 or 0.5
+        linear, exponent       (V,) every source the voxel sees is linear; 1 or 0.3
         weights                (V, n_features) float32: psc per standardised feature (exact for
                                linear voxels; for others the mix of the sources' pre-exponent
                                weights)

@@ -221,7 +221,9 @@ def test_encoding_runner_writes_tables_and_maps(tiny_nsd, tmp_path):
     assert len(rows) == len(roi)
     assert [r["roi"] for r in rows] == roi.tolist()  # localiser labels + the planted food ROI
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["r2_over_nc_pooled"]["PPA"] > 0.5
+    # NSD-calibrated category ROIs (median NC ~27 %) and graded tuning: 120 training images
+    # reach about half the ceiling (one-hot ROIs at NC ~50 % reached more)
+    assert metrics["r2_over_nc_pooled"]["PPA"] > 0.35
     assert all((run_dir / f"{k}.png").is_file() for k in ("r2", "noise_ceiling", "r2_over_nc"))
     with pytest.raises(InvalidInputError, match=r"unknown keys \['folds'\]"):
         run_encoding({**config, "encoding": {"folds": 3}})
