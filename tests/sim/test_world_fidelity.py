@@ -168,7 +168,7 @@ def test_brain_carries_pixel_information(world, truth):
     ridge = pixcorr_per_image(chw(pred), chw(y[test]), size=None).mean()
     mean_image = np.broadcast_to(y_mean, y[test].shape)
     baseline = pixcorr_per_image(chw(mean_image), chw(y[test]), size=None).mean()
-    assert ridge > baseline + 0.4, (ridge, baseline)  # measured: 0.80 vs 0.07
+    assert ridge > baseline + 0.4, (ridge, baseline)  # measured: 0.77 vs 0.07, 0.79 vs 0.10
 
 
 def test_early_visual_tuning_follows_the_hierarchy(truth, world):
