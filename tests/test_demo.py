@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
             "--clip-preset",
             "tiny",
             "--max-epochs",
-            "2",
+            "25",  # the tiny world is small: fewer epochs leave the head near chance
         ]
     )
     assert run(args) == 0
