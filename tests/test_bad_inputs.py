@@ -26,7 +26,7 @@ import scipy.io
 
 from neurodecode.validation import InvalidInputError
 
-from .conftest import REPO
+from .conftest import REPO, write_projected_features
 
 BETAS = "nsddata_betas/ppdata/{s}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
 ROI = "nsddata/ppdata/{s}/func1pt8mm/roi"
@@ -61,24 +61,8 @@ def _truncate(path: Path, fraction: float = 0.5) -> None:
 
 
 def build_feature_store(root: Path, path: Path) -> Path:
-    """Features of every stimulus of the simulated world at ``root`` (a fixed projection of the
-    simulation's generating features), as entry ``gt-projection/image`` of a FeatureStore."""
-    from neurodecode.features.store import FeatureStore
-
-    with h5py.File(root / "ground_truth.h5", "r") as gt:
-        values = gt["generating_features"][:].astype(np.float64)
-    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
-    projection = np.random.default_rng(0).normal(size=(values.shape[1], 8))
-    embeddings = (values @ projection / values.shape[1] ** 0.5).astype(np.float32)
-    FeatureStore(path).fill(
-        "gt-projection",
-        "image",
-        np.arange(len(values)),
-        lambda ids: embeddings[[int(i) for i in ids]],
-        {"model": "gt-projection"},
-        progress=False,
-    )
-    return path
+    """An 8-d random projection of the world's generating features."""
+    return write_projected_features(root, path, width=8)
 
 
 @pytest.fixture(scope="module")

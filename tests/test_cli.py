@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import h5py
-import numpy as np
 import pytest
 
 from neurodecode.cli.main import main
 
-from .conftest import REPO
+from .conftest import REPO, write_projected_features
 
 
 @pytest.fixture(scope="module")
 def tiny_store(tiny_nsd, tmp_path_factory):
     """Features of the tiny world's stimuli: a fixed random projection of the simulation's own
     generating features (any embedding works for the CLI tests; it is deterministic and cheap)."""
-    from neurodecode.features.store import FeatureStore
-
-    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
-        values = gt["generating_features"][:].astype(np.float64)
-    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
-    projection = (
-        np.random.default_rng(0).normal(size=(values.shape[1], 16)) / values.shape[1] ** 0.5
-    )
-    embeddings = (values @ projection).astype(np.float32)
     path = tmp_path_factory.mktemp("features") / "tiny-features.h5"
-    store = FeatureStore(path)
-    store.fill(
-        "gt-projection",
-        "image",
-        np.arange(len(values)),
-        lambda ids: embeddings[[int(i) for i in ids]],
-        {"model": "gt-projection"},
-        progress=False,
-    )
-    return path
+    return write_projected_features(tiny_nsd, path, width=16)
 
 
 def _overrides(tiny_nsd, store, root_dir, epochs):

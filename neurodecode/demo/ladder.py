@@ -88,19 +88,17 @@ def oracle_rungs(
     dict
         ``{"oracle": {...}, "feature_oracle": {space: {...}}}``.
     """
-    from neurodecode.evaluate.retrieval import n_way_identification
     from neurodecode.models.ridge import RidgeRegression
-    from neurodecode.sim.ground_truth import read_subject_truth
-    from neurodecode.sim.oracle import oracle_scores, posterior_scores
+    from neurodecode.sim.oracle import oracle_scores
 
     test = read_oracle_test_data(root, subject)
     n_way = min(n_way, len(test.observed))
 
     def identify(scores: np.ndarray) -> dict:
-        return _top(n_way_identification(posterior_scores(scores), n_way, N_DRAWS, seed=seed))
+        return _top(oracle_identification(scores, n_way=n_way, n_draws=N_DRAWS, seed=seed))
 
     truth = read_subject_truth(root, subject)
-    world_ids = _shared_ids(root)
+    world_ids = np.asarray(read_ground_truth(root).sharedix)
     train_ids = np.unique(np.asarray(train_ids))
     clean_train = truth.responses_to(train_ids)
     feature_oracles = {}
@@ -113,12 +111,6 @@ def oracle_rungs(
             oracle_scores(test.observed, predicted, test.noise, test.n_repeats)
         )
     return {"oracle": identify(test.scores()), "feature_oracle": feature_oracles}
-
-
-def _shared_ids(root: str | Path) -> np.ndarray:
-    from neurodecode.sim.ground_truth import read_ground_truth
-
-    return np.asarray(read_ground_truth(root).sharedix)
 
 
 def decoder_rungs(

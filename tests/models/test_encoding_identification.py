@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -22,7 +21,7 @@ from neurodecode.models.encoding_identification import (
 from neurodecode.sim.oracle import oracle_scores
 from neurodecode.validation import InvalidInputError
 
-from ..conftest import REPO
+from ..conftest import REPO, write_projected_features
 
 
 def geometry(n_voxels: int, n_features: int) -> dict:
@@ -215,25 +214,9 @@ def test_save_and_load_pretrained_give_identical_scores(noise, tmp_path):
 # ------------------------------------------------------------------ LightningCLI
 @pytest.fixture(scope="module")
 def tiny_store(tiny_nsd, tmp_path_factory):
-    """Features of the tiny world's stimuli: a fixed random projection (32-d) of the simulation's
-    own generating features."""
-    from neurodecode.features.store import FeatureStore
-
-    with h5py.File(tiny_nsd / "ground_truth.h5", "r") as gt:
-        values = gt["generating_features"][:].astype(np.float64)
-    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
-    rng = np.random.default_rng(0)
-    embeddings = (values @ rng.normal(size=(values.shape[1], 32))).astype(np.float32)
+    """A 32-d random projection of the tiny world's generating features (unscaled)."""
     path = tmp_path_factory.mktemp("features") / "tiny-features.h5"
-    FeatureStore(path).fill(
-        "gt-projection",
-        "image",
-        np.arange(len(values)),
-        lambda ids: embeddings[[int(i) for i in ids]],
-        {"model": "gt-projection"},
-        progress=False,
-    )
-    return path
+    return write_projected_features(tiny_nsd, path, width=32, scaled=False)
 
 
 def _metrics(folder) -> dict[str, float]:
