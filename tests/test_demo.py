@@ -57,6 +57,12 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     for key in ("pixcorr", "ssim", "clip_2way"):
         assert key in recon and key in recon["controls"]["shuffled"]
         assert key in recon["controls"]["mean_image"]
+    # the world carries pixel information: the low-level pathway on the noise-free responses beats
+    # the mean training image and the same pathway on the noisy trials
+    ceiling = recon["ceiling"]["lowlevel_noise_free"]
+    assert ceiling["pixcorr"] > recon["controls"]["mean_image"]["pixcorr"] + 0.1
+    assert ceiling["pixcorr"] > recon["lowlevel"]["pixcorr"]
+    assert "| low-level from noise-free responses (sim-only ceiling) |" in report
     assert (out / "reconstruction.png").stat().st_size > 1000
     assert (out / "retrieval.png").stat().st_size > 1000
     printed = capsys.readouterr().out
@@ -69,3 +75,22 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     a = decoder.embed(trials.astype(np.float32), "subj01")
     b = neurodecode.load_pretrained(out / "decoder").embed(trials.astype(np.float32), "subj01")
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_oracle_encoder_takes_the_kernel_only_where_it_predicts_better():
+    from neurodecode.demo.ladder import feature_oracle_predictions
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 4)).astype(np.float32)
+    x_train, x_test = x[:600], x[600:]
+
+    def responses(z):  # voxel 0 linear, voxel 1 nonlinear in the features
+        return np.stack([z @ np.array([1.0, -0.5, 0.3, 0.0]), np.cos(2 * z[:, 0]) * z[:, 1]], 1)
+
+    predicted, kernel_fraction = feature_oracle_predictions(
+        x_train, responses(x_train), x_test, n_random_features=512
+    )
+    truth = responses(x_test)
+    r = [np.corrcoef(predicted[:, v], truth[:, v])[0, 1] for v in range(2)]
+    assert kernel_fraction == 0.5  # the linear voxel keeps its linear fit
+    assert r[0] > 0.99 and r[1] > 0.7  # a linear ridge gets ~0 on the nonlinear one

@@ -52,6 +52,39 @@ def fit_lowlevel(brain: np.ndarray, images: np.ndarray, image_size: int = LOWLEV
     return RidgeLowLevel.fit(brain, images_to_tensor(images), image_size=image_size)
 
 
+def noise_free_lowlevel(
+    data_root: Path, subject: str, train_ids: np.ndarray, test_ids: np.ndarray
+) -> torch.Tensor:
+    """The pixel ceiling of the simulated world (*sim-only diagnostic*): the low-level pathway
+    fitted on the true noise-free responses of the training images and applied to those of the
+    test images.
+
+    It answers whether the simulated cortex carries pixel information at all, independently of the
+    noise: a decoder's low-level image cannot beat it except by chance.
+
+    Parameters
+    ----------
+    data_root : Path
+        A simulated data set root (with ``ground_truth.h5``).
+    subject : str
+        The eval subject.
+    train_ids, test_ids : ndarray of int, shape (n_train,), (n_test,)
+        73k ids (0-based) of the training images (each once) and of the test trials, in order.
+
+    Returns
+    -------
+    Tensor, shape (n_test, 3, LOWLEVEL_SIZE, LOWLEVEL_SIZE), in [0, 1]
+    """
+    from neurodecode.data.nsd import read_stimuli
+    from neurodecode.sim.ground_truth import read_subject_truth
+
+    truth = read_subject_truth(data_root, subject)
+    train_ids = np.unique(np.asarray(train_ids, dtype=np.int64))
+    pathway = fit_lowlevel(truth.responses_to(train_ids), read_stimuli(data_root, train_ids))
+    with torch.no_grad():
+        return pathway.decode(torch.as_tensor(truth.responses_to(test_ids), dtype=torch.float32))
+
+
 def choose_blend(
     generated: torch.Tensor,
     lowlevel: torch.Tensor,
@@ -164,7 +197,8 @@ def reconstruct_and_score(
         ``pixcorr``, ``ssim``, ``clip_2way`` (and the other available network metrics),
         ``controls.shuffled`` and ``controls.mean_image`` with the same keys, ``lowlevel`` (the
         blurry image alone, same keys), ``strength``, ``blend``, ``blend_validation`` (the
-        validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown).
+        validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown), and, on a
+        simulated root, ``ceiling.lowlevel_noise_free`` (:func:`noise_free_lowlevel`, same keys).
     """
     from neurodecode.data.nsd import read_stimuli
     from neurodecode.embedded.generator import get_sim_generator
@@ -243,17 +277,23 @@ def reconstruct_and_score(
         test.data[shuffled_rows], generator=torch.Generator().manual_seed(seed)
     )
     mean_images = mean_image[None].expand(len(test), -1, -1, -1)
+    methods = {
+        "reconstruction": ours.images,
+        "low-level alone": ours.lowlevel,
+        "shuffled trials": shuffled.images,
+        "mean training image": mean_images,
+    }
+    ceiling_name = "low-level from noise-free responses (sim-only ceiling)"
+    if (Path(data_root) / "ground_truth.h5").exists():
+        methods[ceiling_name] = noise_free_lowlevel(
+            data_root, subject, train.stimulus_id, test.stimulus_id
+        )
 
     # AlexNet/Inception/EffNet/SwAV run only with local weights; a randomly initialised AlexNet
     # would say little and costs minutes at 300 images, so the demo leaves it out
     networks = feature_networks(clip_fn=clip_fn, clip_source="sim-clip", random_fallback=False)
     scored = compare_methods(
-        {
-            "reconstruction": ours.images,
-            "low-level alone": ours.lowlevel,
-            "shuffled trials": shuffled.images,
-            "mean training image": mean_images,
-        },
+        methods,
         stimuli,
         networks=networks,
         size=int(stimuli.shape[1]),  # PixCorr/SSIM at the stimuli's own size (NSD's is 425)
@@ -265,6 +305,8 @@ def reconstruct_and_score(
         "mean_image": scored["mean training image"].values,
     }
     result["lowlevel"] = scored["low-level alone"].values
+    if ceiling_name in scored:
+        result["ceiling"] = {"lowlevel_noise_free": scored[ceiling_name].values}
     result["strength"] = float(strength)
     result["blend"] = float(blend)
     result["blend_mode"] = blend_mode
