@@ -96,3 +96,18 @@ def test_float16_store_round_trip_and_no_mixing(tmp_path, tiny_name):
         store.fill("tiny", "tokens", ["0", "1", "2", "3"], compute, settings, 2, False)
     with pytest.raises(InvalidInputError, match="dtype"):
         store.fill("tiny", "other", ["0"], compute, settings, dtype="int8")
+
+
+def test_extract_config_accepts_mindeye_outputs_and_checks_dtype(tmp_path):
+    from neurodecode.cli.extract import load_extract_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "stimuli: s\nstore: f.h5\noutputs: [image_tokens, image_patch_tokens]\ndtype: float16\n"
+    )
+    config = load_extract_config(good)
+    assert config["dtype"] == "float16" and config["outputs"][1] == "image_patch_tokens"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stimuli: s\nstore: f.h5\ndtype: bfloat16\n")
+    with pytest.raises(InvalidInputError, match="dtype"):
+        load_extract_config(bad)
