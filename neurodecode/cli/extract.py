@@ -10,8 +10,12 @@ The YAML file (all keys but ``stimuli`` and ``store`` optional)::
       preset: default                # sim-clip only: default | tiny
       pretrained: null               # open_clip only: cached hub tag, checkpoint path, or null
       store_name: null               # name in the store; default sim-clip-<preset> / name@weights
-    outputs: [image]                 # image (pooled, N x D), image_tokens (N x T x D),
+    outputs: [image]                 # image (pooled, N x D), image_tokens (N x T x D, all
+                                     # tokens projected: MindEye1, 257 x 768 for ViT-L-14),
+                                     # image_patch_tokens (N x P x width, after ln_post, not
+                                     # projected: MindEye2, 256 x 1664 for ViT-bigG-14),
                                      # text (caption embeddings, N x D)
+    dtype: float32                   # storage type: float32 | float16
     layers: []                       # image-tower modules captured with forward hooks, e.g.
                                      # transformer.resblocks.1 (stored as visual.<name>)
     pooled_layers: true              # mean over tokens/space for `layers` (else full maps)
@@ -43,9 +47,10 @@ CONFIG_KEYS = (
     "pooled_layers",
     "batch_size",
     "device",
+    "dtype",
 )
 MODEL_KEYS = ("name", "preset", "pretrained", "store_name")
-OUTPUT_NAMES = ("image", "image_tokens", "text")
+OUTPUT_NAMES = ("image", "image_tokens", "image_patch_tokens", "text")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +90,8 @@ def load_extract_config(path: str | Path) -> dict[str, Any]:
     outputs = list(config.get("outputs") or ["image"])
     for output in outputs:
         check_option(f"outputs entry in {path}", output, OUTPUT_NAMES)
+    dtype = str(config.get("dtype", "float32"))
+    check_option(f"dtype in {path}", dtype, ("float32", "float16"))
     batch_size = int(config.get("batch_size", 64))
     if batch_size < 1:
         raise InvalidInputError(f"batch_size in {path} must be >= 1; got {batch_size}.")
@@ -98,6 +105,7 @@ def load_extract_config(path: str | Path) -> dict[str, Any]:
         "pooled_layers": bool(config.get("pooled_layers", True)),
         "batch_size": batch_size,
         "device": str(config.get("device", "auto")),
+        "dtype": dtype,
     }
 
 

@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "neurodecode.cli.reconstruct",
         "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
     ),
+    "convert": (
+        "neurodecode.cli.convert",
+        "turn a peer's released checkpoint (MindEye1) into a decoder folder",
+    ),
     "demo": (
         "neurodecode.cli.demo",
         "the main job end to end on the simulated world (make demo)",

@@ -27,7 +27,7 @@ from PIL import Image
 from neurodecode.features.hooks import capture_activations
 from neurodecode.validation import InvalidInputError, check_option
 
-OUTPUTS = ("pooled", "tokens")
+OUTPUTS = ("pooled", "tokens", "patch_tokens")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
@@ -267,7 +267,12 @@ class ClipEncoder:
         the vision transformer — class token first, then the patch tokens in raster order — after
         the final LayerNorm (``visual.ln_post``) and projected by ``visual.proj`` into the joint
         space, shape (N, 1 + P, D) (257 x 768 for ViT-L/14 at 224 px, as MindEye). Token 0 equals
-        the pooled embedding for class-token pooling. ``normalize`` L2-normalises the last axis.
+        the pooled embedding for class-token pooling (MindEye1's targets). With
+        ``output="patch_tokens"``: the patch tokens only (no class token) after ``ln_post`` and
+        *not* projected, shape (N, P, width) — 256 x 1664 for ViT-bigG/14 at 224 px, what
+        MindEye2's ``FrozenOpenCLIPImageEmbedder(output_tokens=True, only_tokens=True)`` takes
+        from open_clip's ``visual(..., output_tokens)``. ``normalize`` L2-normalises the last
+        axis.
         """
         pixels = self.preprocess_images(images)
         with torch.no_grad():
@@ -291,6 +296,8 @@ class ClipEncoder:
                 f"{type(visual).__name__}. Use output='pooled' or capture_activations()."
             )
         tokens = capture_activations(visual, ["ln_post"], pixels, pooled=False)["ln_post"]
+        if self.output == "patch_tokens":
+            return tokens[:, getattr(visual, "num_prefix_tokens", 1) :]
         return tokens @ visual.proj if visual.proj is not None else tokens
 
     # ------------------------------------------------------------------ text

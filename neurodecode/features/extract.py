@@ -99,7 +99,14 @@ def _fill_entries(
     def fill(layer: str, compute, settings: dict[str, Any]) -> int:
         store, todo = target(model_name, layer, ids)
         return store.fill(
-            model_name, layer, todo, compute, settings, config["batch_size"], progress
+            model_name,
+            layer,
+            todo,
+            compute,
+            settings,
+            config["batch_size"],
+            progress,
+            dtype=config.get("dtype", "float32"),
         )
 
     def image_compute(output: str):
@@ -120,7 +127,8 @@ def _fill_entries(
             settings = {**base, "output": "text", "input": "captions"}
             computed["text"] = fill("text", text_compute, settings)
         else:
-            kind = "pooled" if output == "image" else "tokens"
+            kinds = {"image": "pooled", "image_tokens": "tokens"}
+            kind = kinds.get(output, "patch_tokens")
             computed[output] = fill(output, image_compute(kind), {**base, "output": kind})
     encoder.output = "pooled"
 
@@ -156,7 +164,10 @@ def extract(
     ----------
     config : dict
         ``store`` (path), ``ids`` (None, a list, or ``{start, stop}``), ``outputs`` (``image``
-        pooled (N, D), ``image_tokens`` (N, T, D), ``text`` (N, D)), ``layers`` (image-tower
+        pooled (N, D), ``image_tokens`` (N, 1 + P, D): every token after ``ln_post`` and the
+        projection, MindEye1's 257 x 768 for ViT-L-14; ``image_patch_tokens`` (N, P, width): patch
+        tokens after ``ln_post``, unprojected, MindEye2's 256 x 1664 for ViT-bigG-14; ``text``
+        (N, D)), ``dtype`` (``float32`` or ``float16`` storage, optional), ``layers`` (image-tower
         modules captured with forward hooks, stored as ``visual.<name>``), ``pooled_layers``
         and ``batch_size``, as ``neurodecode extract`` validates them.
     source : StimulusSource

@@ -2,7 +2,8 @@
 
 Layout of the file::
 
-    /<model>/<layer>/features       float32, shape (n, *feature_shape), rows in insertion order
+    /<model>/<layer>/features       float32 (or float16, see ``fill(dtype=)``), shape
+                                    (n, *feature_shape), rows in insertion order
     /<model>/<layer>/stimulus_ids   str, shape (n,), the stimulus id of each row
     attributes of /<model>/<layer>: model_name, layer (the names as given), settings (JSON)
 
@@ -326,6 +327,7 @@ class FeatureStore:
         batch_size: int = 64,
         progress: bool = True,
         checkpoint_every: int = 16,
+        dtype: str = "float32",
     ) -> int:
         """Compute and store the features of the ids the store lacks; return how many were computed.
 
@@ -349,7 +351,14 @@ class FeatureStore:
         progress : bool
             Show a tqdm progress bar.
         checkpoint_every : int
-            Batches per atomic checkpoint; a kill loses at most this many batches.
+            Batches per atomic checkpoint; a kill loses at most this many batches. At most this
+            many computed batches are held in memory at once (MindEye2's 256 x 1664 tokens are
+            0.85 MB per image in float16), so memory is bounded by ``checkpoint_every *
+            batch_size`` rows, never by the number of ids.
+        dtype : {"float32", "float16"}
+            Storage type of the rows (``read`` always returns float32). ``float16`` halves the
+            file for token-level targets; it is recorded in the settings as ``storage_dtype``,
+            so an entry is never filled with both.
 
         Returns
         -------
@@ -363,6 +372,10 @@ class FeatureStore:
             )
         if not isinstance(settings, dict):
             raise InvalidInputError(f"settings must be a dict; got {type(settings).__name__}.")
+        if dtype not in ("float32", "float16"):
+            raise InvalidInputError(f"dtype={dtype!r}; expected 'float32' or 'float16'.")
+        if dtype != "float32":  # float32 stores keep the settings they were written with
+            settings = {**settings, "storage_dtype": dtype}
         settings = _canonical({**settings, "versions": library_versions()})
         key = f"{_safe(model_name, 'model_name')}/{_safe(layer, 'layer')}"
         wanted = list(dict.fromkeys(_as_ids(stimulus_ids)))  # unique, order kept
@@ -409,13 +422,18 @@ class FeatureStore:
                             f"compute returned rows of shape {rows.shape[1:]} after {shape}; every "
                             "batch must have the same feature shape."
                         )
+                    if dtype == "float16" and np.any(np.abs(rows) > np.finfo(np.float16).max):
+                        raise InvalidInputError(
+                            f"compute returned features beyond the float16 range for ids "
+                            f"{batch[:5]}...; store them with dtype='float32'."
+                        )
                     if not np.all(np.isfinite(rows)):
                         raise InvalidInputError(
                             f"compute returned NaN/inf features for ids {batch[:5]}...; refusing "
                             "to store them."
                         )
                     pending_ids.extend(batch)
-                    pending_rows.append(rows.astype(np.float32, copy=False))
+                    pending_rows.append(rows.astype(dtype, copy=False))
                     bar.update(len(batch))
                     if len(pending_rows) >= checkpoint_every:
                         self._append(key, model_name, layer, settings, pending_ids, pending_rows)
@@ -463,13 +481,13 @@ class FeatureStore:
             for name, value in settings.items():  # readable with h5ls/h5dump as well
                 if isinstance(value, str | int | float | bool):
                     group.attrs[f"setting.{name}"] = value
-            row_bytes = max(1, int(np.prod(block.shape[1:])) * 4)
+            row_bytes = max(1, int(np.prod(block.shape[1:])) * block.dtype.itemsize)
             chunk_rows = int(max(1, min(1024, (1 << 20) // row_bytes)))
             group.create_dataset(
                 "features",
                 shape=(0, *block.shape[1:]),
                 maxshape=(None, *block.shape[1:]),
-                dtype=np.float32,
+                dtype=np.float16 if block.dtype == np.float16 else np.float32,
                 chunks=(chunk_rows, *block.shape[1:]),
             )
             group.create_dataset(
@@ -570,7 +588,7 @@ class FeatureStore:
                                 f"settings than the shards before it; refusing to merge."
                             )
                         ids = group["stimulus_ids"].asstr()[...]
-                        data = np.asarray(group["features"][...], dtype=np.float32)
+                        data = np.asarray(group["features"][...])  # float16 stays float16
                         known = have.get(key, set())
                         for sid, row in zip(ids, data):
                             if sid in known:
