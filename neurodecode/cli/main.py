@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "neurodecode.cli.reconstruct",
         "images from brain data with a saved decoder (.npy, NSD betas, NIfTI)",
     ),
+    "prepare": (
+        "neurodecode.cli.prepare",
+        "raw NSD betas -> a verified, resumable training cache (prepare nsd)",
+    ),
     "demo": (
         "neurodecode.cli.demo",
         "the main job end to end on the simulated world (make demo)",
