@@ -56,3 +56,15 @@ def test_bad_root_is_one_line_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("neurodecode prepare: error:") and "\n" not in err
+
+
+def test_wrong_voxel_count_is_named(tiny_nsd, tmp_path):
+    from neurodecode.data.nsd_cache import _sha256
+
+    out = prepare_nsd_cache(tiny_nsd, "subj01", tmp_path / "c", progress=False)
+    np.save(out / "voxel_ijk.npy", np.load(out / "voxel_ijk.npy")[:-3])
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["voxel_ijk.npy"] = _sha256(out / "voxel_ijk.npy")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidInputError, match="voxels; expected"):
+        open_nsd_cache(out)
