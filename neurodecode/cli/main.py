@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "neurodecode.cli.convert",
         "turn a peer's released checkpoint (MindEye1) into a decoder folder",
     ),
+    "prepare": (
+        "neurodecode.cli.prepare",
+        "raw NSD betas -> a verified, resumable training cache (prepare nsd)",
+    ),
     "demo": (
         "neurodecode.cli.demo",
         "the main job end to end on the simulated world (make demo)",
