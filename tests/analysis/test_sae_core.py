@@ -284,3 +284,30 @@ def test_evaluate_reconstruction_on_a_perfect_transcoder_pair():
     assert out["fvu"] == pytest.approx(0.0, abs=1e-10)
     assert out["l0"] == pytest.approx(4.0)
     assert out["gamma_rescale_input"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("transcoder", [False, True])
+def test_topk_sparse_training_path_equals_the_dense_one(transcoder):
+    import copy
+
+    torch.manual_seed(0)
+    kwargs = {"transcoder": True, "skip_connection": True} if transcoder else {}
+    sparse = create_sae("topk", 16, 64, k=4, k_aux=6, dead_window=1, **kwargs)
+    x, y = torch.randn(32, 16), torch.randn(32, 16)
+    target = y if transcoder else None
+    sparse.initialize_from_sample(x, target)
+    with torch.no_grad():
+        for p in sparse.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        sparse.rows_since_fired[:20] = 5  # 20 dead latents: AuxK is active
+    dense = copy.deepcopy(sparse)
+    got = sparse.training_loss(x, target)
+    want = dense.dense_training_loss(x, target)
+    assert float(got["auxiliary"]) > 0
+    for key in want:
+        assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-5, abs=1e-7), key
+    got["loss"].backward()
+    want["loss"].backward()
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+    assert torch.equal(sparse.rows_since_fired, dense.rows_since_fired)
