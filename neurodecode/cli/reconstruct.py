@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--zscore",
         choices=["yes", "no"],
         default="yes",
-        help="z-score volume inputs over the trials (as NSD sessions)",
+        help="z-score volume inputs over all the file's trials (one NSD session), then pick --trials",
     )
     parser.add_argument(
         "--no-lowlevel",

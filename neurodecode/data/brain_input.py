@@ -8,8 +8,10 @@ The forms:
   mask (an ROI NIfTI such as ``nsdgeneral.nii.gz``), or a file with a 2-D dataset ``data``;
 * ``.nii`` / ``.nii.gz`` — a 3-D volume (one trial) or a 4-D series (X, Y, Z, trials) with a mask.
 
-Volumes are masked (the mask's positive voxels, in the same C order as training) and z-scored over
-the given trials (:func:`neurodecode.data.trials.zscore_sessions`), as NSD betas are per session.
+Volumes are masked (the mask's positive voxels, in the same C order as training; NSD betas through
+:func:`neurodecode.data.nsd.read_session_betas`, the reader of :func:`read_nsd_betas`) and z-scored
+over *all* the file's trials (:func:`neurodecode.data.trials.zscore_sessions`), as NSD betas are
+per session, before ``trials`` are picked: a file too short to z-score is refused.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from neurodecode.data.nsd import read_session_betas
 from neurodecode.data.trials import zscore_sessions
 from neurodecode.validation import InvalidInputError, check_file
+
+
+#: Fewest trials a volume input may hold to be z-scored over itself.
+MIN_ZSCORE_TRIALS = 20
 
 
 def _mask(path: Path | None, what: str) -> np.ndarray:
@@ -47,7 +54,7 @@ def read_brain_input(
     trials : list of int or None
         0-based rows/volumes to keep (default: all).
     zscore : bool
-        Z-score volume inputs over the kept trials.
+        Z-score volume inputs over all the file's trials (at least :data:`MIN_ZSCORE_TRIALS`).
 
     Messages name the command-line flags (``--input``, ``--mask``, ``--trials``) that
     ``neurodecode reconstruct`` passes these as.
@@ -57,6 +64,7 @@ def read_brain_input(
 
     path = check_file(path, "--input brain data")
     name = path.name.lower()
+    nsd_betas = False
     try:
         if name.endswith(".npy"):
             data = np.load(path, allow_pickle=False)
@@ -68,21 +76,8 @@ def read_brain_input(
         elif name.endswith((".h5", ".hdf5")):
             with h5py.File(path, "r") as f:
                 if "betas" in f:
-                    mask = _mask(mask_path, f"NSD betas {path}").transpose(2, 1, 0)
-                    betas = f["betas"]
-                    if betas.ndim != 4 or betas.shape[1:] != mask.shape:
-                        raise InvalidInputError(
-                            f"betas in {path} have shape {betas.shape}; expected (trials, "
-                            f"{', '.join(map(str, mask.shape))}) = (trials, Z, Y, X) of --mask."
-                        )
-                    rows = sorted(trials) if trials is not None else slice(None)
-                    block = betas[rows]
-                    ijk = np.argwhere(mask.transpose(2, 1, 0))
-                    data = block[:, ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.float32)
-                    if block.dtype.kind == "i":
-                        data /= 300.0
-                    trials = None  # already selected
-                    volume = True
+                    mask = _mask(mask_path, f"NSD betas {path}")
+                    nsd_betas = True
                 elif "data" in f:
                     data = f["data"][:]
                     volume = False
@@ -110,15 +105,25 @@ def read_brain_input(
         raise
     except Exception as err:
         raise InvalidInputError(f"cannot read --input {path}: {err}") from err
+    if nsd_betas:  # the same masked reader as read_nsd_betas (percent signal change)
+        data, volume = read_session_betas(path, mask), True
     data = np.asarray(data, dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        raise InvalidInputError(f"--input {path} has NaN/inf values; expected finite voxels.")
+    if volume and zscore:
+        # statistics of the whole file (an NSD session), never of the few trials asked for
+        if len(data) < MIN_ZSCORE_TRIALS:
+            raise InvalidInputError(
+                f"--input {path} holds {len(data)} trial(s): too few to z-score as the decoder's "
+                f"training data was (per session); expected a whole session's file (at least "
+                f"{MIN_ZSCORE_TRIALS} trials, NSD: 750) or --zscore no with trials already "
+                "z-scored against their session."
+            )
+        data = zscore_sessions(data)
     if trials is not None:
         if max(trials) >= len(data) or min(trials) < 0:
             raise InvalidInputError(
                 f"--trials {trials} are outside the {len(data)} trials of {path}."
             )
         data = data[trials]
-    if not np.all(np.isfinite(data)):
-        raise InvalidInputError(f"--input {path} has NaN/inf values; expected finite voxels.")
-    if volume and zscore and len(data) > 1:
-        data = zscore_sessions(data)
     return data

@@ -312,7 +312,7 @@ def _read_session(path: Path, mask: _MaskIndex, out: np.ndarray) -> int:
         _to_psc(piece, out[t0:t1])
 
     try:
-        if path.suffix == ".hdf5":
+        if path.suffix in (".hdf5", ".h5"):
             with h5py.File(path, "r") as f:
                 if "betas" not in f:
                     raise InvalidInputError(f"{path} has no dataset 'betas'; found {list(f)}.")
@@ -359,7 +359,7 @@ def _read_session(path: Path, mask: _MaskIndex, out: np.ndarray) -> int:
 def _trial_count(path: Path) -> int:
     """Trials in a session file, from its header only."""
     try:
-        if path.suffix == ".hdf5":
+        if path.suffix in (".hdf5", ".h5"):
             with h5py.File(path, "r") as f:
                 if "betas" not in f:
                     raise InvalidInputError(f"{path} has no dataset 'betas'; found {list(f)}.")
@@ -372,6 +372,30 @@ def _trial_count(path: Path) -> int:
     if len(shape) != 4:
         raise InvalidInputError(f"betas in {path} have shape {shape}; expected (X, Y, Z, trials).")
     return int(shape[3])
+
+
+def read_session_betas(path: str | Path, mask_xyz: np.ndarray) -> np.ndarray:
+    """One betas file (an NSD session: ``.hdf5``/``.h5`` (trials, Z, Y, X) or NIfTI
+    (X, Y, Z, trials)), masked, with the reader :func:`read_nsd_betas` uses.
+
+    Parameters
+    ----------
+    path : path
+        The betas file.
+    mask_xyz : ndarray of bool, shape (X, Y, Z)
+        Voxels to keep (in the mask's C order, the project's voxel order).
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_voxels), float32
+        Percent signal change (NSD's int16 betas divided by 300; float betas as they are), not
+        z-scored.
+    """
+    path = Path(path)
+    mask = _MaskIndex.from_mask(np.asarray(mask_xyz, dtype=bool))
+    out = np.empty((_trial_count(path), len(mask.zyx)), dtype=np.float32)
+    n = _read_session(path, mask, out)
+    return out[:n]
 
 
 def _ranges(numbers: list[int]) -> str:

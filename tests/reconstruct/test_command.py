@@ -64,7 +64,7 @@ def test_nifti_series_with_mask_and_trial_selection(tiny_decoder, tmp_path):
     mask = np.zeros((4, 3, 2), dtype=np.int16)
     mask.flat[:12] = 1
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
-    series = np.random.default_rng(1).normal(size=(4, 3, 2, 5)).astype(np.float32)
+    series = np.random.default_rng(1).normal(size=(4, 3, 2, 24)).astype(np.float32)
     nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "bold.nii.gz")
     assert (
         _run(
@@ -118,6 +118,42 @@ def test_nsd_betas_file_with_mask(tiny_decoder, tiny_nsd, tmp_path):
         == 0
     )
     assert len(list((tmp_path / "out").glob("recon_*.png"))) == 3
+
+
+def test_few_nsd_trials_are_zscored_with_their_whole_session(tiny_nsd, tmp_path):
+    from neurodecode.data.brain_input import read_brain_input
+    from neurodecode.data.nsd import read_nsd_betas
+
+    roi = nib.load(tiny_nsd / "nsddata/ppdata/subj01/func1pt8mm/roi/nsdgeneral.nii.gz")
+    nib.save(
+        nib.Nifti1Image((np.asarray(roi.dataobj) == 1).astype(np.int16), roi.affine),
+        tmp_path / "general.nii.gz",
+    )
+    betas = (
+        tiny_nsd
+        / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+        / "betas_session01.hdf5"
+    )
+    brain = read_brain_input(betas, tmp_path / "general.nii.gz", [0, 1, 2], zscore=True)
+    session = read_nsd_betas(tiny_nsd, "subj01", sessions=[1], progress=False)
+    assert brain.shape == (3, session.data.shape[1])
+    # the training reader's session-z-scored rows, not three trials z-scored against themselves
+    np.testing.assert_allclose(brain, session.data[:3], rtol=1e-4, atol=1e-4)
+    assert np.abs(brain.mean(0)).max() > 0.05  # three rows z-scored alone would have mean 0
+
+
+def test_a_file_too_short_to_zscore_is_refused(tiny_decoder, tmp_path):
+    mask = np.zeros((4, 3, 2), dtype=np.int16)
+    mask.flat[:12] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    volume = np.random.default_rng(1).normal(size=(4, 3, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "one.nii.gz")
+    args = ("--mask", str(tmp_path / "mask.nii.gz"))
+    with pytest.raises(InvalidInputError, match=r"1 trial\(s\): too few to z-score"):
+        _run(tiny_decoder, tmp_path / "one.nii.gz", tmp_path / "out", *args, "--debug")
+    assert (
+        _run(tiny_decoder, tmp_path / "one.nii.gz", tmp_path / "out", *args, "--zscore", "no") == 0
+    )
 
 
 def _decoder_with_lowlevel(tiny_decoder, tmp_path, n_voxels=12, blend=1.0, mode="rgb"):
