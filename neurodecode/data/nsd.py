@@ -398,6 +398,23 @@ def read_session_betas(path: str | Path, mask_xyz: np.ndarray) -> np.ndarray:
     return out[:n]
 
 
+def missing_sessions(root: str | Path, subject: str) -> tuple[list[int], int]:
+    """Sessions of ``subject`` that a complete download has but ``root`` lacks.
+
+    Returns
+    -------
+    missing : list of int
+        1-based session numbers absent from the betas folder.
+    n_expected : int
+        Sessions of a complete download (:func:`expected_sessions`, from the design and the first
+        present session's trial count).
+    """
+    available = session_files(root, subject)
+    n_trials = _trial_count(available[next(iter(available))])
+    n_expected = expected_sessions(subject, read_design(root), n_trials)
+    return [s for s in range(1, n_expected + 1) if s not in available], n_expected
+
+
 def _ranges(numbers: list[int]) -> str:
     """``[1, 2, 3, 5, 7, 8]`` -> ``"1-3, 5, 7-8"`` (for one-line logs)."""
     if not numbers:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurodecode.data.nsd import read_nsd_betas, session_files
+from neurodecode.data.nsd import missing_sessions, read_nsd_betas, session_files
 from neurodecode.data.trials import TrialSet
 from neurodecode.validation import InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
@@ -60,8 +63,24 @@ def prepare_nsd_cache(
     """
     root, out = Path(root), Path(out)
     sessions = list(session_files(root, subject))
+    absent, n_expected = missing_sessions(root, subject)
+    if absent:  # a partial download: cache what is there, say what is not
+        logger.warning(
+            "%s: %d of %d sessions found in %s; missing: %s (the cache holds the others).",
+            subject,
+            len(sessions),
+            n_expected,
+            root,
+            ", ".join(map(str, absent)),
+        )
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {"subject": subject, "roi": "nsdgeneral", "files": {}, "sessions": []}
+    manifest = {
+        "subject": subject,
+        "roi": "nsdgeneral",
+        "files": {},
+        "sessions": [],
+        "missing_sessions": absent,
+    }
     if (out / MANIFEST).exists():
         old = _read_manifest(out)
         if old.get("subject") != subject:

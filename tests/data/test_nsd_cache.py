@@ -68,3 +68,19 @@ def test_wrong_voxel_count_is_named(tiny_nsd, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidInputError, match="voxels; expected"):
         open_nsd_cache(out)
+
+
+def test_partial_download_is_cached_and_its_missing_sessions_said(tiny_nsd, tmp_path, caplog):
+    import shutil
+
+    root = tmp_path / "nsd"
+    shutil.copytree(tiny_nsd, root)
+    betas = root / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+    (betas / "betas_session02.hdf5").unlink()
+    with caplog.at_level("WARNING", logger="neurodecode.data.nsd_cache"):
+        out = prepare_nsd_cache(root, "subj01", tmp_path / "c", progress=False)
+    said = [r.getMessage() for r in caplog.records if r.name == "neurodecode.data.nsd_cache"]
+    assert len(said) == 1 and "3 of 4 sessions found" in said[0] and "missing: 2" in said[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sessions"] == [1, 3, 4] and manifest["missing_sessions"] == [2]
+    assert sorted(set(open_nsd_cache(out).session)) == [1, 3, 4]
