@@ -16,6 +16,8 @@ SAE config (every section's keys are checked; unknown keys are errors)::
       ...                            # shared SAE options and the architecture's hyperparameters
     training: {steps: 2000, batch_size: 512, lr: 1.0e-3, ...}
     evaluation: {eval_fraction: 0.1, dense_threshold: 0.1, dashboard_latents: 6, ...}
+    export_saelens: false            # also write run_dir/saelens/ (SAELens's cfg.json +
+                                     # sae_weights.safetensors; relu_l1/topk/jumprelu/batchtopk)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from neurodecode.cli.config import section
 from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
 
-TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation")
+TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation", "export_saelens")
 
 #: data source -> allowed keys (besides ``source``) with defaults.
 SOURCE_KEYS: dict[str, dict[str, Any]] = {
@@ -123,7 +125,21 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
         "sae": sae,
         "training": section(config, "training", TRAINING_KEYS, where),
         "evaluation": section(config, "evaluation", EVALUATION_KEYS, where),
+        "export_saelens": _export_flag(
+            config.get("export_saelens", False), architecture, sae, where
+        ),
     }
+
+
+def _export_flag(value: Any, architecture: str, sae: dict, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{where} export_saelens is {value!r}; expected true or false.")
+    if value and (architecture == "gated" or sae.get("transcoder") or sae.get("skip_connection")):
+        raise InvalidInputError(
+            f"{where} export_saelens: SAELens's format takes relu_l1, topk, jumprelu and batchtopk "
+            f"SAEs, not {'a transcoder' if sae.get('transcoder') else architecture}."
+        )
+    return value
 
 
 # --- data sources -------------------------------------------------------------------------------
@@ -376,6 +392,16 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
     )
     sae = module.sae.cpu().eval()
     sae.save_pretrained(run_dir / "sae")
+    if cfg["export_saelens"]:
+        from neurodecode.analysis.sae.saelens import export_saelens
+
+        data = cfg["data"]
+        export_saelens(
+            sae,
+            run_dir / "saelens",
+            hook_name=str(data.get("layer") or ""),
+            model_name=str(data.get("model_name") or data["source"]),
+        )
 
     metrics: dict[str, Any] = {
         "architecture": architecture,

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from neurodecode.analysis.sae.core import SparseAutoencoder
@@ -30,7 +31,7 @@ def _tiny_config(run_dir, **overrides):
 
 def test_analyze_sae_runs_end_to_end(tmp_path):
     config_path = tmp_path / "sae.yaml"
-    config_path.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run")))
+    config_path.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run", export_saelens=True)))
     assert main(["analyze", "sae", "--config", str(config_path)]) == 0
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -50,6 +51,12 @@ def test_analyze_sae_runs_end_to_end(tmp_path):
     assert (run / "config.yaml").is_file()
     sae = SparseAutoencoder.from_pretrained(run / "sae")
     assert sae.architecture == "topk" and sae.n_latents == 32
+    # the SAELens copy encodes as the saved SAE does
+    from neurodecode.analysis.sae.saelens import read_saelens
+
+    x = torch.randn(16, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(read_saelens(run / "saelens").encode(x), sae.eval().encode(x))
 
 
 def test_analyze_sae_transcoder_from_arrays(tmp_path):
@@ -90,6 +97,10 @@ def test_analyze_sae_transcoder_from_arrays(tmp_path):
             r"section 'sae' \(topk\) has unknown keys \['l1_coefficient'\]",
         ),
         ({"sae": {"architecture": "sparse", "n_latents": 8}}, "sae.architecture='sparse'"),
+        (
+            {"sae": {"architecture": "gated", "n_latents": 8}, "export_saelens": True},
+            "SAELens's format takes relu_l1, topk, jumprelu and batchtopk SAEs, not gated",
+        ),
         ({"data": {"source": "planted", "dims": 8}}, r"source 'planted'.*unknown keys \['dims'\]"),
         ({"data": {"source": "hdf5"}}, "data.source='hdf5'"),
         ({"training": {"step": 5}}, r"section 'training' has unknown keys \['step'\]"),
