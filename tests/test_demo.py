@@ -67,6 +67,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert (out / "retrieval.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "| oracle |" in printed and "| encoding_identification |" in printed
+    assert "fit: epoch 25/25, " in printed  # progress a log file shows too
     # the saved decoder loads in one line and decodes the same way
     decoder = neurodecode.load_pretrained(out / "decoder")
     trials = np.random.default_rng(0).normal(

@@ -20,10 +20,12 @@ Strategies registered here (``trainer.strategy`` in YAML or ``--trainer.strategy
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy
 
 FSDP_STRATEGIES = ("fsdp_linear", "fsdp_linear_cpu")
@@ -123,6 +125,27 @@ def run_lightning_cli(argv: list[str]) -> None:
     build_lightning_cli(argv, run=True)
 
 
+class EpochLines(L.Callback):
+    """One printed line per training epoch (epoch, elapsed seconds, the logged losses and scores),
+    for runs whose output goes to a log file, where a progress bar shows nothing useful."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        values = []
+        for name, value in sorted(trainer.callback_metrics.items()):
+            if value.numel() == 1 and ("loss" in name or "top" in name):
+                values.append(f"{name} {float(value):.4g}")
+        print(
+            f"fit: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}, "
+            f"{time.perf_counter() - self._start:.0f} s" + "".join(f", {v}" for v in values),
+            flush=True,
+        )
+
+
 def fit_experiment(experiment: dict, out: Path) -> tuple:
     """Fit the model of an experiment config through LightningCLI, as ``neurodecode fit`` does.
 
@@ -132,7 +155,8 @@ def fit_experiment(experiment: dict, out: Path) -> tuple:
         A LightningCLI config (``seed_everything``, ``trainer``, ``model`` and ``data`` with
         ``class_path``/``init_args``), e.g. ``experiments/sim_retrieval.yaml`` loaded and with
         its data paths set. ``trainer.default_root_dir`` is set to ``out``; logs go to
-        ``out/logs`` (CSV).
+        ``out/logs`` (CSV). When standard output is not a terminal (a log file), each epoch
+        also prints one line (:class:`EpochLines`).
     out : Path
         Run folder.
 
@@ -155,6 +179,8 @@ def fit_experiment(experiment: dict, out: Path) -> tuple:
     )
     cli = build_lightning_cli(config, run=False)
     assert isinstance(cli.trainer.logger, CSVLogger)
+    if not sys.stdout.isatty():
+        cli.trainer.callbacks.append(EpochLines())
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
