@@ -2,10 +2,13 @@
 
 Layout of ``out``: ``session_NN.npz`` per session (``data`` (n, n_voxels) float16 session
 z-scores, ``stimulus_id``, ``repeat``, ``trial`` int64, ``split``), ``voxel_ijk.npy`` and
-``manifest.json`` (subject, sessions, sha256 per file). Each session is read from raw NSD with
+``manifest.json`` (subject, ROI, the sessions planned (present in the raw download) and those
+completed, sha256 per file). Each session is read from raw NSD with
 :func:`~neurodecode.data.nsd.read_nsd_betas` (one session in memory at a time), written to a
 temporary name and renamed (atomic), and recorded in the manifest, so a killed run resumes from
-the completed sessions. :func:`open_nsd_cache` verifies every checksum before returning a TrialSet.
+the completed sessions. :func:`open_nsd_cache` verifies the subject, the ROI, completeness and
+every checksum before returning a TrialSet; :func:`find_nsd_cache` tells a cache folder from a raw
+NSD root (``NSDDataModule`` trains from either).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def prepare_nsd_cache(
         "roi": "nsdgeneral",
         "files": {},
         "sessions": [],
+        "planned_sessions": sessions,
         "missing_sessions": absent,
     }
     if (out / MANIFEST).exists():
@@ -97,6 +101,7 @@ def prepare_nsd_cache(
         if "voxel_ijk.npy" in old["files"]:
             manifest["files"]["voxel_ijk.npy"] = old["files"]["voxel_ijk.npy"]
     todo = [s for s in sessions if s not in manifest["sessions"]]
+    _write_manifest(out, manifest)  # the plan is on disk before any session is written
     for s in tqdm(todo, desc=f"{subject} cache", disable=not progress):
         trials = read_nsd_betas(root, subject, sessions=[s], progress=False)
         if "voxel_ijk.npy" not in manifest["files"]:
@@ -131,17 +136,96 @@ def _read_manifest(out: Path) -> dict:
         )
     try:
         manifest = json.loads(path.read_text())
-        manifest["files"], manifest["sessions"]  # noqa: B018
+        manifest["files"], manifest["sessions"]
     except (ValueError, KeyError, TypeError) as err:
         raise InvalidInputError(f"{path} is not a cache manifest: {err}") from err
     return manifest
 
 
-def open_nsd_cache(out: str | Path, sessions: list[int] | None = None) -> TrialSet:
-    """Open a cache into a TrialSet (data (n_trials, n_voxels) float32 session z-scores), after
-    verifying every file's sha256 against the manifest."""
+def find_nsd_cache(path: str | Path, subject: str) -> Path | None:
+    """The cache folder of ``subject`` at ``path``: ``path`` itself if it holds a
+    ``manifest.json``, else ``path/<subject>`` if that does (one folder of caches per subject),
+    else ``None`` (``path`` is not a cache; e.g. a raw NSD root)."""
+    path = Path(path)
+    for folder in (path, path / subject):
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+def cache_voxel_count(out: str | Path) -> int:
+    """Voxels per trial in a cache (from ``voxel_ijk.npy``'s header; no trial data read)."""
+    path = Path(out) / "voxel_ijk.npy"
+    try:
+        return int(np.load(path, mmap_mode="r").shape[0])
+    except (OSError, ValueError) as err:
+        raise InvalidInputError(
+            f"cannot read {path} ({err}); rerun `neurodecode prepare nsd` to rewrite it."
+        ) from err
+
+
+def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of array ``key`` in an ``.npz`` from its header only (no data read)."""
+    with np.load(path) as z, z.zip.open(f"{key}.npy") as member:
+        fmt = np.lib.format
+        version = fmt.read_magic(member)
+        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, _ = header(member)
+    return tuple(shape)
+
+
+def open_nsd_cache(
+    out: str | Path,
+    sessions: list[int] | None = None,
+    subject: str | None = None,
+    roi: str | None = None,
+) -> TrialSet:
+    """Open a cache written by :func:`prepare_nsd_cache` into a TrialSet, after verifying it.
+
+    Parameters
+    ----------
+    out : path
+        The cache folder (holding ``manifest.json``).
+    sessions : list of int, optional
+        1-based sessions to open; by default all, and then a cache whose preparation was
+        interrupted (fewer sessions than planned) is refused.
+    subject, roi : str, optional
+        What the caller expects the cache to hold; a cache of another subject or ROI is refused.
+
+    Returns
+    -------
+    TrialSet
+        data (n_trials, n_voxels) float32 session z-scores (stored as float16), ``session``,
+        ``stimulus_id``, ``repeat``, ``split`` and ``info["trial"]`` as
+        :func:`~neurodecode.data.nsd.read_nsd_betas` gives them; ``info`` also has ``voxel_ijk``,
+        ``roi`` and ``units``. The float32 array is allocated once and filled one session at a
+        time (peak memory: it plus one session's float16 trials).
+
+    Raises
+    ------
+    InvalidInputError
+        No manifest, another subject or ROI, an incomplete cache, a session not in the cache, or
+        a file missing or failing its sha256.
+    """
     out = Path(out)
     manifest = _read_manifest(out)
+    if subject is not None and manifest.get("subject") != subject:
+        raise InvalidInputError(
+            f"{out / MANIFEST} is a cache of {manifest.get('subject')!r}; expected {subject!r}."
+        )
+    if roi is not None and manifest.get("roi") != roi:
+        raise InvalidInputError(
+            f"{out / MANIFEST} holds ROI {manifest.get('roi')!r} voxels; expected roi={roi!r}."
+        )
+    if sessions is None:
+        unfinished = [
+            s for s in manifest.get("planned_sessions", []) if s not in manifest["sessions"]
+        ]
+        if unfinished:
+            raise InvalidInputError(
+                f"the cache {out} is incomplete: sessions {unfinished} were planned but not "
+                "written (an interrupted `neurodecode prepare nsd`; rerun it to finish)."
+            )
     wanted = manifest["sessions"] if sessions is None else [int(s) for s in sessions]
     missing = [s for s in wanted if s not in manifest["sessions"]]
     if missing:
@@ -159,21 +243,28 @@ def open_nsd_cache(out: str | Path, sessions: list[int] | None = None) -> TrialS
                 "rerun `neurodecode prepare nsd` to rewrite it."
             )
     voxel_ijk = np.load(out / "voxel_ijk.npy")
-    parts = []
+    shapes = {s: _npz_shape(out / f"session_{s:02d}.npz", "data") for s in wanted}
+    for s, shape in shapes.items():
+        if len(shape) != 2 or shape[1] != len(voxel_ijk):
+            raise InvalidInputError(
+                f"{out}/session_{s:02d}.npz has data of shape {shape}: {shape[1:]} voxels; "
+                f"expected {len(voxel_ijk)} (voxel_ijk.npy)."
+            )
+    data = np.empty((sum(shape[0] for shape in shapes.values()), len(voxel_ijk)), np.float32)
+    columns: dict[str, list[np.ndarray]] = {}
+    row = 0
     for s in wanted:
         with np.load(out / f"session_{s:02d}.npz") as z:
-            part = {k: z[k] for k in z.files}
-        if part["data"].shape[1] != len(voxel_ijk):
-            raise InvalidInputError(
-                f"{out}/session_{s:02d}.npz has {part['data'].shape[1]} voxels; expected "
-                f"{len(voxel_ijk)} (voxel_ijk.npy)."
-            )
-        part["session"] = np.full(len(part["data"]), s)
-        parts.append(part)
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            n = len(z["stimulus_id"])
+            data[row : row + n] = z["data"]  # float16 -> float32 in place, one session at a time
+            for key in ("stimulus_id", "repeat", "trial", "split"):
+                columns.setdefault(key, []).append(z[key])
+        columns.setdefault("session", []).append(np.full(n, s))
+        row += n
+    cat = {k: np.concatenate(v) for k, v in columns.items()}
     return TrialSet(
-        data=cat["data"].astype(np.float32),
-        subject=np.full(len(cat["data"]), manifest["subject"]),
+        data=data,
+        subject=np.full(len(data), manifest["subject"]),
         session=cat["session"],
         stimulus_id=cat["stimulus_id"],
         repeat=cat["repeat"],

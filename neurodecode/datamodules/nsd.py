@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from neurodecode.data.nsd import count_roi_voxels, read_nsd_betas
+from neurodecode.data.nsd_cache import cache_voxel_count, find_nsd_cache, open_nsd_cache
 from neurodecode.data.trials import TrialSet
 from neurodecode.validation import InvalidInputError, check_array
 
@@ -197,12 +198,18 @@ def _empty_trials(n_voxels: int) -> TrialSet:
 class NSDDataModule(L.LightningDataModule):
     """NSD-layout trials joined with a FeatureStore's features.
 
+    Trials come from a raw NSD-layout root, or from caches written by ``neurodecode prepare nsd``
+    (masked, session-z-scored float16 trials; see :mod:`neurodecode.data.nsd_cache`): the same
+    trials, ids, repeats and split, opened after verifying each cache's subject, ROI,
+    completeness and checksums, and without reading any raw betas.
+
     Parameters
     ----------
-    root : str
-        NSD root (real or simulated).
+    root : str, optional
+        NSD root (real or simulated). A folder holding a cache's ``manifest.json`` (or one cache
+        per subject in ``root/<subject>/``) is read as ``prepared``. Not needed with ``prepared``.
     feature_store : str
-        HDF5 FeatureStore holding features of the stimuli (``neurodecode extract``).
+        HDF5 FeatureStore holding features of the stimuli (``neurodecode extract``); required.
     feature_model, feature_layer : str
         Which store entry is the target.
     subjects : list of str
@@ -222,12 +229,15 @@ class NSDDataModule(L.LightningDataModule):
     val_images : int
         Training images of the eval subject held out (all their repeats, averaged) for validation.
     batch_size, num_workers, seed : int
+    prepared : str or dict of str, optional
+        Train from ``neurodecode prepare nsd`` caches instead of ``root``: a cache folder (one
+        subject), a folder holding ``<subject>/`` cache folders, or ``{subject: cache folder}``.
     """
 
     def __init__(
         self,
-        root: str,
-        feature_store: str,
+        root: str | None = None,
+        feature_store: str | None = None,
         feature_model: str = "sim-clip-default",
         feature_layer: str = "image",
         subjects: list[str] | None = None,
@@ -239,10 +249,19 @@ class NSDDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        prepared: str | dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.root, self.store_path = Path(root), Path(feature_store)
+        if feature_store is None:
+            raise InvalidInputError("NSDDataModule needs feature_store (a FeatureStore path).")
+        if root is None and prepared is None:
+            raise InvalidInputError(
+                "NSDDataModule needs root (an NSD root or cache folder) or prepared (caches "
+                "written by `neurodecode prepare nsd`)."
+            )
+        self.root = None if root is None else Path(root)
+        self.store_path = Path(feature_store)
         self.subjects = list(subjects or ["subj01"])
         self.eval_subject = eval_subject or self.subjects[0]
         if self.eval_subject not in self.subjects:
@@ -256,9 +275,44 @@ class NSDDataModule(L.LightningDataModule):
                 f"train_subjects={self.train_subjects}; expected a non-empty subset of "
                 f"subjects={self.subjects}."
             )
+        self._caches = {s: self._cache_of(s, prepared) for s in self.subjects}
         self._geometry: dict | None = None
         self._loaded = False
         self._resume_epoch = 0
+
+    def _cache_of(self, subject: str, prepared: str | dict[str, str] | None) -> Path | None:
+        """The cache folder ``subject`` is read from, or ``None`` for the raw root."""
+        if isinstance(prepared, dict):
+            if subject not in prepared:
+                raise InvalidInputError(
+                    f"prepared has caches of {sorted(prepared)}; {subject!r} has none."
+                )
+            base = Path(prepared[subject])
+        elif prepared is not None:
+            base = Path(prepared)
+        else:  # a root holding caches is read as such
+            return find_nsd_cache(self.root, subject)
+        folder = find_nsd_cache(base, subject)
+        if folder is None:
+            raise InvalidInputError(
+                f"no NSD cache of {subject} at {base}: expected {base}/manifest.json or "
+                f"{base}/{subject}/manifest.json (run `neurodecode prepare nsd --out {base}`)."
+            )
+        return folder
+
+    def _n_voxels(self, subject: str) -> int:
+        cache = self._caches[subject]
+        if cache is None:
+            return count_roi_voxels(self.root, subject, self.hparams.roi)
+        return cache_voxel_count(cache)
+
+    def _read_trials(self, subject: str) -> TrialSet:
+        """All trials of ``subject`` (data float32 session z-scores), from its cache or raw."""
+        cache = self._caches[subject]
+        if cache is None:
+            return read_nsd_betas(self.root, subject, roi=self.hparams.roi, progress=False)
+        logger.info("%s: reading the prepared cache %s", subject, cache)
+        return open_nsd_cache(cache, subject=subject, roi=self.hparams.roi)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -270,9 +324,7 @@ class NSDDataModule(L.LightningDataModule):
             store = FeatureStore(self.store_path)
             shape = store.feature_shape(self.hparams.feature_model, self.hparams.feature_layer)
             self._geometry = {
-                "n_voxels": {
-                    s: count_roi_voxels(self.root, s, self.hparams.roi) for s in self.subjects
-                },
+                "n_voxels": {s: self._n_voxels(s) for s in self.subjects},
                 "target_shape": list(shape),
             }
         return self._geometry
@@ -302,7 +354,7 @@ class NSDDataModule(L.LightningDataModule):
                 train_sets.append(_empty_trials(n_voxels))
                 train_targets.append(np.zeros((0, *self.geometry["target_shape"]), np.float32))
                 continue
-            trials = read_nsd_betas(self.root, subject, roi=hp.roi, progress=False)
+            trials = self._read_trials(subject)
             train = trials.select(trials.split == "train")
             n_max = limit.get(subject) if isinstance(limit, dict) else limit
             if n_max is not None:
