@@ -534,6 +534,10 @@ class FeatureStore:
     ) -> dict[tuple[str, str], int]:
         """Move the rows of shard stores into this store in one atomic commit.
 
+        The shards are streamed: a first pass reads only their ids and settings; then rows are
+        copied in blocks of at most ``_MERGE_BLOCK_BYTES`` (and the rows an id has in two shards
+        compared in such blocks), so memory is bounded by one block, never by the shards' size.
+
         Parameters
         ----------
         shards : sequence of path
@@ -553,9 +557,9 @@ class FeatureStore:
         Raises
         ------
         InvalidInputError
-            A shard is missing or unreadable, its settings differ from another shard's or from
-            the store's, or one stimulus id has different features in two shards. The store is
-            then left as it was.
+            A shard is missing or unreadable, its settings or row shape differ from another
+            shard's or from the store's, or one stimulus id has different features in two
+            shards. The store is then left as it was.
         """
         paths = [Path(p) for p in shards]
         rank_of = {} if order is None else {sid: i for i, sid in enumerate(_as_ids(order))}
@@ -567,55 +571,134 @@ class FeatureStore:
                     for model_name, layer in self._keys(f):
                         group = self._group(f, model_name, layer)
                         have[group.name.lstrip("/")] = set(group["stimulus_ids"].asstr()[...])
-            entries: dict[str, dict[str, Any]] = {}
-            for path in paths:
-                shard = FeatureStore(path)
-                with shard._open() as f:
-                    for model_name, layer in shard._keys(f):
-                        group = shard._group(f, model_name, layer)
-                        key = group.name.lstrip("/")
-                        settings = json.loads(group.attrs["settings"])
-                        if self.path.is_file():
-                            with self._open() as main:
-                                self._check_settings(main, model_name, layer, settings)
-                        entry = entries.setdefault(
-                            key,
-                            {"name": (model_name, layer), "settings": settings, "rows": {}},
-                        )
-                        if entry["settings"] != settings:
-                            raise InvalidInputError(
-                                f"shard {path} ({model_name}/{layer}) was filled with other "
-                                f"settings than the shards before it; refusing to merge."
+            entries = self._plan_merge(paths, have)
+            with contextlib.ExitStack() as stack:
+                files = [stack.enter_context(FeatureStore(p)._open()) for p in paths]
+                for key, entry in entries.items():
+                    self._compare_duplicates(files, paths, key, entry)
+                added = {entry["name"]: len(entry["source"]) for entry in entries.values()}
+                if any(added.values()):
+
+                    def write(f: h5py.File) -> None:
+                        for key, entry in entries.items():
+                            ids = sorted(
+                                entry["source"], key=lambda sid: rank_of.get(sid, len(rank_of))
                             )
-                        ids = group["stimulus_ids"].asstr()[...]
-                        data = np.asarray(group["features"][...])  # float16 stays float16
-                        known = have.get(key, set())
-                        for sid, row in zip(ids, data):
-                            if sid in known:
-                                continue
-                            seen = entry["rows"].get(sid)
-                            if seen is not None and not np.array_equal(seen, row):
-                                raise InvalidInputError(
-                                    f"stimulus id {sid!r} has different {model_name}/{layer} "
-                                    f"features in two shards (one is {path}); refusing to merge."
+                            step = _block_rows(entry["shape"], entry["dtype"])
+                            for start in range(0, len(ids), step):
+                                chunk = ids[start : start + step]
+                                where = [entry["source"][sid] for sid in chunk]
+                                block = _gather_rows(files, key, where, entry)
+                                self._write_rows(
+                                    f, key, *entry["name"], entry["settings"], chunk, block
                                 )
-                            entry["rows"][sid] = row
-            added = {entry["name"]: len(entry["rows"]) for entry in entries.values()}
-            if any(added.values()):
 
-                def write(f: h5py.File) -> None:
-                    for key, entry in entries.items():
-                        if not entry["rows"]:
-                            continue
-                        ids = sorted(entry["rows"], key=lambda sid: rank_of.get(sid, len(rank_of)))
-                        block = np.stack([entry["rows"][sid] for sid in ids])
-                        self._write_rows(f, key, *entry["name"], entry["settings"], ids, block)
-
-                self._commit(write)
+                    self._commit(write)
             if remove:
                 for path in paths:
                     path.unlink(missing_ok=True)
             return added
+
+    def _plan_merge(self, paths: list[Path], have: dict[str, set[str]]) -> dict[str, dict]:
+        """First pass of :meth:`merge`, over ids and settings only: per entry key, ``name``,
+        ``settings``, row ``shape`` and ``dtype``, ``source`` ({new id: (shard, row)}, first
+        occurrence) and ``duplicates`` ([(id, (shard, row) kept, (shard, row) also seen)])."""
+        entries: dict[str, dict[str, Any]] = {}
+        for index, path in enumerate(paths):
+            shard = FeatureStore(path)
+            with shard._open() as f:
+                for model_name, layer in shard._keys(f):
+                    group = shard._group(f, model_name, layer)
+                    key = group.name.lstrip("/")
+                    settings = json.loads(group.attrs["settings"])
+                    if self.path.is_file():
+                        with self._open() as main:
+                            self._check_settings(main, model_name, layer, settings)
+                    data = group["features"]
+                    entry = entries.setdefault(
+                        key,
+                        {
+                            "name": (model_name, layer),
+                            "settings": settings,
+                            "shape": tuple(data.shape[1:]),
+                            "dtype": data.dtype,  # float16 stays float16
+                            "source": {},
+                            "duplicates": [],
+                        },
+                    )
+                    if entry["settings"] != settings:
+                        raise InvalidInputError(
+                            f"shard {path} ({model_name}/{layer}) was filled with other "
+                            f"settings than the shards before it; refusing to merge."
+                        )
+                    if (tuple(data.shape[1:]), data.dtype) != (entry["shape"], entry["dtype"]):
+                        raise InvalidInputError(
+                            f"shard {path} ({model_name}/{layer}) holds {data.dtype} rows of "
+                            f"shape {data.shape[1:]}; the shards before it hold "
+                            f"{entry['dtype']} {entry['shape']}. Refusing to merge."
+                        )
+                    known = have.get(key, set())
+                    source, duplicates = entry["source"], entry["duplicates"]
+                    for row, sid in enumerate(group["stimulus_ids"].asstr()[...]):
+                        if sid in known:
+                            continue
+                        if sid in source:
+                            duplicates.append((sid, source[sid], (index, row)))
+                        else:
+                            source[sid] = (index, row)
+        return entries
+
+    @staticmethod
+    def _compare_duplicates(
+        files: list[h5py.File], paths: list[Path], key: str, entry: dict[str, Any]
+    ) -> None:
+        """Refuse the merge if an id's rows in two shards differ (compared block by block)."""
+        duplicates = entry["duplicates"]
+        step = _block_rows(entry["shape"], entry["dtype"])
+        for start in range(0, len(duplicates), step):
+            chunk = duplicates[start : start + step]
+            kept = _gather_rows(files, key, [d[1] for d in chunk], entry)
+            seen = _gather_rows(files, key, [d[2] for d in chunk], entry)
+            for (sid, _, (index, _)), a, b in zip(chunk, kept, seen):
+                if not np.array_equal(a, b):
+                    model_name, layer = entry["name"]
+                    raise InvalidInputError(
+                        f"stimulus id {sid!r} has different {model_name}/{layer} "
+                        f"features in two shards (one is {paths[index]}); refusing to merge."
+                    )
+
+
+# rows of shards held at once by FeatureStore.merge (per block read and written)
+_MERGE_BLOCK_BYTES = 64 * 2**20
+
+
+def _block_rows(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Rows of ``shape`` and ``dtype`` in one merge block (at least 1)."""
+    return max(1, _MERGE_BLOCK_BYTES // max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
+
+
+def _gather_rows(
+    files: list[h5py.File], key: str, where: list[tuple[int, int]], entry: dict[str, Any]
+) -> np.ndarray:
+    """Rows ``[(shard, row), ...]`` of entry ``key`` of open shard files, in that order:
+    (len(where), *shape) in the entry's dtype. Each shard's rows are read in one go, as one
+    contiguous slice when they are dense in it (shards' rows mostly come in runs)."""
+    block = np.empty((len(where), *entry["shape"]), dtype=entry["dtype"])
+    if not where:
+        return block
+    shard_of = np.array([w[0] for w in where])
+    row_of = np.array([w[1] for w in where], dtype=np.int64)
+    for index in np.unique(shard_of):
+        at = np.flatnonzero(shard_of == index)
+        rows = row_of[at]
+        data = files[index][key]["features"]
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        if hi - lo <= 2 * len(rows):
+            block[at] = data[lo:hi][rows - lo]
+        else:  # h5py reads increasing row lists
+            unique, inverse = np.unique(rows, return_inverse=True)
+            block[at] = data[unique][inverse]
+    return block
 
 
 def shard_ids(
