@@ -60,7 +60,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from neurodecode.data.nsd import NSD_SESSIONS, _ranges, roi_path, subject_index
+from neurodecode.data.nsd import NSD_SESSIONS, SessionPresence, _ranges, roi_path, subject_index
 from neurodecode.data.rois import read_roi_volume, voxel_coordinates
 from neurodecode.data.trials import TrialSet
 from neurodecode.validation import InvalidInputError
@@ -371,28 +371,19 @@ def read_mindeye2(
                 f"in {wds / 'train'}."
             )
         n_expected = NSD_SESSIONS[s_number - 1] if s_number <= len(NSD_SESSIONS) else max(present)
-        found = sorted(present)
-        missing_sessions = [s for s in range(1, n_expected + 1) if s not in present]
+        presence = SessionPresence(
+            subject, present, n_expected, wds / "train", "MindEye2 train shards"
+        )
+        found, missing_sessions = presence.found, presence.missing
         if sessions is None:
-            chosen = found
-            (logger.warning if missing_sessions else logger.info)(
-                "%s: %d of %d MindEye2 train shards found in %s (sessions found: %s; missing: %s).",
-                subject,
-                len(found),
-                n_expected,
-                wds / "train",
-                _ranges(found),
-                _ranges(missing_sessions),
-            )
-        else:
-            chosen = [int(s) for s in sessions]
-            absent = [s for s in chosen if s not in present]
-            if absent:
-                raise InvalidInputError(
-                    f"MindEye2 train shards for sessions {absent} of {subject} not found: "
-                    f"expected {[str(wds / 'train' / f'{s - 1}.tar') for s in absent]}; present "
-                    f"sessions: {_ranges(found)}."
-                )
+            presence.report(logger)
+        chosen = presence.choose(
+            sessions,
+            lambda absent: (
+                "MindEye2 train shards "
+                + str([str(wds / "train" / f"{s - 1}.tar") for s in absent])
+            ),
+        )
         shards += [("train", s, present[s]) for s in chosen]
     for split in ("new_test", "test"):
         if split in splits:

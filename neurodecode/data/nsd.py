@@ -25,6 +25,7 @@ import logging
 import math
 import mmap
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -398,6 +399,120 @@ def read_session_betas(path: str | Path, mask_xyz: np.ndarray) -> np.ndarray:
     return out[:n]
 
 
+@dataclass(frozen=True)
+class SessionPresence:
+    """Which sessions of a subject a download holds, against a complete download.
+
+    The one session count shared by the readers (NSD betas, MindEye2 shards) and
+    ``neurodecode prepare nsd``: one log line, one error for asked-for sessions that are absent.
+
+    Attributes
+    ----------
+    subject : str
+    files : dict of int -> Path
+        1-based session -> its file, for the sessions present, sorted.
+    n_expected : int
+        Sessions of a complete download.
+    where : Path
+        The folder searched (for messages).
+    what : str
+        What the files are, for messages (``"sessions"``, ``"MindEye2 train shards"``).
+    """
+
+    subject: str
+    files: dict[int, Path]
+    n_expected: int
+    where: Path
+    what: str = "sessions"
+
+    @property
+    def found(self) -> list[int]:
+        """Present sessions, sorted."""
+        return sorted(self.files)
+
+    @property
+    def missing(self) -> list[int]:
+        """Sessions ``1..n_expected`` that are absent."""
+        return [s for s in range(1, self.n_expected + 1) if s not in self.files]
+
+    def report(self, log: logging.Logger, extra: str = "") -> None:
+        """One line: a warning if sessions are missing, else info."""
+        (log.warning if self.missing else log.info)(
+            "%s: %d of %d %s found in %s (sessions found: %s; missing: %s)%s.",
+            self.subject,
+            len(self.files),
+            self.n_expected,
+            self.what,
+            self.where,
+            _ranges(self.found),
+            _ranges(self.missing),
+            extra,
+        )
+
+    def choose(self, sessions: list[int] | None, expected: Callable[[list[int]], str]) -> list[int]:
+        """``sessions`` (all present ones if ``None``), refusing any that is absent;
+        ``expected(absent)`` says which files were looked for (in the error)."""
+        if sessions is None:
+            return self.found
+        chosen = [int(s) for s in sessions]
+        absent = [s for s in chosen if s not in self.files]
+        if absent:
+            raise InvalidInputError(
+                f"sessions {absent} of {self.subject} not found: expected {expected(absent)}; present "
+                f"sessions: {_ranges(self.found)}."
+            )
+        return chosen
+
+
+def session_presence(
+    root: str | Path,
+    subject: str,
+    design: NSDDesign | None = None,
+    trials_per_session: int | None = None,
+    sessions: list[int] | None = None,
+) -> tuple[SessionPresence, int]:
+    """The NSD betas sessions of ``subject`` under ``root``, against a complete download.
+
+    Parameters
+    ----------
+    root, subject
+        As for :func:`read_nsd_betas`.
+    design : NSDDesign, optional
+        Read from ``root`` if not given.
+    trials_per_session : int, optional
+        Trials in a full session; by default the largest trial count among the files of
+        ``sessions`` (all present ones if ``None``) and the first present file (headers only).
+    sessions : list of int, optional
+        The sessions about to be read (only for inferring ``trials_per_session``).
+
+    Returns
+    -------
+    presence : SessionPresence
+        Present files and :func:`expected_sessions`'s count.
+    trials_per_session : int
+
+    Raises
+    ------
+    InvalidInputError
+        No betas folder or files, or files numbered past the design.
+    """
+    design = read_design(root) if design is None else design
+    available = session_files(root, subject)
+    folder = available[next(iter(available))].parent
+    if trials_per_session is None:
+        probe = set(available) if sessions is None else {next(iter(available)), *sessions}
+        trials_per_session = max(_trial_count(available[s]) for s in probe if s in available)
+    n_expected = expected_sessions(subject, design, trials_per_session)
+    beyond = [s for s in available if s > n_expected]
+    if beyond:
+        names = ", ".join(available[s].name for s in beyond)
+        raise InvalidInputError(
+            f"{names} in {folder} are past the design: it holds {n_expected} sessions for "
+            f"{subject} ({len(design.masterordering)} trials of {trials_per_session})."
+        )
+    return SessionPresence(subject, available, n_expected, folder), trials_per_session
+
+
 def missing_sessions(root: str | Path, subject: str) -> tuple[list[int], int]:
     """Sessions of ``subject`` that a complete download has but ``root`` lacks.
 
@@ -406,13 +521,10 @@ def missing_sessions(root: str | Path, subject: str) -> tuple[list[int], int]:
     missing : list of int
         1-based session numbers absent from the betas folder.
     n_expected : int
-        Sessions of a complete download (:func:`expected_sessions`, from the design and the first
-        present session's trial count).
+        Sessions of a complete download (:func:`session_presence`).
     """
-    available = session_files(root, subject)
-    n_trials = _trial_count(available[next(iter(available))])
-    n_expected = expected_sessions(subject, read_design(root), n_trials)
-    return [s for s in range(1, n_expected + 1) if s not in available], n_expected
+    presence, _ = session_presence(root, subject)
+    return presence.missing, presence.n_expected
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -519,41 +631,13 @@ def read_nsd_betas(
         raise InvalidInputError(f"ROI {volume.path} (labels {roi_labels}) selects no voxels.")
     index = _MaskIndex.from_mask(mask_xyz)
 
-    available = session_files(root, subject)
-    folder = available[next(iter(available))].parent
-    if trials_per_session is None:  # the longest of the files read and the first present one
-        probe = set(available) if sessions is None else {next(iter(available)), *sessions}
-        trials_per_session = max(_trial_count(available[s]) for s in probe if s in available)
-    n_expected = expected_sessions(subject, design, trials_per_session)
-    beyond = [s for s in available if s > n_expected]
-    if beyond:
-        names = ", ".join(available[s].name for s in beyond)
-        raise InvalidInputError(
-            f"{names} in {folder} are past the design: it holds {n_expected} sessions for "
-            f"{subject} ({len(design.masterordering)} trials of {trials_per_session})."
-        )
-    missing_all = [s for s in range(1, n_expected + 1) if s not in available]
+    presence, trials_per_session = session_presence(
+        root, subject, design, trials_per_session, sessions
+    )
+    available, missing_all = presence.files, presence.missing
     if sessions is None:
-        sessions = list(available)
-        log = logger.warning if missing_all else logger.info
-        log(
-            "%s: %d of %d sessions found in %s (found: %s; missing: %s); reading %d sessions.",
-            subject,
-            len(available),
-            n_expected,
-            folder,
-            _ranges(list(available)),
-            _ranges(missing_all),
-            len(sessions),
-        )
-    else:
-        sessions = [int(s) for s in sessions]
-        missing = [s for s in sessions if s not in available]
-        if missing:
-            raise InvalidInputError(
-                f"sessions {missing} of {subject} not found: expected betas_sessionNN.hdf5 in "
-                f"{folder}; present: {_ranges(list(available))}."
-            )
+        presence.report(logger, f"; reading {len(available)} sessions")
+    sessions = presence.choose(sessions, lambda _: f"betas_sessionNN.hdf5 in {presence.where}")
 
     if not sessions:
         raise InvalidInputError(f"sessions=[] for {subject}: no session to read.")

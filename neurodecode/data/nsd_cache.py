@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from neurodecode.data.nsd import missing_sessions, read_nsd_betas, session_files
+from neurodecode.data.nsd import read_nsd_betas, session_presence
 from neurodecode.data.trials import TrialSet
 from neurodecode.validation import InvalidInputError
 
@@ -65,17 +65,9 @@ def prepare_nsd_cache(
         ``out``. Data are float16 per-session z-scores of the nsdgeneral voxels.
     """
     root, out = Path(root), Path(out)
-    sessions = list(session_files(root, subject))
-    absent, n_expected = missing_sessions(root, subject)
-    if absent:  # a partial download: cache what is there, say what is not
-        logger.warning(
-            "%s: %d of %d sessions found in %s; missing: %s (the cache holds the others).",
-            subject,
-            len(sessions),
-            n_expected,
-            root,
-            ", ".join(map(str, absent)),
-        )
+    presence, _ = session_presence(root, subject)
+    presence.report(logger, "; the cache holds the sessions found")
+    sessions, absent = presence.found, presence.missing
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "subject": subject,
