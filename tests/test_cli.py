@@ -78,7 +78,12 @@ def test_fit_resume_and_test_through_lightning_cli(tiny_nsd, tiny_store, tmp_pat
 
 
 def test_real_data_configs_validate_with_print_config(capsys):
-    for name in ("nsd_mindeye1_subj01.yaml", "sim_multisubject.yaml", "sim_retrieval.yaml"):
+    for name in (
+        "nsd_mindeye1_subj01.yaml",
+        "nsd_mindeye1_subj01_prepared.yaml",
+        "sim_multisubject.yaml",
+        "sim_retrieval.yaml",
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "-c", str(REPO / "experiments" / name), "--print_config"])
         assert exit_info.value.code in (0, None)

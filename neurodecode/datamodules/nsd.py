@@ -253,15 +253,8 @@ class NSDDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if feature_store is None:
-            raise InvalidInputError("NSDDataModule needs feature_store (a FeatureStore path).")
-        if root is None and prepared is None:
-            raise InvalidInputError(
-                "NSDDataModule needs root (an NSD root or cache folder) or prepared (caches "
-                "written by `neurodecode prepare nsd`)."
-            )
         self.root = None if root is None else Path(root)
-        self.store_path = Path(feature_store)
+        self.store_path = None if feature_store is None else Path(feature_store)
         self.subjects = list(subjects or ["subj01"])
         self.eval_subject = eval_subject or self.subjects[0]
         if self.eval_subject not in self.subjects:
@@ -275,10 +268,26 @@ class NSDDataModule(L.LightningDataModule):
                 f"train_subjects={self.train_subjects}; expected a non-empty subset of "
                 f"subjects={self.subjects}."
             )
-        self._caches = {s: self._cache_of(s, prepared) for s in self.subjects}
+        self._caches_found: dict[str, Path | None] | None = None
         self._geometry: dict | None = None
         self._loaded = False
         self._resume_epoch = 0
+
+    def _sources(self) -> dict[str, Path | None]:
+        """Per subject, the cache folder it is read from (``None``: the raw root). Resolved on
+        first use, not in ``__init__``, so that under LightningCLI a bad path is one clear
+        error rather than a failed instantiation."""
+        if self._caches_found is None:
+            if self.store_path is None:
+                raise InvalidInputError("NSDDataModule needs feature_store (a FeatureStore path).")
+            prepared = self.hparams.prepared
+            if self.root is None and prepared is None:
+                raise InvalidInputError(
+                    "NSDDataModule needs root (an NSD root or cache folder) or prepared (caches "
+                    "written by `neurodecode prepare nsd`)."
+                )
+            self._caches_found = {s: self._cache_of(s, prepared) for s in self.subjects}
+        return self._caches_found
 
     def _cache_of(self, subject: str, prepared: str | dict[str, str] | None) -> Path | None:
         """The cache folder ``subject`` is read from, or ``None`` for the raw root."""
@@ -301,14 +310,14 @@ class NSDDataModule(L.LightningDataModule):
         return folder
 
     def _n_voxels(self, subject: str) -> int:
-        cache = self._caches[subject]
+        cache = self._sources()[subject]
         if cache is None:
             return count_roi_voxels(self.root, subject, self.hparams.roi)
         return cache_voxel_count(cache)
 
     def _read_trials(self, subject: str) -> TrialSet:
         """All trials of ``subject`` (data float32 session z-scores), from its cache or raw."""
-        cache = self._caches[subject]
+        cache = self._sources()[subject]
         if cache is None:
             return read_nsd_betas(self.root, subject, roi=self.hparams.roi, progress=False)
         logger.info("%s: reading the prepared cache %s", subject, cache)
@@ -320,6 +329,8 @@ class NSDDataModule(L.LightningDataModule):
         """``{"n_voxels": {subject: V}, "target_shape": [...]}`` read from ROI and store headers."""
         if self._geometry is None:
             from neurodecode.features.store import FeatureStore
+
+            self._sources()  # checks the paths before anything is read
 
             store = FeatureStore(self.store_path)
             shape = store.feature_shape(self.hparams.feature_model, self.hparams.feature_layer)
@@ -343,6 +354,7 @@ class NSDDataModule(L.LightningDataModule):
         """Read every subject's trials and join them with their features (once)."""
         if self._loaded:
             return
+        self._sources()  # checks the paths before anything is read
         hp = self.hparams
         limit = hp.max_train_sessions
         rng = np.random.default_rng(hp.seed)

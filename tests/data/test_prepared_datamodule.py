@@ -85,13 +85,13 @@ def test_wrong_subject_missing_cache_and_roi_are_refused(tiny_nsd, store, caches
             store, prepared={"subj01": str(caches / "subj01"), "subj02": str(caches / "subj01")}
         ).setup()
     with pytest.raises(InvalidInputError, match=r"prepared has caches of \['subj01'\]; 'subj02'"):
-        _module(store, prepared={"subj01": str(caches / "subj01")})
+        _module(store, prepared={"subj01": str(caches / "subj01")}).setup()
     with pytest.raises(InvalidInputError, match="no NSD cache of subj01 at"):
-        _module(store, prepared=str(tiny_nsd))
+        _module(store, prepared=str(tiny_nsd)).setup()
     with pytest.raises(InvalidInputError, match="holds ROI 'nsdgeneral' voxels; expected roi="):
         _module(store, prepared=str(caches), roi="floc-faces").setup()
     with pytest.raises(InvalidInputError, match="needs root"):
-        NSDDataModule(feature_store=str(store))
+        NSDDataModule(feature_store=str(store)).setup()
 
 
 def test_incomplete_or_damaged_cache_is_refused(tiny_nsd, store, tmp_path):
@@ -137,3 +137,22 @@ def test_fit_on_the_cache_through_the_cli(store, caches, tmp_path):
         ]
     )
     assert sorted(tmp_path.rglob("*.ckpt")), "fit on the cache wrote no checkpoint"
+
+
+def test_fit_on_a_folder_without_a_cache_is_one_line_exit_2(store, tmp_path, capsys):
+    from neurodecode.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "fit",
+                "-c",
+                str(REPO / "experiments/nsd_mindeye1_subj01_prepared.yaml"),
+                f"--data.init_args.prepared={tmp_path}",
+                f"--data.init_args.feature_store={store}",
+                "--trainer.logger=false",
+            ]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("neurodecode fit: error: no NSD cache of subj01 at")
