@@ -22,6 +22,26 @@ __all__ = ["SCHEDULES", "adamw_onecycle", "fit_lightning", "onecycle_step_schedu
 SCHEDULES = ("onecycle", "constant")
 
 
+def fused_adam_supported(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam/AdamW kernel can step ``params``.
+
+    True when this torch build has the kernel and every parameter is a floating-point tensor on
+    the CPU or a CUDA device (fused Adam needs one device type and refuses others, e.g. meta).
+    """
+    if not params:
+        return False
+    devices = {p.device.type for p in params}
+    if len(devices) != 1 or devices - {"cpu", "cuda"}:
+        return False
+    if not all(torch.is_floating_point(p) for p in params):
+        return False
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1, device=params[0].device))], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def adamw_onecycle(
     module: L.LightningModule,
     lr: float,
@@ -63,7 +83,11 @@ def adamw_onecycle(
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    groups = [g for g in groups if g["params"]]
+    # the fused kernel is the same AdamW update in one pass over all parameters (~4x faster on the
+    # CPU than the default per-tensor loop: benchmarks/README.md)
+    fused = fused_adam_supported([p for g in groups for p in g["params"]])
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
     if schedule == "constant":
         return {"optimizer": optimizer}
     total = module.trainer.estimated_stepping_batches

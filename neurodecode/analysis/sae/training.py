@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from neurodecode.analysis.sae.core import SparseAutoencoder
+from neurodecode.models.training import fused_adam_supported
 from neurodecode.validation import InvalidInputError, check_array, check_option
 
 
@@ -109,22 +110,16 @@ class SAETrainingModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         # the fused kernel is the same Adam update in one pass over the parameters (CPU and CUDA)
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=self.lr, betas=(0.9, 0.999), fused=_fused_adam_available()
+            self.parameters(),
+            lr=self.lr,
+            betas=(0.9, 0.999),
+            fused=fused_adam_supported(list(self.parameters())) or None,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-def _fused_adam_available() -> bool:
-    """Whether this torch build has the fused Adam kernel for CPU (torch >= 2.4)."""
-    try:
-        torch.optim.Adam([nn.Parameter(torch.zeros(1))], fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return False
-    return True
 
 
 class RandomRowBatches(IterableDataset):
