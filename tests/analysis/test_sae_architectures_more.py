@@ -254,3 +254,20 @@ def test_new_architectures_round_trip_through_the_model_folder(tmp_path, archite
     for name, value in sae.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
     assert torch.equal(sae(x).output, loaded(x).output)
+
+
+@pytest.mark.parametrize("architecture", NEW)
+def test_analyze_sae_config_takes_the_new_architectures_and_refuses_their_export(
+    tmp_path, architecture
+):
+    from neurodecode.cli.analyze_sae import validate_sae_config
+    from tests.analysis.test_sae_command import _tiny_config
+
+    config = _tiny_config(tmp_path / "run")
+    config["sae"] = {"architecture": architecture, "n_latents": 8, "k": 2}
+    if architecture == "prolu":
+        config["sae"] = {"architecture": "prolu", "n_latents": 8, "variant": "relu"}
+    validate_sae_config(config, "sae.yaml")
+    config["export_saelens"] = True
+    with pytest.raises(InvalidInputError, match=f"not {architecture}"):
+        validate_sae_config(config, "sae.yaml")
