@@ -4,9 +4,12 @@
    combinations of 5 of 256 random unit atoms in 64 dimensions (superposition: 4x more atoms than
    dimensions, coefficients uniform in [0.5, 1.5]). Every architecture is trained with Lightning on
    the same rows (512 latents) with its sparsity set for an L0 near the planted 5 (TopK/BatchTopK:
-   k = 5; ReLU-L1, JumpReLU, Gated: penalty coefficients chosen once for L0 ≈ 4-8). Reported on
-   held-out rows: ``recovery`` (fraction of planted atoms matched at cosine ≥ 0.9 by a decoder
-   row), ``fvu``, ``l0``, ``dead_fraction``, both shrinkage γ, seconds and rows/s.
+   k = 5; ReLU-L1, JumpReLU, Gated, ProLU: penalty coefficients chosen once for L0 ≈ 4-8;
+   Matryoshka BatchTopK k = 5 with prefixes 64/128/256/512; Switch 8 TopK experts of 64 latents,
+   k = 5). Reported on held-out rows: ``recovery`` (fraction of planted atoms matched at cosine
+   ≥ 0.9 by a decoder row), ``fvu``, ``l0``, ``dead_fraction``, both shrinkage γ, the FVU of the
+   first 64 latents alone (``prefix_fvu``), forward FLOPs per input (TopK, BatchTopK, Switch),
+   the metrics after the feature-suppression fix (ReLU-L1, Gated, ProLU), seconds and rows/s.
 2. **Transcoders on sim-clip** (``transcoders``): an MLP block of the sim-clip ``tiny`` vision
    tower (trained and cached on first use, seconds), its (input, output) captured by a forward
    hook over simulated scenes; a TopK transcoder and a TopK skip transcoder at the same k.
@@ -21,6 +24,7 @@ one core of a busy machine (sim-clip tiny trains on first use). Writes ``benchma
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -31,8 +35,14 @@ import numpy as np
 import torch
 
 from neurodecode.analysis.sae.core import create_sae
-from neurodecode.analysis.sae.metrics import evaluate_reconstruction
+from neurodecode.analysis.sae.matryoshka import prefix_reconstruction
+from neurodecode.analysis.sae.metrics import (
+    evaluate_reconstruction,
+    fraction_of_variance_unexplained,
+)
 from neurodecode.analysis.sae.planted import dictionary_recovery, make_planted_activations
+from neurodecode.analysis.sae.suppression import RESCALABLE, fix_feature_suppression
+from neurodecode.analysis.sae.switch import topk_forward_flops
 from neurodecode.analysis.sae.training import ArrayActivationDataModule, train_sae
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sae.json"
@@ -44,11 +54,17 @@ PLANTED_SETTINGS: dict[str, dict[str, Any]] = {
     "relu_l1": {"l1_coefficient": 3.0},
     "jumprelu": {"l0_coefficient": 4.0, "bandwidth": 0.05, "initial_threshold": 0.5},
     "gated": {"l1_coefficient": 4.0},
+    "matryoshka_batchtopk": {"k": 5, "matryoshka_widths": [64, 128, 256]},
+    "switch": {"k": 5, "n_experts": 8},  # 8 experts of 64 latents: same 512 latents as TopK
+    "prolu": {"l1_coefficient": 3.0},
 }
+
+#: width of the dictionary prefix scored on its own (Matryoshka's first prefix).
+PREFIX_WIDTH = 64
 
 #: learning rate per architecture (default 1e-3); BatchTopK reaches 0.93 recovery at 2e-3 and
 #: 0.895 at 1e-3 in 1500 steps.
-PLANTED_LR: dict[str, float] = {"batchtopk": 2e-3}
+PLANTED_LR: dict[str, float] = {"batchtopk": 2e-3, "matryoshka_batchtopk": 2e-3}
 
 
 def bench_planted(
@@ -91,6 +107,25 @@ def bench_planted(
             "train_seconds": seconds,
             "rows_per_second": steps * 512 / seconds,
         }
+        held = data.eval_inputs
+        results[architecture]["prefix_fvu"] = {
+            "width": PREFIX_WIDTH,
+            "fvu": fraction_of_variance_unexplained(
+                held, prefix_reconstruction(module.sae, held, PREFIX_WIDTH)
+            ),
+        }
+        if architecture == "switch":
+            results[architecture]["forward_flops"] = module.sae.forward_flops()
+        elif architecture in ("topk", "batchtopk"):
+            results[architecture]["forward_flops"] = topk_forward_flops(64, 512, settings["k"])
+        if architecture in RESCALABLE:  # the feature-suppression fix, on a copy
+            fixed = copy.deepcopy(module.sae)
+            fix_feature_suppression(fixed, [data.train_inputs])
+            after = evaluate_reconstruction(fixed, data.eval_batches())
+            results[architecture]["suppression_fix"] = {
+                key: after[key]
+                for key in ("fvu", "l0", "gamma_rescale_reconstruction", "gamma_rescale_input")
+            }
         r = results[architecture]
         print(
             f"  {architecture:<10} recovery={r['recovery']:.3f} fvu={r['fvu']:.4f} "

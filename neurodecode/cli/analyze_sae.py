@@ -11,7 +11,8 @@ SAE config (every section's keys are checked; unknown keys are errors)::
       source: planted                # planted | array | feature_store | clip
       ...                            # the source's own keys (see SOURCE_KEYS)
     sae:
-      architecture: topk             # relu_l1 | topk | batchtopk | jumprelu | gated
+      architecture: topk             # relu_l1 | topk | batchtopk | jumprelu | gated | prolu |
+                                     # matryoshka_batchtopk | switch
       n_latents: 512
       ...                            # shared SAE options and the architecture's hyperparameters
     training: {steps: 2000, batch_size: 512, lr: 1.0e-3, ...}
@@ -134,7 +135,10 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
 def _export_flag(value: Any, architecture: str, sae: dict, where: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{where} export_saelens is {value!r}; expected true or false.")
-    if value and (architecture == "gated" or sae.get("transcoder") or sae.get("skip_connection")):
+    exportable = ("relu_l1", "topk", "jumprelu", "batchtopk")
+    if value and (
+        architecture not in exportable or sae.get("transcoder") or sae.get("skip_connection")
+    ):
         raise InvalidInputError(
             f"{where} export_saelens: SAELens's format takes relu_l1, topk, jumprelu and batchtopk "
             f"SAEs, not {'a transcoder' if sae.get('transcoder') else architecture}."

@@ -1,8 +1,17 @@
 """Sparse autoencoders and transcoders: a shared base and registry (:mod:`.core`), one module per
-architecture (:mod:`.relu_l1`, :mod:`.topk`, :mod:`.jumprelu`, :mod:`.gated`; imported here so that
-:func:`.core.create_sae` knows them all), the Lightning training path (:mod:`.training`), metrics
-(:mod:`.metrics`), planted dictionaries to score recovery against (:mod:`.planted`), SAELens's folder
-format (:mod:`.saelens`: ``export_saelens`` / ``read_saelens``) and latent matching between SAEs of
-different sizes (:mod:`.stitching`)."""
+architecture (:mod:`.relu_l1`, :mod:`.topk`, :mod:`.jumprelu`, :mod:`.gated`, :mod:`.prolu`,
+:mod:`.matryoshka`, :mod:`.switch`; imported here so that :func:`.core.create_sae` knows them
+all), the Lightning training path (:mod:`.training`), metrics (:mod:`.metrics`), the
+feature-suppression fix for L1-trained SAEs (:mod:`.suppression`), planted dictionaries to score
+recovery against (:mod:`.planted`), SAELens's folder format (:mod:`.saelens`: ``export_saelens`` /
+``read_saelens``) and latent matching between SAEs of different sizes (:mod:`.stitching`)."""
 
-from neurodecode.analysis.sae import gated, jumprelu, relu_l1, topk  # noqa: F401  (register)
+from neurodecode.analysis.sae import (  # noqa: F401  (register)
+    gated,
+    jumprelu,
+    matryoshka,
+    prolu,
+    relu_l1,
+    switch,
+    topk,
+)

@@ -17,6 +17,15 @@ Architectures (``architecture`` name -> module):
   straight-through estimator, L0 penalty (Rajamanoharan et al. 2024b).
 - ``gated`` (:mod:`.gated`) — separate gate and magnitude paths with shared weights, auxiliary reconstruction
   through a *frozen* copy of the decoder (Rajamanoharan et al. 2024a).
+- ``prolu`` (:mod:`.prolu`) — ProLU latents (the bias only gates), ProLU_ReLU / ProLU_STE gradients, L1
+  penalty (Taggart 2024).
+- ``matryoshka_batchtopk`` (:mod:`.matryoshka`) — BatchTopK latents, loss summed over nested dictionary
+  prefixes (Bussmann et al. 2025).
+- ``switch`` (:mod:`.switch`) — a softmax router picks one of E TopK experts per input, load-balancing loss
+  (Mudide et al. 2024); not a transcoder.
+
+The feature-suppression fix for L1-trained SAEs (Wright & Sharkey 2024) is
+:func:`neurodecode.analysis.sae.suppression.fix_feature_suppression`.
 
 Every architecture is also a **transcoder** (``transcoder=True``: reconstruct a component's output
 from its input, Dunefsky et al. 2024) and a **skip transcoder** (``skip_connection=True``: an affine
@@ -61,7 +70,7 @@ def create_sae(architecture: str, d_in: int, n_latents: int, **kwargs: Any) -> S
     ----------
     architecture : str
         A key of :data:`SAE_REGISTRY` (``relu_l1``, ``topk``, ``batchtopk``, ``jumprelu``,
-        ``gated``).
+        ``gated``, ``prolu``, ``matryoshka_batchtopk``, ``switch``).
     d_in, n_latents : int
         Input width and number of latents (dictionary size).
     **kwargs
