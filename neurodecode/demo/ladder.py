@@ -157,8 +157,7 @@ def feature_oracle_predictions(
     z_train, z_test = (x_train - mean) / sd, (x_test - mean) / sd
     rng = np.random.default_rng(seed)
     sample = z_train[rng.choice(len(z_train), size=min(len(z_train), 500), replace=False)]
-    distances = np.sqrt(((sample[:, None] - sample[None]) ** 2).sum(-1))
-    median = float(np.median(distances[np.triu_indices(len(sample), 1)]))
+    median = _median_distance(sample)
 
     linear = RidgeRegression().fit(z_train, clean_train)
     best_score = np.asarray(linear.cv_score_, dtype=np.float64)
@@ -179,6 +178,109 @@ def feature_oracle_predictions(
             best_score[better] = score[better]
             kernel_won |= better
     return predicted, float(kernel_won.mean())
+
+
+def _median_distance(sample: np.ndarray) -> float:
+    """Median Euclidean distance between distinct rows, through the Gram matrix (memory
+    ``n^2``, not ``n^2 x features``)."""
+    x = np.asarray(sample, dtype=np.float64)
+    square = (x**2).sum(1)
+    d2 = np.maximum(square[:, None] + square[None] - 2 * x @ x.T, 0.0)
+    return float(np.median(np.sqrt(d2[np.triu_indices(len(x), 1)])))
+
+
+def validation_split(
+    train_ids: np.ndarray, validation_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split training images (not trials) into fit and validation images, seeded.
+
+    Returns
+    -------
+    fit_ids, validation_ids : ndarray
+        Disjoint, sorted, together the unique ``train_ids``.
+    """
+    ids = np.unique(np.asarray(train_ids))
+    if not 0 < validation_fraction < 1:
+        raise InvalidInputError(
+            f"validation_fraction must be in (0, 1); got {validation_fraction}."
+        )
+    n_val = round(validation_fraction * len(ids))
+    if n_val < 2 or len(ids) - n_val < 2:
+        raise InvalidInputError(
+            f"{len(ids)} training images cannot give a validation split of fraction "
+            f"{validation_fraction} (each side needs >= 2 images)."
+        )
+    chosen = np.random.default_rng(seed).permutation(len(ids))[:n_val]
+    is_val = np.zeros(len(ids), dtype=bool)
+    is_val[chosen] = True
+    return ids[~is_val], ids[is_val]
+
+
+def validation_feature_oracles(
+    root: str | Path,
+    subject: str,
+    target_spaces: dict[str, Callable[[np.ndarray], np.ndarray]],
+    train_ids: np.ndarray,
+    validation_fraction: float = 0.2,
+    n_way: int = 300,
+    seed: int = 0,
+) -> dict:
+    """The oracle and each target space's feature oracle on *validation* trials: for choosing a
+    target space without looking at the test trials.
+
+    The training images are split (:func:`validation_split`); the feature oracles' encoders
+    (:func:`feature_oracle_predictions`) are regressed on the true noise-free responses of the
+    fit images only, and the candidates are the validation images, scored against their own
+    repeat-averaged, drift-removed training trials with the true noise, in the protocol of
+    :func:`oracle_rungs`. No shared (test) image or trial takes part.
+
+    Parameters
+    ----------
+    root, subject, target_spaces, train_ids, n_way, seed
+        As :func:`oracle_rungs` (``n_way`` is capped at the number of validation images).
+    validation_fraction : float
+        Share of the training images held out as validation candidates.
+
+    Returns
+    -------
+    dict
+        ``{"oracle": {...}, "feature_oracle": {space: {...}}, "n_fit_images": int,
+        "n_validation_images": int}``; each rung as :func:`oracle_rungs`'s.
+    """
+    from neurodecode.data.nsd import read_nsd_betas
+    from neurodecode.sim.oracle import oracle_scores
+
+    fit_ids, val_ids = validation_split(train_ids, validation_fraction, seed)
+    truth = read_subject_truth(root, subject)
+    trials = read_nsd_betas(root, subject, zscore=False, progress=False)
+    if not np.array_equal(trials.info["voxel_ijk"], truth.voxel_ijk):
+        raise InvalidInputError(f"nsdgeneral of {subject} in {root} does not match its truth.")
+    rows = np.isin(trials.stimulus_id, val_ids) & (trials.split == "train")
+    val = oracle_test_data(
+        truth, val_ids, trials.data[rows], trials.stimulus_id[rows], trials.session[rows]
+    )
+    del trials
+    n_way = min(n_way, len(val_ids))
+
+    def identify(scores: np.ndarray) -> dict:
+        return _top(oracle_identification(scores, n_way=n_way, n_draws=N_DRAWS, seed=seed))
+
+    clean_fit = truth.responses_to(fit_ids)
+    feature_oracles = {}
+    for name, features_of in target_spaces.items():
+        x_fit = features_of(fit_ids).reshape(len(fit_ids), -1)
+        x_val = features_of(val_ids).reshape(len(val_ids), -1)
+        predicted, kernel_share = feature_oracle_predictions(x_fit, clean_fit, x_val, seed)
+        feature_oracles[name] = identify(
+            oracle_scores(val.observed, predicted, val.noise, val.n_repeats)
+        )
+        feature_oracles[name]["kernel_voxel_fraction"] = kernel_share
+    return {
+        "oracle": identify(val.scores()),
+        "feature_oracle": feature_oracles,
+        "n_fit_images": len(fit_ids),
+        "n_validation_images": len(val_ids),
+    }
 
 
 def decoder_rungs(

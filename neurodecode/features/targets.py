@@ -1,0 +1,294 @@
+"""Decoding targets computed from images alone: spatial maps of an image tower, a low-level
+colour / contrast / oriented-energy pathway, and standardised concatenations of them.
+
+MindEye1/2 decode more than a pooled CLIP vector: CLIP's token outputs (257 x 768, 256 x 1664)
+carry layout, and a low-level pathway (Stable Diffusion VAE latents) carries colour and
+position. This module builds the same kinds of targets for any image tower and any stimulus
+set, from pixels only (nothing here reads a simulator's ground truth):
+
+- :func:`tower_maps`: activations of named image-tower modules (forward hooks), kept spatial and
+  block-averaged onto a coarse grid (a convnet's stage maps, or a vision transformer's patch
+  tokens laid back on their grid);
+- :func:`lab_thumbnail`, :func:`local_contrast`, :func:`oriented_energy`: a small CIELAB image,
+  the RMS luminance contrast of each grid cell, and quadrature-Gabor energy per orientation and
+  wavelength (the image-computable encoding model of Kay et al. 2008), each on a grid;
+- :func:`standardise_blocks`: several such blocks, centred per feature and scaled so that every
+  block carries the same total variance, flattened and concatenated, with statistics taken from
+  reference rows only (the training images), so a FeatureStore layer can hold the result.
+
+Every map is channel-first ``(N, C, g, g)``; flattened it is a row of ``C * g * g`` features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from neurodecode.validation import InvalidInputError
+
+#: sRGB (D65) -> CIE XYZ
+_RGB_TO_XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ]
+)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise InvalidInputError(
+            f"images have shape {images.shape} and dtype {images.dtype}; expected (N, H, W, 3) "
+            "uint8 RGB."
+        )
+    return images
+
+
+def srgb_to_lab(images: np.ndarray) -> np.ndarray:
+    """CIELAB (D65 white) of sRGB images.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W, 3), uint8 sRGB
+
+    Returns
+    -------
+    ndarray, shape (N, H, W, 3), float32
+        ``L*`` in [0, 100], ``a*`` and ``b*`` roughly in [-110, 110].
+    """
+    rgb = _check_images(images).astype(np.float64) / 255.0
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _RGB_TO_XYZ.T / _WHITE_D65
+    eps = (6 / 29) ** 3
+    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+    return lab.astype(np.float32)
+
+
+def block_average(maps: np.ndarray | torch.Tensor, grid: int) -> np.ndarray:
+    """Average channel-first maps over equal square blocks onto a ``grid x grid`` lattice.
+
+    Parameters
+    ----------
+    maps : ndarray or Tensor, shape (N, C, H, W)
+        ``H`` and ``W`` must be multiples of ``grid`` (a map already at ``grid`` is returned as is).
+    grid : int
+
+    Returns
+    -------
+    ndarray, shape (N, C, grid, grid), float32
+    """
+    maps = torch.as_tensor(maps)
+    if maps.ndim != 4:
+        raise InvalidInputError(f"maps have shape {tuple(maps.shape)}; expected (N, C, H, W).")
+    height, width = maps.shape[-2:]
+    if grid < 1 or height % grid or width % grid:
+        raise InvalidInputError(
+            f"cannot average a {height} x {width} map onto a {grid} x {grid} grid; the grid must "
+            "divide both sides."
+        )
+    pooled = torch.nn.functional.avg_pool2d(maps.float(), (height // grid, width // grid))
+    return pooled.numpy().astype(np.float32)
+
+
+def lab_thumbnail(images: np.ndarray, grid: int = 8) -> np.ndarray:
+    """A ``grid x grid`` CIELAB image: each cell's mean ``L*, a*, b*``.
+
+    Returns
+    -------
+    ndarray, shape (N, 3, grid, grid), float32 (CIELAB units)
+    """
+    lab = srgb_to_lab(images)
+    return block_average(np.moveaxis(lab, -1, 1), grid)
+
+
+def local_contrast(images: np.ndarray, grid: int = 8) -> np.ndarray:
+    """RMS contrast of ``L*`` within each cell of a ``grid x grid`` lattice.
+
+    Returns
+    -------
+    ndarray, shape (N, 1, grid, grid), float32 (``L*`` units)
+    """
+    lightness = srgb_to_lab(images)[..., :1]
+    lightness = np.moveaxis(lightness, -1, 1).astype(np.float64)
+    mean = block_average(lightness, grid).astype(np.float64)
+    mean_square = block_average(lightness**2, grid).astype(np.float64)
+    return np.sqrt(np.maximum(mean_square - mean**2, 0.0)).astype(np.float32)
+
+
+def gabor_pairs(
+    n_orientations: int = 4, wavelengths: Sequence[float] = (4.0, 8.0)
+) -> tuple[torch.Tensor, int]:
+    """Zero-mean even/odd Gabor kernels, one quadrature pair per (wavelength, orientation).
+
+    The envelope SD is half the wavelength (about one octave of bandwidth).
+
+    Returns
+    -------
+    kernels : Tensor, shape (2 * n_wavelengths * n_orientations, 1, K, K)
+        Even then odd kernel of each pair, pairs ordered wavelength-major; each kernel has unit
+        L2 norm.
+    size : int
+        ``K`` (odd), set by the longest wavelength.
+    """
+    if n_orientations < 1 or not wavelengths or min(wavelengths) <= 0:
+        raise InvalidInputError(
+            f"need n_orientations >= 1 and positive wavelengths; got {n_orientations}, "
+            f"{list(wavelengths)}."
+        )
+    size = 2 * math.ceil(1.5 * max(wavelengths)) + 1
+    half = size // 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    kernels = []
+    for wavelength in wavelengths:
+        envelope = np.exp(-(x**2 + y**2) / (2 * (wavelength / 2) ** 2))
+        for k in range(n_orientations):
+            theta = np.pi * k / n_orientations
+            phase = 2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / wavelength
+            for carrier in (np.cos(phase), np.sin(phase)):
+                kernel = envelope * carrier
+                kernel = kernel - envelope * (kernel.sum() / envelope.sum())
+                kernels.append(kernel / np.linalg.norm(kernel))
+    return torch.tensor(np.stack(kernels)[:, None], dtype=torch.float32), size
+
+
+def oriented_energy(
+    images: np.ndarray,
+    grid: int = 8,
+    n_orientations: int = 4,
+    wavelengths: Sequence[float] = (4.0, 8.0),
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Quadrature-Gabor energy of ``L*`` per orientation and wavelength, averaged per grid cell.
+
+    Energy is ``sqrt(even² + odd²)`` of each pair (:func:`gabor_pairs`), with reflected borders.
+
+    Returns
+    -------
+    ndarray, shape (N, n_wavelengths * n_orientations, grid, grid), float32
+    """
+    images = _check_images(images)
+    kernels, size = gabor_pairs(n_orientations, wavelengths)
+    out = []
+    for start in range(0, len(images), batch_size):
+        lightness = srgb_to_lab(images[start : start + batch_size])[..., 0] / 100.0
+        x = torch.from_numpy(lightness)[:, None]
+        x = torch.nn.functional.pad(x, (size // 2,) * 4, mode="reflect")
+        with torch.no_grad():
+            response = torch.nn.functional.conv2d(x, kernels)
+        energy = response.reshape(len(x), -1, 2, *response.shape[-2:]).pow(2).sum(2).sqrt()
+        out.append(block_average(energy, grid))
+    return np.concatenate(out) if out else np.zeros((0, len(kernels) // 2, grid, grid), "f4")
+
+
+def tower_maps(
+    encoder,
+    images: np.ndarray,
+    modules: Sequence[str],
+    grid: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Spatial activations of image-tower modules, optionally block-averaged onto a grid.
+
+    Parameters
+    ----------
+    encoder : ClipEncoder
+        Its ``preprocess_images`` and ``model.visual`` are used
+        (:func:`neurodecode.features.clip.load_clip`, or sim-clip).
+    images : ndarray, shape (N, H, W, 3), uint8
+    modules : sequence of str
+        Dotted names under ``model.visual`` (e.g. ``trunk.features.11``: a convnet stage,
+        ``transformer.resblocks.5``: a ViT block).
+    grid : int, optional
+        Block-average each map onto ``grid x grid`` (it must divide the map's side).
+
+    Returns
+    -------
+    dict
+        Module -> ndarray, shape (N, C, h, w) (``(N, C, grid, grid)`` with ``grid``), float32.
+        A transformer block's tokens ``(N, T, D)`` are laid back on their square patch grid
+        (prefix tokens dropped) as ``(N, D, s, s)``.
+    """
+    from neurodecode.features.hooks import capture_activations
+
+    images = _check_images(images)
+    visual = encoder.model.visual
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in modules}
+    for start in range(0, len(images), batch_size):
+        pixels = encoder.preprocess_images(images[start : start + batch_size])
+        captured = capture_activations(visual, list(modules), pixels, pooled=False)
+        for module, activation in captured.items():
+            activation = activation.detach().float().cpu()
+            if activation.ndim == 3:
+                activation = _tokens_to_grid(activation, module)
+            if activation.ndim != 4:
+                raise InvalidInputError(
+                    f"module {module!r} returned shape {tuple(activation.shape)}; expected a "
+                    "spatial map (N, C, H, W) or tokens (N, T, D)."
+                )
+            parts[module].append(
+                block_average(activation, grid) if grid else activation.numpy().astype("f4")
+            )
+    return {m: np.concatenate(p) for m, p in parts.items()}
+
+
+def _tokens_to_grid(tokens: torch.Tensor, module: str) -> torch.Tensor:
+    n, count, width = tokens.shape
+    for prefix in range(0, 9):
+        side = math.isqrt(count - prefix)
+        if side * side == count - prefix:
+            patches = tokens[:, prefix:]
+            return patches.transpose(1, 2).reshape(n, width, side, side)
+    raise InvalidInputError(
+        f"module {module!r} returned {count} tokens, which are no square patch grid plus up to "
+        "8 prefix tokens."
+    )
+
+
+def standardise_blocks(
+    blocks: Mapping[str, np.ndarray], reference: np.ndarray | slice | None = None
+) -> np.ndarray:
+    """Flatten, centre and scale feature blocks so each carries the same variance; concatenate.
+
+    Each block is centred per feature and divided by the square root of its total variance
+    (summed over its features), both measured on the ``reference`` rows only, so every block
+    contributes unit total variance whatever its size and units.
+
+    Parameters
+    ----------
+    blocks : mapping
+        Name -> ndarray (N, ...), the same N rows (images) in every block; concatenated in the
+        mapping's order.
+    reference : index array, boolean mask or slice, optional
+        The rows the statistics come from (e.g. the training images); default all rows.
+
+    Returns
+    -------
+    ndarray, shape (N, sum of block sizes), float32
+    """
+    if not blocks:
+        raise InvalidInputError("standardise_blocks needs at least one block.")
+    sizes = {name: len(block) for name, block in blocks.items()}
+    if len(set(sizes.values())) != 1:
+        raise InvalidInputError(f"blocks have different numbers of rows: {sizes}.")
+    parts = []
+    for name, block in blocks.items():
+        flat = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
+        ref = flat if reference is None else flat[reference]
+        if len(ref) < 2:
+            raise InvalidInputError("standardise_blocks needs at least 2 reference rows.")
+        mean = ref.mean(0)
+        total = float(((ref - mean) ** 2).sum(1).mean())
+        if not np.isfinite(total) or total <= 0:
+            raise InvalidInputError(f"block {name!r} is constant on the reference rows.")
+        parts.append(((flat - mean) / math.sqrt(total)).astype(np.float32))
+    return np.concatenate(parts, axis=1)
