@@ -21,6 +21,7 @@ ORDER = [
     "meg",
     "reconstruct",
     "analysis",
+    "sae_encoding",
     "scale",
 ]
 

@@ -3,7 +3,8 @@
 Each analysis is an entry of :data:`ANALYSES` (name -> (help, module, runner name)); a runner takes
 the parsed config dict and the config path and returns the run folder. Adding an analysis is one
 more entry. The runners live in :mod:`neurodecode.cli.analyze_sae` (SAEs and transcoders) and
-:mod:`neurodecode.cli.analyze_cortex` (encoding, selectivity, captions, synthesis).
+:mod:`neurodecode.cli.analyze_cortex` (encoding, selectivity, captions, synthesis) and
+:mod:`neurodecode.cli.analyze_sae_encoding` (SAE latents as encoding models).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
         "BrainDiVE ROI-guided image synthesis",
         "neurodecode.cli.analyze_cortex",
         "run_synthesis",
+    ),
+    "sae-encoding": (
+        "SAE latents vs dense activations as voxel encoders: banded ridge, variance partition",
+        "neurodecode.cli.analyze_sae_encoding",
+        "run_sae_encoding",
     ),
 }
 

@@ -100,3 +100,42 @@ def plot_surface_map(
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def box_to_mni_affine(brain: np.ndarray) -> np.ndarray:
+    """A display affine that stretches a brain mask's bounding box onto MNI152's brain.
+
+    For volumes without a template registration (the simulated worlds' ellipsoid brains, whose
+    grid axes run left->right, posterior->anterior, inferior->superior): voxel centres at the
+    mask's extreme indices land on the extremes of nilearn's MNI152 brain mask, so that
+    :func:`plot_surface_map` can draw them on fsaverage. It places maps for viewing only; it is
+    no registration.
+
+    Parameters
+    ----------
+    brain : bool array, shape (X, Y, Z)
+        Voxels inside the brain.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        Voxel (i, j, k) -> MNI millimetres.
+    """
+    from nilearn import datasets
+
+    brain = np.asarray(brain, dtype=bool)
+    if brain.ndim != 3 or not brain.any():
+        raise InvalidInputError(
+            f"brain has shape {brain.shape} and {int(brain.sum())} voxels; expected a 3-D mask "
+            "with voxels."
+        )
+    template = datasets.load_mni152_brain_mask(resolution=2)
+    ijk = np.argwhere(template.get_fdata() > 0)
+    xyz = ijk @ template.affine[:3, :3].T + template.affine[:3, 3]
+    lo_mm, hi_mm = xyz.min(0), xyz.max(0)
+    inside = np.argwhere(brain)
+    lo, hi = inside.min(0).astype(float), inside.max(0).astype(float)
+    scale = (hi_mm - lo_mm) / np.maximum(hi - lo, 1.0)
+    affine = np.diag([*scale, 1.0])
+    affine[:3, 3] = lo_mm - scale * lo
+    return affine
