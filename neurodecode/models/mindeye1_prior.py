@@ -94,12 +94,14 @@ _N_BUCKETS, _MAX_DISTANCE, _COSINE_SCALE = 32, 128, 16.0
 
 
 def _gain_norm(x: Tensor, gain: Tensor, stable: bool = False) -> Tensor:
-    """dalle2-pytorch's LayerNorm: no bias, eps 1e-5; ``stable`` divides by the row max first."""
+    """dalle2-pytorch's LayerNorm: no bias, eps 1e-5 (1e-3 below float32); ``stable`` divides by
+    the row max first."""
+    eps = 1e-5 if x.dtype == torch.float32 else 1e-3
     if stable:
         x = x / x.amax(dim=-1, keepdim=True)
     mean = x.mean(dim=-1, keepdim=True)
     var = x.var(dim=-1, unbiased=False, keepdim=True)
-    return (x - mean) * torch.rsqrt(var + 1e-5) * gain
+    return (x - mean) * torch.rsqrt(var + eps) * gain
 
 
 def _rotary_freqs(dim_head: int) -> Tensor:
