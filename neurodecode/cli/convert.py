@@ -7,9 +7,11 @@ output="retrieval" | "backbone")`` gives MindEye1's projector and ``lin1`` outpu
 voxels (the mapping is in :mod:`neurodecode.models.mindeye1`). The checkpoint is read with
 ``torch.load(..., weights_only=True)``: no pickled code runs.
 
-MindEye1's diffusion prior (``net.*``, dalle2-pytorch's transformer) has no counterpart here, so a
-checkpoint that holds it is refused unless ``--drop-prior`` says to convert the brain network
-alone; the folder's ``metadata`` then records that the prior was dropped.
+MindEye1's diffusion prior (``net.*`` + ``noise_scheduler.*``, their
+``VersatileDiffusionPriorNetwork``) is converted too, into a ``prior/`` sub-model of the folder
+(:class:`~neurodecode.models.mindeye1_prior.MindEye1Prior`, opened with
+``load_pretrained(DIR / "prior")``; ``.sample(backbone_tokens)`` is their DDPM sampling).
+``--drop-prior`` converts the brain network alone; the folder's ``metadata`` records which.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drop-prior",
         action="store_true",
-        help="convert the BrainNetwork alone when the checkpoint also holds the diffusion prior",
+        help="convert the BrainNetwork alone, leaving out the checkpoint's diffusion prior",
     )
 
 
@@ -82,26 +84,44 @@ def convert_mindeye1(
     """Convert MindEye1's checkpoint at ``checkpoint`` into a model folder at ``out``."""
     from neurodecode.models.base import check_subject_name
     from neurodecode.models.mindeye1 import retrieval_module_from_mindeye1, split_mindeye1_state
+    from neurodecode.models.mindeye1_prior import mindeye1_prior_from_state
 
     check_subject_name(subject)
     state = read_torch_checkpoint(checkpoint)
     brain, prior = split_mindeye1_state(state, source=str(checkpoint))
-    if prior and not drop_prior:
-        first = sorted(prior)[0]
-        raise InvalidInputError(
-            f"{checkpoint} holds MindEye1's diffusion prior ({len(prior)} tensors, e.g. {first!r}),"
-            " which has no neurodecode counterpart; pass --drop-prior to convert the BrainNetwork "
-            "(voxel2clip.*) alone."
-        )
     model = retrieval_module_from_mindeye1(brain, subject=subject, source=str(checkpoint))
+    prior_model = None
+    if prior and not drop_prior:  # checked in full before anything is written
+        try:
+            prior_model = mindeye1_prior_from_state(prior, source=str(checkpoint))
+        except InvalidInputError as err:
+            raise InvalidInputError(
+                f"{err} Pass --drop-prior to convert the BrainNetwork (voxel2clip.*) alone."
+            ) from None
+        if tuple(prior_model.get_config()[k] for k in ("num_tokens", "dim")) != tuple(
+            model.geometry["target_shape"]
+        ):
+            raise InvalidInputError(
+                f"{checkpoint}: the prior's tokens ({prior_model.num_tokens} x "
+                f"{prior_model.dim}) do not match the BrainNetwork's output "
+                f"{tuple(model.geometry['target_shape'])}; expected one checkpoint of both."
+            )
     metadata = {
         "converted_from": "mindeye1",
         "checkpoint": checkpoint.name,
-        "prior": "dropped" if prior else "absent",
+        "prior": "converted (prior/)" if prior_model else ("dropped" if prior else "absent"),
         "n_prior_tensors": len(prior),
         "target": "OpenAI CLIP ViT-L/14 hidden states, ln_post + projection on all 257 tokens",
     }
-    return model.save_pretrained(out, metadata=metadata)
+    folder = model.save_pretrained(out, metadata=metadata)
+    stale = folder / "prior"
+    if prior_model is not None:
+        prior_model.save_pretrained(stale, metadata={**metadata, "condition": "backbone"})
+    elif stale.is_dir() and (stale / "config.json").is_file():
+        import shutil
+
+        shutil.rmtree(stale)  # an older conversion's prior would not belong to these weights
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:

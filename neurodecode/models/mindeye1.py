@@ -23,12 +23,12 @@ which is our :class:`RetrievalModule` with one subject: ``adapters.<subject>`` i
 LayerNorm (eps 1e-5) and the residual order are the same, so converted weights give the same
 outputs (:data:`KEY_MAP`, :func:`mindeye1_key_shapes`, :func:`retrieval_module_from_mindeye1`).
 
-Not converted: MindEye1's diffusion prior (``net.*``: dalle2-pytorch's causal transformer with
-rotary embeddings, relative position bias, null key/values and SwiGLU feed-forward, depth 6,
-12 heads x 64, ``learned_query_mode="pos_emb"``). Our :class:`~neurodecode.models.prior.DiffusionPrior`
-is a different transformer, so those weights cannot be mapped onto it; converting them means
-writing that network, which is not done. :func:`split_mindeye1_state` reports them so that a
-caller can refuse them or drop them explicitly.
+The diffusion prior (``net.*`` + ``noise_scheduler.*``: dalle2-pytorch's transformer with rotary
+embeddings, relative position bias, null key/values and SwiGLU feed-forward, depth 6, 12 heads x 64,
+``learned_query_mode="pos_emb"``) is a different network from our
+:class:`~neurodecode.models.prior.DiffusionPrior`; it is re-implemented separately as
+:class:`~neurodecode.models.mindeye1_prior.MindEye1Prior`. :func:`split_mindeye1_state` separates
+its tensors from the brain network's.
 
 MindEye2 (Scotti et al. 2024, MedARC-AI/MindEyeV2 ``src/Train.py`` + ``src/models.py``) differs,
 and its checkpoints are refused here (their keys are not MindEye1's):

@@ -147,7 +147,7 @@ def test_convert_cli_gives_mindeye1_outputs(tmp_path, prefix):
     assert config["metadata"]["prior"] == ("dropped" if prefix else "absent")
 
 
-def test_prior_refused_without_drop_prior(tmp_path, capsys):
+def test_incomplete_prior_refused_without_drop_prior(tmp_path, capsys):
     ckpt = write_checkpoint(tmp_path / "last.pth", random_brain_state(**SMALL))
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", "mindeye1", str(ckpt), "--out", str(tmp_path / "d")])
