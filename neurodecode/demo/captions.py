@@ -265,7 +265,7 @@ def caption_demo_trials(
     encoder = get_sim_clip(preset, progress=False)
     t0 = time.perf_counter()
     captioner = get_sim_prefix_captioner(
-        encoder, preset=preset if preset in CAPTIONER_PRESETS else "default", progress=False
+        encoder, preset=preset if preset in CAPTIONER_PRESETS else "default"
     )
     captioner_s = round(time.perf_counter() - t0, 1)
     result = caption_and_score(
