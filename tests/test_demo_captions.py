@@ -83,3 +83,11 @@ def test_reconstruct_captions_writes_a_csv(clip_and_captioner, tmp_path):
     assert [(r["row"], r["trial"]) for r in rows] == [("0", "0"), ("1", "2")]
     for r in rows:
         assert r["caption"].strip() and (tmp_path / "out" / r["file"]).is_file()
+
+
+def test_unknown_captioner_preset_is_one_clear_error(clip_and_captioner):
+    from neurodecode.embedded.prefix_captioner import get_sim_prefix_captioner
+    from neurodecode.validation import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"preset='huge'.*'default', 'tiny'"):
+        get_sim_prefix_captioner(clip_and_captioner[0], preset="huge")
