@@ -64,6 +64,14 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert ceiling["pixcorr"] > recon["lowlevel"]["pixcorr"]
     assert "| low-level from noise-free responses (sim-only ceiling) |" in report
     assert (out / "reconstruction.png").stat().st_size > 1000
+    captions = metrics["captions"]  # brain -> caption: ours, the shuffled control, the ceiling
+    for key in ("decoded", "shuffled", "true_embedding"):
+        assert 0 <= captions[key]["category_hit_rate"] <= 1
+    assert (
+        captions["true_embedding"]["category_hit_rate"] > captions["shuffled"]["category_hit_rate"]
+    )
+    assert (out / "captions.csv").read_text().count("\n") == 61  # header + 60 test images
+    assert "| from decoded embeddings (ours) |" in report
     assert (out / "retrieval.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "| oracle |" in printed and "| encoding_identification |" in printed

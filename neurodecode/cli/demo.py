@@ -3,8 +3,10 @@
 simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings into a
 FeatureStore -> fit the experiment's decoder (``experiments/sim_retrieval.yaml``: the MindEye-style
 retrieval head + diffusion prior) through LightningCLI -> evaluate against the ceiling ladder ->
-reconstruct -> ``runs/demo/metrics.json``, ``runs/demo/report.md``, ``runs/demo/retrieval.png`` and
-the saved decoder in ``runs/demo/decoder/`` (load it with ``neurodecode.load_pretrained``).
+reconstruct -> caption the decoded embeddings (:mod:`neurodecode.demo.captions`) ->
+``runs/demo/metrics.json``, ``runs/demo/report.md``, ``runs/demo/retrieval.png``,
+``runs/demo/captions.csv`` and the saved decoder in ``runs/demo/decoder/`` (load it with
+``neurodecode.load_pretrained``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer epochs")
     parser.add_argument(
         "--no-reconstruction", action="store_true", help="skip image reconstruction"
+    )
+    parser.add_argument(
+        "--no-captions", action="store_true", help="skip captioning the decoded embeddings"
     )
 
 
@@ -105,6 +110,21 @@ def run(args: argparse.Namespace) -> int:
         metrics["reconstruction"] = {k: v for k, v in recon.items() if k != "table"}
         recon_table = recon["table"]
 
+    caption_table = None
+    if not args.no_captions:
+        from neurodecode.demo.captions import caption_demo_trials
+        from neurodecode.validation import InvalidInputError
+
+        steps("captions", "Brain -> caption: prefix captioner on the decoded embeddings")
+        try:
+            captions = caption_demo_trials(model, datamodule, args.data, out, args.clip_preset)
+        except InvalidInputError as error:  # e.g. a decoder whose prior predicts another space
+            print(f"    captions skipped: {error}")
+            metrics["captions"] = {"skipped": str(error)}
+        else:
+            metrics["captions"] = {k: v for k, v in captions.items() if k != "table"}
+            caption_table = captions["table"]
+
     steps.done()
     metrics["timing"] = {**steps.timing, "total_s": steps.total}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=jsonable))
@@ -117,14 +137,25 @@ def run(args: argparse.Namespace) -> int:
             + f"\n\nFeature networks and their weights: {networks}.\n\n"
             "![stimulus | low-level | reconstruction](reconstruction.png)\n"
         )
+    if caption_table is not None:
+        report += (
+            "\n## Brain -> caption (controls: shuffled trials; ceiling: true image embeddings)\n\n"
+            "The prefix captioner of the simulated world captions the decoded embeddings and the "
+            "true images' embeddings; scored against each image's true caption (`captions.csv`).\n\n"
+            + caption_table
+            + "\n"
+        )
     (out / "report.md").write_text(report)
     print("\n" + summary_table(metrics))
     if recon_table is not None:
         print("\n" + recon_table)
+    if caption_table is not None:
+        print("\n" + caption_table.split("\n\n")[0])
     print(
         f"\nwrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'ladder.png'}, "
         f"{out / 'retrieval.png'}, "
         + ("" if args.no_reconstruction else f"{out / 'reconstruction.png'}, ")
+        + ("" if caption_table is None else f"{out / 'captions.csv'}, ")
         + f"{out / 'decoder'}/ in {steps.total:.0f} s"
     )
     return 0

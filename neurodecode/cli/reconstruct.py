@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ignore the low-level pathway saved in <model>/lowlevel/",
     )
+    parser.add_argument(
+        "--captions",
+        action="store_true",
+        help="also caption each trial's predicted embedding (captions.csv)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -149,4 +154,22 @@ def run(args: argparse.Namespace) -> int:
             Image.fromarray(image).save(args.out / name)
             writer.writerow([row, trial, name])
     print(f"wrote {len(images)} reconstructions and index.csv to {args.out}")
+    if args.captions:
+        from neurodecode.analysis.brain_captions import caption_embeddings
+        from neurodecode.embedded.prefix_captioner import (
+            CAPTIONER_PRESETS,
+            get_sim_prefix_captioner,
+        )
+
+        preset = args.clip_preset if args.clip_preset in CAPTIONER_PRESETS else "default"
+        captioner = get_sim_prefix_captioner(encoder, preset=preset)
+        captions = caption_embeddings(captioner, result.embeds)
+        with open(args.out / "captions.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["row", "trial", "file", "caption"])
+            for row, (trial, caption) in enumerate(zip(labels, captions)):
+                writer.writerow([row, trial, f"recon_{row:04d}.png", caption])
+        print(
+            f"wrote {len(captions)} captions of the predicted embeddings to {args.out / 'captions.csv'}"
+        )
     return 0

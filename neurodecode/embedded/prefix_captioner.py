@@ -14,6 +14,7 @@ from neurodecode.embedded.cache import cache_root, config_key
 from neurodecode.embedded.generator import embedding_fingerprint
 from neurodecode.pretrained import save_pretrained
 from neurodecode.sim.stimuli import generate_stimuli
+from neurodecode.validation import check_option
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +22,24 @@ log = logging.getLogger(__name__)
 #: Seed of the stimulus stream the simulated captioner is trained on (not the experiments').
 CAPTIONER_STIMULUS_SEED = 92821
 
+#: Training settings per sim-clip preset (``n_stimuli``, ``steps`` and options of
+#: :func:`~neurodecode.analysis.prefix_captioner.train_prefix_captioner`): ``default`` is the
+#: captioner of ``neurodecode analyze captions`` and ``make demo``; ``tiny`` is a small one for the
+#: tiny world and tests.
+CAPTIONER_PRESETS: dict[str, dict] = {
+    "default": {"n_stimuli": 6000, "steps": 1500},
+    "tiny": {"n_stimuli": 600, "steps": 250, "n_layer": 1, "n_embd": 64},
+}
+
 
 def get_sim_prefix_captioner(
     clip_encoder,
-    n_stimuli: int = 6000,
-    steps: int = 1500,
+    n_stimuli: int | None = None,
+    steps: int | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    preset: str = "default",
     **train_options,
 ) -> ClipPrefixCaptioner:
     """A captioner for the simulation's CLIP (e.g. sim-clip), trained on first use and cached.
@@ -37,7 +48,26 @@ def get_sim_prefix_captioner(
     which an experiment shows) embedded by ``clip_encoder.encode_image`` and their captions. The
     folder is ``<cache>/prefix-captioner/<hash of the settings and the encoder>/``, written to a
     temporary name and renamed (a killed run leaves no partial cache).
+
+    Parameters
+    ----------
+    clip_encoder : ClipEncoder
+        ``encode_image(uint8 images, normalize=True) -> (n, D)``.
+    n_stimuli, steps : int, optional
+        Training scenes and AdamW steps; default from ``preset``.
+    preset : str
+        A key of :data:`CAPTIONER_PRESETS`: the defaults of ``n_stimuli``, ``steps`` and the
+        training options (explicit arguments override them).
+    **train_options
+        Passed to :func:`~neurodecode.analysis.prefix_captioner.train_prefix_captioner`.
     """
+    check_option("preset", preset, tuple(CAPTIONER_PRESETS))
+    defaults = dict(CAPTIONER_PRESETS[preset])
+    n_stimuli = int(n_stimuli if n_stimuli is not None else defaults.pop("n_stimuli"))
+    steps = int(steps if steps is not None else defaults.pop("steps"))
+    defaults.pop("n_stimuli", None)
+    defaults.pop("steps", None)
+    train_options = {**defaults, **train_options}
 
     def embed(images: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
