@@ -30,6 +30,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
             "tiny",
             "--max-epochs",
             "25",  # the tiny world is small: fewer epochs leave the head near chance
+            "--captions",
         ]
     )
     assert run(args) == 0

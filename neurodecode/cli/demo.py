@@ -3,9 +3,9 @@
 simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings into a
 FeatureStore -> fit the experiment's decoder (``experiments/sim_retrieval.yaml``: the MindEye-style
 retrieval head + diffusion prior) through LightningCLI -> evaluate against the ceiling ladder ->
-reconstruct -> caption the decoded embeddings (:mod:`neurodecode.demo.captions`) ->
-``runs/demo/metrics.json``, ``runs/demo/report.md``, ``runs/demo/retrieval.png``,
-``runs/demo/captions.csv`` and the saved decoder in ``runs/demo/decoder/`` (load it with
+reconstruct -> (with ``--captions``) caption the decoded embeddings
+(:mod:`neurodecode.demo.captions`, ``runs/demo/captions.csv``) -> ``runs/demo/metrics.json``,
+``runs/demo/report.md``, ``runs/demo/retrieval.png`` and the saved decoder in ``runs/demo/decoder/`` (load it with
 ``neurodecode.load_pretrained``).
 """
 
@@ -41,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-reconstruction", action="store_true", help="skip image reconstruction"
     )
     parser.add_argument(
-        "--no-captions", action="store_true", help="skip captioning the decoded embeddings"
+        "--captions",
+        action="store_true",
+        help="also caption the decoded embeddings (brain -> caption, captions.csv); the first run "
+        "trains the world's prefix captioner once (about 11 min on 2 CPU cores for the default "
+        "world), later runs add about a minute",
     )
 
 
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         recon_table = recon["table"]
 
     caption_table = None
-    if not args.no_captions:
+    if args.captions:
         from neurodecode.demo.captions import caption_demo_trials
         from neurodecode.validation import InvalidInputError
 
