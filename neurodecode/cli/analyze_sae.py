@@ -8,7 +8,7 @@ SAE config (every section's keys are checked; unknown keys are errors)::
     run_dir: runs/sae_planted        # created; receives config, sae/, metrics.json, dashboard.png
     seed: 0
     data:
-      source: planted                # planted | array | feature_store | clip
+      source: planted                # planted | array | feature_store | clip | vision_tokens
       ...                            # the source's own keys (see SOURCE_KEYS)
     sae:
       architecture: topk             # relu_l1 | topk | batchtopk | jumprelu | gated | prolu |
@@ -19,6 +19,12 @@ SAE config (every section's keys are checked; unknown keys are errors)::
     evaluation: {eval_fraction: 0.1, dense_threshold: 0.1, dashboard_latents: 6, ...}
     export_saelens: false            # also write run_dir/saelens/ (SAELens's cfg.json +
                                      # sae_weights.safetensors; relu_l1/topk/jumprelu/batchtopk)
+
+``source: vision_tokens`` (:mod:`neurodecode.cli.analyze_sae_vision`) trains on a ViT layer's
+patch (or class, or all) tokens streamed image batch by batch, and names latents after the
+planted category, colour or position they detect (``latent_labels.json``), e.g.
+``data: {source: vision_tokens, model_name: sim-clip-vit-tiny, layer: transformer.resblocks.0,
+tokens: patch}``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from neurodecode.cli.analyze_sae_vision import VISION_KEYS
 from neurodecode.cli.config import section
 from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
 
@@ -60,6 +67,7 @@ SOURCE_KEYS: dict[str, dict[str, Any]] = {
         "stimulus_seed": 11,
         "n_downstream_images": 300,
     },
+    "vision_tokens": VISION_KEYS,
 }
 
 TRAINING_KEYS: dict[str, Any] = {
@@ -98,6 +106,16 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
     source = check_option(f"{where} data.source", data.pop("source", None), sorted(SOURCE_KEYS))
     check_keys(f"{where} section 'data' (source {source!r})", data, SOURCE_KEYS[source])
     data = {"source": source, **SOURCE_KEYS[source], **data}
+    if source == "vision_tokens":
+        from neurodecode.analysis.sae.vision import TOKEN_CHOICES
+
+        check_option(f"{where} data.tokens", data["tokens"], TOKEN_CHOICES)
+        sae_in = config.get("sae") or {}
+        if sae_in.get("transcoder") or sae_in.get("skip_connection"):
+            raise InvalidInputError(
+                f"{where}: data source 'vision_tokens' trains SAEs; drop sae.transcoder and "
+                "sae.skip_connection."
+            )
     sae = dict(config.get("sae") or {})
     architecture = check_option(
         f"{where} sae.architecture", sae.get("architecture"), sorted(SAE_REGISTRY)
@@ -346,6 +364,10 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
 
     where = str(config_path) if config_path is not None else "config"
     cfg = validate_sae_config(config, where)
+    if cfg["data"]["source"] == "vision_tokens":
+        from neurodecode.cli.analyze_sae_vision import run_vision_tokens
+
+        return run_vision_tokens(cfg, config)
     run_dir, data_cfg, sae_cfg = cfg["run_dir"], cfg["data"], dict(cfg["sae"])
     training, evaluation = cfg["training"], cfg["evaluation"]
     transcoder = bool(sae_cfg.get("transcoder", False))

@@ -173,7 +173,7 @@ def test_analyze_sae_transcoder_from_a_feature_store(tmp_path):
     assert (sae.d_in, sae.d_out, sae.transcoder) == (6, 4, True)
 
 
-@pytest.mark.parametrize("name", ["sae_planted.yaml", "sae_clip.yaml"])
+@pytest.mark.parametrize("name", ["sae_planted.yaml", "sae_clip.yaml", "sae_vision_tokens.yaml"])
 def test_experiment_configs_are_valid(name):
     from pathlib import Path
 

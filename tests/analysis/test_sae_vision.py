@@ -1,0 +1,139 @@
+"""SAEs on ViT tokens: the AUROC search on planted labels, the token stream, and the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from neurodecode.analysis.sae.vision import (
+    VisionTokenStream,
+    auroc_table,
+    label_latents,
+    merge_labels,
+    patch_of_position,
+    select_tokens,
+)
+from neurodecode.cli.main import main
+from neurodecode.validation import InvalidInputError
+
+
+def test_auroc_table_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(40, 3))
+    scores[:, 2] = np.round(scores[:, 2])  # ties count one half
+    labels = rng.integers(0, 3, size=40)
+    values, table = auroc_table(scores, labels)
+    for v, row in zip(values, table):
+        pos, neg = scores[labels == v], scores[labels != v]
+        diff = pos[:, None, :] - neg[None, :, :]
+        expected = ((diff > 0) + 0.5 * (diff == 0)).mean((0, 1))
+        np.testing.assert_allclose(row, expected)
+
+
+def test_label_latents_finds_the_planted_detector_and_not_noise():
+    rng = np.random.default_rng(1)
+    colour = rng.choice(["red", "blue", "green"], size=300)
+    scores = np.abs(rng.normal(size=(300, 4)))
+    scores[:, 1] += 3.0 * (colour == "blue")  # the planted blue detector
+    result = label_latents(scores, {"colour": colour}, min_auroc=0.7, n_shuffles=10)
+    rows = {r["latent"]: r for r in result["latents"]}
+    assert rows[1]["matched"] and rows[1]["value"] == "blue" and rows[1]["auroc"] > 0.95
+    assert rows[1]["auroc"] > result["control"]["colour"]
+    assert not any(rows[j]["matched"] for j in (0, 2, 3))
+    assert result["matched"] == {"colour": 1} and result["values_covered"]["colour"] == ["blue"]
+    merged = merge_labels(result, label_latents(scores, {"other": rng.integers(0, 2, 300)}))
+    assert merged["latents"][0]["latent"] == 1 and set(merged["control"]) == {"colour", "other"}
+    with pytest.raises(InvalidInputError, match="labels for"):
+        label_latents(scores, {"colour": colour[:10]})
+
+
+def test_patch_of_position_and_token_selection():
+    grid = patch_of_position(np.array([[0.1, 0.1], [0.9, 0.1], [0.3, 0.6], [1.0, 1.0]]), 4)
+    np.testing.assert_array_equal(grid, [0, 3, 9, 15])
+    x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    assert select_tokens(x, "patch").shape == (2, 4, 3)
+    torch.testing.assert_close(select_tokens(x, "cls"), x[:, :1])
+    with pytest.raises(InvalidInputError, match="expected"):
+        select_tokens(x, "nope")
+
+
+def test_stream_yields_every_token_row_of_the_images():
+    class Tokens(torch.nn.Module):  # (N, 1 + 4, 2) tokens whose values name image and patch
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Identity()
+
+        def forward(self, ids):
+            patch = torch.arange(5.0).expand(len(ids), 5)
+            return self.block(torch.stack([ids[:, None].expand(-1, 5).float(), patch], -1))
+
+    ids = torch.arange(12.0)
+
+    def batches(i):
+        return ids[i * 4 : (i + 1) * 4] if i < 3 else None
+
+    stream = VisionTokenStream(Tokens(), "block", batches, batch_size=8, buffer_rows=16)
+    rows = torch.cat([b for _, b in zip(range(60), stream)])  # 480 rows = 10 passes of 12 x 4
+    assert rows.shape == (480, 2) and rows[:, 1].min() >= 1  # the class token is dropped
+    _, counts = np.unique(rows.numpy(), axis=0, return_counts=True)
+    # every (image, patch) row, each about once per pass (a few wait in the buffer)
+    assert len(counts) == 48 and counts.min() >= 9 and counts.max() <= 11
+
+
+def test_vision_token_sae_runs_through_the_cli(tmp_path):
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "seed": 0,
+        "data": {
+            "source": "vision_tokens",
+            "model_name": "sim-clip-vit-tiny",
+            "layer": "visual.transformer.resblocks.0",
+            "tokens": "patch",
+            "n_images": 240,
+            "image_batch_size": 60,
+            "buffer_rows": 2048,
+            "n_shuffles": 5,
+        },
+        "sae": {"architecture": "topk", "n_latents": 48, "k": 4},
+        "training": {"steps": 80, "batch_size": 256, "lr": 3.0e-3, "accelerator": "cpu"},
+        "evaluation": {"dashboard_latents": 3, "dashboard_top": 3},
+    }
+    path = tmp_path / "vision.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "sae", "--config", str(path)]) == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["fvu"] < 1 and metrics["l0"] <= 4
+    assert metrics["source"]["tokens_per_image"] == 16  # 32 px / 8 px patches, no class token
+    labels = json.loads((run / "latent_labels.json").read_text())
+    control = metrics["labels"]["control"]
+    planted = [
+        r for r in labels if r["matched"] and r["attribute"] in ("category", "colour", "position")
+    ]
+    assert planted, "no latent matched a planted category, colour or position"
+    assert all(r["auroc"] > control[r["attribute"]] for r in planted)
+    assert (run / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vision_tokens_refuses_transcoders_and_bad_tokens(tmp_path, capsys):
+    base = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"source": "vision_tokens", "layer": "transformer.resblocks.0"},
+        "sae": {"architecture": "topk", "n_latents": 8, "k": 2},
+    }
+    for change, message in (
+        ({"data": {**base["data"], "tokens": "rows"}}, "data.tokens"),
+        ({"sae": {**base["sae"], "transcoder": True}}, "trains SAEs"),
+    ):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["analyze", "sae", "--config", str(path)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("neurodecode analyze: error: ") and err.count("\n") == 1
+        assert message in err
