@@ -12,7 +12,17 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ["loading", "ridge", "retrieval", "sae", "meg", "reconstruct", "analysis", "scale"]
+ORDER = [
+    "loading",
+    "ridge",
+    "retrieval",
+    "sae",
+    "sae_analyses",
+    "meg",
+    "reconstruct",
+    "analysis",
+    "scale",
+]
 
 
 def main() -> int:
