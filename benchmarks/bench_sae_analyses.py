@@ -8,7 +8,7 @@
 2. **Stitching** (``stitching``): TopK SAEs of 128 and 512 latents (k=5) on the planted dictionary
    of ``bench_sae`` (256 atoms, d=64); FVU/L0 at both ends and whether the path is monotone.
 3. **Pathology** (``pathology``): TopK SAEs (k = 8 and 32) on the residual-stream tokens of the
-   sim-clip ``default`` vision tower (``visual.transformer.resblocks.1``); KL of the zero-shot
+   sim-clip ``tiny`` vision tower (a ViT; ``default`` is a CNN) (``visual.transformer.resblocks.1``); KL of the zero-shot
    category logits with the layer replaced by the reconstruction vs an equal-norm random error.
 4. **Absorption** (``absorption``): SAEBench's absorption fraction on a planted hierarchy (4
    parents x 12 children, d=64) for the planted dictionary and trained TopK / ReLU-L1 SAEs.
@@ -103,7 +103,7 @@ def bench_pathology(steps: int, n_images: int = 1000) -> dict[str, Any]:
     from neurodecode.embedded.clip import CATEGORY_PROMPTS, get_sim_clip
     from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
 
-    encoder = get_sim_clip("default", progress=False)
+    encoder = get_sim_clip("tiny", progress=False)
     layer = "visual.transformer.resblocks.1"
     stimuli = generate_stimuli(n_images, size=encoder.image_size, seed=11)
     pixels = torch.cat(
@@ -119,7 +119,7 @@ def bench_pathology(steps: int, n_images: int = 1000) -> dict[str, Any]:
         image = torch.nn.functional.normalize(model.encode_image(p), dim=-1)
         return 100.0 * image @ text.T
 
-    out: dict[str, Any] = {"model": "sim-clip-default", "layer": layer, "rows": len(rows)}
+    out: dict[str, Any] = {"model": "sim-clip-tiny", "layer": layer, "rows": len(rows)}
     for k in (8, 32):
         sae, _ = _train("topk", rows.numpy(), 8 * rows.shape[1], steps, k=k)
         result = pathology_check(
