@@ -7,8 +7,8 @@
    meta FVU and L0.
 2. **Stitching** (``stitching``): TopK SAEs of 128 and 512 latents (k=5) on the planted dictionary
    of ``bench_sae`` (256 atoms, d=64); FVU/L0 at both ends and whether the path is monotone.
-3. **Pathology** (``pathology``): TopK SAEs (k = 8 and 32) on the residual-stream tokens of the
-   sim-clip ``tiny`` vision tower (a ViT; ``default`` is a CNN) (``visual.transformer.resblocks.1``); KL of the zero-shot
+3. **Pathology** (``pathology``): TopK SAEs (k = 8 and 32) on the pooled features (``visual.trunk.head``) of the
+   sim-clip ``tiny`` image tower (a CNN) (``visual.transformer.resblocks.1``); KL of the zero-shot
    category logits with the layer replaced by the reconstruction vs an equal-norm random error.
 4. **Absorption** (``absorption``): SAEBench's absorption fraction on a planted hierarchy (4
    parents x 12 children, d=64) for the planted dictionary and trained TopK / ReLU-L1 SAEs.
@@ -104,7 +104,7 @@ def bench_pathology(steps: int, n_images: int = 1000) -> dict[str, Any]:
     from neurodecode.sim.stimuli import CATEGORIES, generate_stimuli
 
     encoder = get_sim_clip("tiny", progress=False)
-    layer = "visual.transformer.resblocks.1"
+    layer = "visual.trunk.head"  # pooled CNN features (N, 64) before the projection
     stimuli = generate_stimuli(n_images, size=encoder.image_size, seed=11)
     pixels = torch.cat(
         [encoder.preprocess_images(stimuli.images[i : i + 250]) for i in range(0, n_images, 250)]
