@@ -7,9 +7,10 @@
    meta FVU and L0.
 2. **Stitching** (``stitching``): TopK SAEs of 128 and 512 latents (k=5) on the planted dictionary
    of ``bench_sae`` (256 atoms, d=64); FVU/L0 at both ends and whether the path is monotone.
-3. **Pathology** (``pathology``): TopK SAEs (k = 8 and 32) on the pooled features (``visual.trunk.head``) of the
-   sim-clip ``tiny`` image tower (a CNN) (``visual.transformer.resblocks.1``); KL of the zero-shot
-   category logits with the layer replaced by the reconstruction vs an equal-norm random error.
+3. **Pathology** (``pathology``): TopK SAEs (k = 8 and 32) on the pooled features
+   (``visual.trunk.head``, 64 wide) of the sim-clip ``tiny`` image tower (a CNN); KL of the
+   zero-shot category logits with the layer replaced by the reconstruction vs an equal-norm
+   random error.
 4. **Absorption** (``absorption``): SAEBench's absorption fraction on a planted hierarchy (4
    parents x 12 children, d=64) for the planted dictionary and trained TopK / ReLU-L1 SAEs.
 
