@@ -113,7 +113,8 @@ def bench_pathology(steps: int, n_images: int = 1000) -> dict[str, Any]:
     stream = HookedActivationStream(
         encoder.model, layer, lambda i: None, forward=lambda m, p: m.encode_image(p)
     )
-    rows = torch.cat([stream.capture_batch(pixels[i : i + 250])[0] for i in range(0, 800, 250)])
+    train = pixels[:800]  # the SAE never sees the 200 images the check scores
+    rows = torch.cat([stream.capture_batch(train[i : i + 250])[0] for i in range(0, 800, 250)])
     text = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
 
     def logits(model, p):
