@@ -18,6 +18,7 @@ ORDER = [
     "retrieval",
     "scaling",
     "sae",
+    "sae_analyses",
     "meg",
     "reconstruct",
     "analysis",

@@ -4,7 +4,10 @@ architecture (:mod:`.relu_l1`, :mod:`.topk`, :mod:`.jumprelu`, :mod:`.gated`, :m
 all), the Lightning training path (:mod:`.training`), metrics (:mod:`.metrics`), the
 feature-suppression fix for L1-trained SAEs (:mod:`.suppression`), planted dictionaries to score
 recovery against (:mod:`.planted`), SAELens's folder format (:mod:`.saelens`: ``export_saelens`` /
-``read_saelens``) and latent matching between SAEs of different sizes (:mod:`.stitching`)."""
+``read_saelens``), and the analyses of the literature: latent matching and the stitching path
+between SAEs of different sizes (:mod:`.stitching`), meta-SAEs (:mod:`.meta`), the
+reconstruction-error pathology check (:mod:`.pathology`) and feature absorption / splitting
+(:mod:`.absorption`)."""
 
 from neurodecode.analysis.sae import (  # noqa: F401  (register)
     gated,
