@@ -308,6 +308,151 @@ def fit_encoder(
     )
 
 
+#: relative band scales searched by default (band alphas over a 4096-fold range around the first)
+DEFAULT_BAND_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class BandedRidge:
+    """A banded ridge encoder: one :class:`VoxelEncoder` over the stacked bands plus, per voxel,
+    the band scales and band alphas it chose.
+
+    Attributes
+    ----------
+    encoder : VoxelEncoder
+        Weights act on the standardised stacked bands (the chosen scales folded in), so
+        ``encoder.predict(concatenate_bands(bands)[0])`` predicts responses.
+    band_names : list of str
+    band_scales : ndarray, shape (n_voxels, n_bands)
+        Chosen relative scale of every band (the first band's is 1).
+    band_alphas : ndarray, shape (n_voxels, n_bands)
+        Effective ridge penalty of every band on its standardised features,
+        ``alpha / scale²`` (himalaya's per-band alphas).
+    """
+
+    encoder: VoxelEncoder
+    band_names: list[str]
+    band_scales: np.ndarray
+    band_alphas: np.ndarray
+
+    def predict(self, bands: Mapping[str, ArrayLike]) -> np.ndarray:
+        """Joint prediction, (n_samples, n_voxels), from a dict of band arrays as during fit."""
+        return self.encoder.predict(self._stack(bands))
+
+    def predict_bands(self, bands: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+        """Each band's share of the prediction (its columns' term, intercept excluded).
+
+        Returns
+        -------
+        dict of str -> ndarray, shape (n_samples, n_voxels)
+            Summed with the intercept they give :meth:`predict`.
+        """
+        x = self._stack(bands)
+        enc = self.encoder
+        xs = (x - enc.feature_mean) / enc.feature_scale
+        return {
+            name: xs[:, start:stop] @ enc.weights[start:stop]
+            for name, (start, stop) in enc.bands.items()
+        }
+
+    def _stack(self, bands: Mapping[str, ArrayLike]) -> np.ndarray:
+        if list(bands) != self.band_names:
+            raise InvalidInputError(
+                f"bands are {list(bands)}; expected {self.band_names}, in the order of the fit."
+            )
+        return concatenate_bands(bands)[0]
+
+
+def fit_banded_ridge(
+    bands: Mapping[str, ArrayLike],
+    responses: ArrayLike,
+    band_scales: ArrayLike = DEFAULT_BAND_SCALES,
+    alphas: ArrayLike = DEFAULT_ALPHAS,
+    n_folds: int = 5,
+    groups: ArrayLike | None = None,
+    device: torch.device | str | None = None,
+) -> BandedRidge:
+    """Banded ridge: a penalty per band and voxel, by grid search over relative band scales.
+
+    Every band is z-scored and divided by ``sqrt(n_band_features)`` (unit total variance, as in
+    :func:`~neurodecode.analysis.encoding.fit_encoder`), then scaled by ``s_b``; for every
+    combination of scales (the first band's fixed to 1: only ratios matter) a ridge with one
+    cross-validated alpha per voxel is fitted, and each voxel keeps the combination with the
+    best cross-validated R². Scaling a band by ``s`` is penalising it by ``alpha / s²``; with one
+    band this is plain ridge.
+
+    Parameters
+    ----------
+    bands : dict of str -> array, shape (n_samples, n_features_band)
+    responses : array, shape (n_samples, n_voxels)
+    band_scales : array-like
+        Candidate scales of every band after the first (positive).
+    alphas : array-like
+        Ridge grid searched for every combination.
+    n_folds : int
+        Cross-validation folds (contiguous; ``groups`` keeps repeats of a stimulus together).
+    groups : array, shape (n_samples,), optional
+    device : torch device, optional
+        Where the solver runs (default CPU).
+
+    Returns
+    -------
+    BandedRidge
+    """
+    if not isinstance(bands, Mapping):
+        raise InvalidInputError(
+            f"bands is a {type(bands).__name__}; expected a dict of band name -> array."
+        )
+    x, columns = concatenate_bands(bands)
+    y = _numpy("responses", responses).astype(np.float64)
+    if len(x) != len(y):
+        raise InvalidInputError(
+            f"bands have {len(x)} samples but responses have {len(y)}; expected one feature row "
+            "per response row."
+        )
+    scales = np.asarray(band_scales, dtype=np.float64)
+    if scales.ndim != 1 or scales.size == 0 or not np.all(np.isfinite(scales) & (scales > 0)):
+        raise InvalidInputError(f"band_scales={band_scales!r}; expected positive values.")
+    names = list(columns)
+    mean, scale = _standardisation(x, columns, True)
+    xs = (x - mean) / scale
+    grids = np.meshgrid(*([np.ones(1)] + [scales] * (len(names) - 1)), indexing="ij")
+    combos = np.stack([g.ravel() for g in grids], axis=1)  # (n_combos, n_bands)
+    best: VoxelEncoder | None = None
+    chosen = np.zeros((y.shape[1], len(names)))
+    for combo in combos:
+        factor = np.concatenate(
+            [np.full(stop - start, s) for (start, stop), s in zip(columns.values(), combo)]
+        )
+        enc = fit_encoder(
+            xs * factor,
+            y,
+            alphas=alphas,
+            n_folds=n_folds,
+            standardize=False,
+            groups=groups,
+            device=device,
+        )
+        weights = enc.weights * factor[:, None]  # acts on xs
+        intercept = enc.intercept - enc.feature_mean @ enc.weights
+        if best is None:
+            best = VoxelEncoder(weights, intercept, mean, scale, enc.alpha, enc.cv_score, columns)
+            chosen[:] = combo
+            continue
+        better = enc.cv_score > best.cv_score
+        best.weights[:, better] = weights[:, better]
+        best.intercept[better] = intercept[better]
+        best.alpha[better] = enc.alpha[better]
+        best.cv_score[better] = enc.cv_score[better]
+        chosen[better] = combo
+    return BandedRidge(
+        encoder=best,
+        band_names=names,
+        band_scales=chosen,
+        band_alphas=best.alpha[:, None] / chosen**2,
+    )
+
+
 def fit_banded_encoder(
     bands: Mapping[str, ArrayLike],
     responses: ArrayLike,
@@ -319,9 +464,9 @@ def fit_banded_encoder(
 ) -> VoxelEncoder:
     """Banded ridge by grid search: every combination of per-band scales, best CV R² per voxel.
 
-    A band scaled by ``s`` is penalised as if its alpha were ``alpha / s²`` (himalaya's banded
-    ridge, Dupré la Tour et al. 2022, searched on a grid instead of by random search). The first
-    band's scale is fixed to 1 (only relative scales matter).
+    :func:`fit_banded_ridge`'s encoder (a band scaled by ``s`` is penalised as if its alpha were
+    ``alpha / s²``: himalaya's banded ridge, Dupré la Tour et al. 2022, searched on a grid
+    instead of by random search; the first band's scale is fixed to 1).
 
     Parameters
     ----------
@@ -336,41 +481,9 @@ def fit_banded_encoder(
         Per voxel the weights of the best scale combination, folded back so that
         :meth:`VoxelEncoder.predict` applies to the stacked raw bands.
     """
-    x, columns = concatenate_bands(bands)
-    y = _numpy("responses", responses)
-    mean, scale = _standardisation(x, columns, True)
-    names = list(columns)
-    scales = np.asarray(band_scales, dtype=np.float64)
-    if scales.ndim != 1 or scales.size == 0 or np.any(scales <= 0):
-        raise InvalidInputError(f"band_scales={band_scales!r}; expected positive values.")
-    grids = np.meshgrid(*([np.ones(1)] + [scales] * (len(names) - 1)), indexing="ij")
-    combos = np.stack([g.ravel() for g in grids], axis=1)  # (n_combos, n_bands)
-    best = None
-    for combo in combos:
-        band_factor = np.ones(x.shape[1])
-        for name, s in zip(names, combo):
-            start, stop = columns[name]
-            band_factor[start:stop] = s
-        enc = fit_encoder(
-            (x - mean) / scale * band_factor,
-            y,
-            alphas=alphas,
-            n_folds=n_folds,
-            standardize=False,
-            groups=groups,
-            device=device,
-        )
-        weights = enc.weights * band_factor[:, None]  # acts on (x - mean) / scale
-        intercept = enc.intercept - enc.feature_mean @ enc.weights
-        if best is None:
-            best = VoxelEncoder(weights, intercept, mean, scale, enc.alpha, enc.cv_score, columns)
-            continue
-        better = enc.cv_score > best.cv_score
-        best.weights[:, better] = weights[:, better]
-        best.intercept[better] = intercept[better]
-        best.alpha[better] = enc.alpha[better]
-        best.cv_score[better] = enc.cv_score[better]
-    return best
+    return fit_banded_ridge(
+        bands, responses, band_scales, alphas=alphas, n_folds=n_folds, groups=groups, device=device
+    ).encoder
 
 
 @dataclass
