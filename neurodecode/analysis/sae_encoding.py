@@ -43,6 +43,7 @@ from neurodecode.analysis.encoding import (  # noqa: F401  (BandedRidge, fit_ban
     DEFAULT_BAND_SCALES,
     BandedRidge,
     VoxelEncoder,
+    _numpy,
     concatenate_bands,
     estimate_noise_ceiling,
     fit_banded_ridge,
@@ -52,15 +53,9 @@ from neurodecode.analysis.encoding import (  # noqa: F401  (BandedRidge, fit_ban
 from neurodecode.data.trials import TrialSet
 from neurodecode.evaluate.noise_ceiling import noise_ceiling as nsd_noise_ceiling
 from neurodecode.models.ridge import DEFAULT_ALPHAS
-from neurodecode.validation import InvalidInputError, check_array
+from neurodecode.validation import InvalidInputError
 
 ArrayLike = np.ndarray | torch.Tensor
-
-
-def _numpy(name: str, array: ArrayLike, ndim: int | None = 2) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    return check_array(name, np.asarray(array), ndim=ndim, kind="biuf", finite=True)
 
 
 # --------------------------------------------------------------------------------------------
