@@ -177,7 +177,13 @@ def fit_experiment(experiment: dict, out: Path) -> tuple:
             "init_args": {"save_dir": str(out), "name": "logs"},
         },
     )
-    cli = build_lightning_cli(config, run=False)
+    # The config is the whole input: hide the calling command's own arguments (``demo ...``),
+    # which LightningCLI would otherwise warn about next to ``args=``.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = build_lightning_cli(config, run=False)
+    finally:
+        sys.argv = argv
     assert isinstance(cli.trainer.logger, CSVLogger)
     if not sys.stdout.isatty():
         cli.trainer.callbacks.append(EpochLines())

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from neurodecode.validation import InvalidInputError
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display is assumed
+    # Lightning 2.x calls a torch.utils._pytree API that torch deprecates; users cannot act on it
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
         return _dispatch(argv)

@@ -131,8 +131,16 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
     hp = datamodule.hparams
     space = f"{hp.feature_model}/{hp.feature_layer}"
     train_ids = datamodule.train_set.trials[datamodule.eval_index].stimulus_id
+    started = time.perf_counter()
+    print("    ladder: oracle and feature oracle (sim-only, from the ground truth) ...", flush=True)
     ladder = oracle_rungs(data, subject, {space: datamodule.targets_of}, train_ids, n_way)
+    print(
+        f"    ladder: encoding identification and ridge on {len(train_ids)} training images "
+        f"(t+{time.perf_counter() - started:.0f} s) ...",
+        flush=True,
+    )
     ladder.update(decoder_rungs(datamodule, brain_emb, sharedix, n_way))
+    print(f"    ladder done (t+{time.perf_counter() - started:.0f} s)", flush=True)
     ours = ladder["ours"]["brain_to_image_top1"]
     return {
         "subject": subject,

@@ -8,8 +8,8 @@ and keeps the one whose sim-clip embedding is closest to the predicted one (Mind
 the kept image is blended with the blurry one, as MindEye2 does to keep the low-level information;
 by default only in luminance (``blend_mode="luminance"``: light/dark layout from the blurry image,
 colours from the generated one). ``blend`` is chosen on the held-out *validation* images (never the
-test trials) by :func:`choose_blend`. Scored with MindEye's metric table against two controls: the same
-pipeline on *shuffled* test trials, and the mean training image; the low-level image alone is
+test trials) by :func:`choose_blend`. Scored with MindEye's metric table against two controls: *shuffled* trials
+(each stimulus paired with the reconstruction of another test trial), and the mean training image; the low-level image alone is
 reported too. The fitted pathway is saved beside the decoder (``<out>/decoder/lowlevel/``) so that
 ``neurodecode reconstruct --model <out>/decoder`` uses it.
 """
@@ -166,6 +166,13 @@ def choose_blend(
     return weight, scores
 
 
+def _trial_bar(total: int, description: str):
+    """A tqdm bar over trials (one line per refresh in a log file, at most every 5 s)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"    {description}", unit="trial", mininterval=5.0)
+
+
 def reconstruct_and_score(
     model,
     datamodule,
@@ -245,7 +252,10 @@ def reconstruct_and_score(
             num_samples=num_samples,
             select_with=embed_images,
         )
-        val_recon = chooser.reconstruct(val.data, generator=torch.Generator().manual_seed(seed))
+        with _trial_bar(len(val), "reconstruct (validation, to choose the blend)") as bar:
+            val_recon = chooser.reconstruct(
+                val.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
+            )
         blend, blend_scores = choose_blend(
             val_recon.images,
             val_recon.lowlevel,
@@ -271,16 +281,19 @@ def reconstruct_and_score(
     )
     test = datamodule.test_trials
     stimuli = read_stimuli(data_root, test.stimulus_id)
-    ours = reconstructor.reconstruct(test.data, generator=torch.Generator().manual_seed(seed))
+    with _trial_bar(len(test), "reconstruct (test trials)") as bar:
+        ours = reconstructor.reconstruct(
+            test.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
+        )
+    # The shuffled-trial control: each stimulus is paired with the reconstruction of another
+    # trial. A permutation of the reconstructions is exactly that (the same pipeline on other
+    # trials' data), without generating every image a second time.
     shuffled_rows = np.random.default_rng(seed).permutation(len(test))
-    shuffled = reconstructor.reconstruct(
-        test.data[shuffled_rows], generator=torch.Generator().manual_seed(seed)
-    )
     mean_images = mean_image[None].expand(len(test), -1, -1, -1)
     methods = {
         "reconstruction": ours.images,
         "low-level alone": ours.lowlevel,
-        "shuffled trials": shuffled.images,
+        "shuffled trials": ours.images[torch.as_tensor(shuffled_rows)],
         "mean training image": mean_images,
     }
     ceiling_name = "low-level from noise-free responses (sim-only ceiling)"

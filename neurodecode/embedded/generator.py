@@ -426,6 +426,7 @@ def train_sim_generator(
     config: SimGeneratorConfig,
     embeds: torch.Tensor | None = None,
     images: torch.Tensor | None = None,
+    progress: str | None = None,
 ) -> SimGenerator:
     """Train a :class:`SimGenerator` on simulated stimuli embedded with ``embed_fn``.
 
@@ -438,6 +439,8 @@ def train_sim_generator(
         Precomputed embeddings of ``images``.
     images : Tensor, shape (n, 3, image_size, image_size), in [0, 1], optional
         Training images; default :func:`training_stimuli`.
+    progress : str, optional
+        Description of a step progress bar; none when omitted.
 
     Returns
     -------
@@ -463,7 +466,7 @@ def train_sim_generator(
         drop_last=len(images) >= config.batch_size,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    fit_lightning(module, loader, config.train_steps)
+    fit_lightning(module, loader, config.train_steps, progress=progress)
     return SimGenerator(module.model.cpu(), config)
 
 
@@ -473,6 +476,7 @@ def get_sim_generator(
     cache_dir: str | Path | None = None,
     embed_key: str | None = None,
     force_retrain: bool = False,
+    progress: bool = True,
     **overrides: Any,
 ) -> SimGenerator:
     """The embedded default generator for ``embed_fn``: loaded from the cache, else trained.
@@ -492,6 +496,8 @@ def get_sim_generator(
         the first 16 training stimuli.
     force_retrain : bool
         Train (and overwrite the cache) even if a cached model exists.
+    progress : bool
+        Show a step progress bar when it trains.
     **overrides
         Fields of :class:`SimGeneratorConfig` to change from the preset.
 
@@ -511,7 +517,13 @@ def get_sim_generator(
         return SimGenerator.load(folder)
     log.info("training the sim generator (preset %r) into %s", preset, folder)
     raw, images = training_stimuli(config)
-    generator = train_sim_generator(None, config, embeds=embed_images(embed_fn, raw), images=images)
+    generator = train_sim_generator(
+        None,
+        config,
+        embeds=embed_images(embed_fn, raw),
+        images=images,
+        progress=f"sim-generator {preset} (first use: trained once, cached)" if progress else None,
+    )
     if force_retrain and folder.exists():
         shutil.rmtree(folder)
     generator.save(folder)

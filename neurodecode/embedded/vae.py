@@ -116,7 +116,9 @@ class SimVAEModule(L.LightningModule):
         )
 
 
-def train_sim_vae(config: SimVAEConfig, images: torch.Tensor | None = None) -> AutoencoderKL:
+def train_sim_vae(
+    config: SimVAEConfig, images: torch.Tensor | None = None, progress: str | None = None
+) -> AutoencoderKL:
     """Train the sim VAE and set its ``scaling_factor`` to 1 / std of its training latents.
 
     Parameters
@@ -124,6 +126,8 @@ def train_sim_vae(config: SimVAEConfig, images: torch.Tensor | None = None) -> A
     config : SimVAEConfig
     images : Tensor, shape (n, 3, image_size, image_size), in [0, 1], optional
         Default: ``generate_stimuli(config.n_stimuli, size=config.image_size)``.
+    progress : str, optional
+        Description of a step progress bar; none when omitted.
 
     Returns
     -------
@@ -144,7 +148,7 @@ def train_sim_vae(config: SimVAEConfig, images: torch.Tensor | None = None) -> A
         drop_last=len(images) >= config.batch_size,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    fit_lightning(module, loader, config.train_steps)
+    fit_lightning(module, loader, config.train_steps, progress=progress)
     vae = module.vae.cpu().eval()
     latents = encode_images(vae, images[:512])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
@@ -155,6 +159,7 @@ def get_sim_vae(
     preset: str = "default",
     cache_dir: str | Path | None = None,
     force_retrain: bool = False,
+    progress: bool = True,
     **overrides: Any,
 ) -> AutoencoderKL:
     """The embedded default VAE: loaded from ``<cache>/sim-vae/<hash>/``, else trained and saved.
@@ -165,6 +170,8 @@ def get_sim_vae(
     cache_dir : path, optional
         Cache root (default ``$NEURODECODE_CACHE`` or ``~/.cache/neurodecode``).
     force_retrain : bool
+    progress : bool
+        Show a step progress bar when it trains.
     **overrides
         Fields of :class:`SimVAEConfig`.
 
@@ -181,7 +188,10 @@ def get_sim_vae(
         shutil.rmtree(folder)
     if not folder.exists():
         log.info("training the sim VAE (preset %r) into %s", preset, folder)
-        vae = train_sim_vae(config)
+        vae = train_sim_vae(
+            config,
+            progress=f"sim-vae {preset} (first use: trained once, cached)" if progress else None,
+        )
         with atomic_folder(folder) as tmp:
             vae.save_pretrained(tmp, safe_serialization=True)
     vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)

@@ -126,10 +126,52 @@ def onecycle_step_scheduler(scheduler: Any, metric: Any = None) -> None:
         scheduler.step(metric)
 
 
-def fit_lightning(module: L.LightningModule, loader: DataLoader, max_steps: int) -> None:
+class StepProgress(L.Callback):
+    """A tqdm bar over optimiser steps with the last logged loss, for :func:`fit_lightning`.
+
+    In a terminal it redraws one line; in a log file tqdm writes one line per refresh (at most
+    every ``mininterval`` seconds), so a long first-time training shows it is alive there too.
+    """
+
+    def __init__(self, description: str, total: int, mininterval: float = 5.0) -> None:
+        self.description, self.total, self.mininterval = description, total, mininterval
+        self._bar = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=self.total, desc=self.description, mininterval=self.mininterval, unit="step"
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and self._bar.n % 10 == 0:
+            self._bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def fit_lightning(
+    module: L.LightningModule,
+    loader: DataLoader,
+    max_steps: int,
+    progress: str | None = None,
+) -> None:
     """Fit ``module`` for ``max_steps`` with a quiet Lightning trainer (no logs or checkpoints).
 
     For the small stand-in models trained on the fly; experiments go through ``neurodecode fit``.
+
+    Parameters
+    ----------
+    progress : str, optional
+        Description of a step progress bar (:class:`StepProgress`); no bar when omitted.
     """
     trainer = L.Trainer(
         max_steps=max_steps,
@@ -139,5 +181,6 @@ def fit_lightning(module: L.LightningModule, loader: DataLoader, max_steps: int)
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[StepProgress(progress, max_steps)] if progress else None,
     )
     trainer.fit(module, loader)
