@@ -16,9 +16,16 @@ from the simulator's ground truth):
 - concatenations (``a+b``: :func:`~neurodecode.features.targets.standardise_blocks`, statistics
   from the training images).
 
-Protocol. The feature oracle (:func:`neurodecode.demo.ladder.feature_oracle_predictions`: true
-noise-free responses regressed, linear or RFF-kernel ridge per voxel, candidates scored with the
-true noise) of every candidate is computed on a **validation split** of subj01's training images
+- ``opponent8``: half-wave rectified ON/OFF lightness and red/green/yellow/blue opponent signals
+  per cell (:func:`~neurodecode.features.targets.rectified_opponents`); ``rectified8``:
+  opponent8 + contrast8 + energy8 (what the simulator's early areas pool, computed from pixels).
+
+Protocol. The feature oracle (:func:`neurodecode.demo.ladder.banded_feature_oracle_predictions`:
+true noise-free responses regressed with one penalty per band and voxel, the bands being the
+``+``-pieces of the name, linear or additive RFF-kernel ridge per voxel, candidates scored with
+the true noise; ``--single-penalty``: one penalty over all features,
+:func:`~neurodecode.demo.ladder.feature_oracle_predictions`, the first measurement) of every
+candidate is computed on a **validation split** of subj01's training images
 (80 % fit, 20 % held out; candidates = the held-out images and their own repeat-averaged trials:
 :func:`neurodecode.demo.ladder.validation_feature_oracles`). The ``--report`` best by the mean
 of the two validation top-1s, and ``pooled`` for reference, are then scored on the 300 test
@@ -46,6 +53,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "targets.json"
 STAGES = {"stage1": ("trunk.features.3", 8), "stage2": ("trunk.features.7", 8)}
 STAGES.update({"stage3": ("trunk.features.11", None), "stage4": ("trunk.features.15", None)})
 LOWLEVEL = ("lab8", "contrast8", "energy8")
+#: the low-level blocks with rectified ON/OFF and opponent channels in place of the mean Lab
+RECTIFIED = ("opponent8", "contrast8", "energy8")
 COMBINATIONS = (
     "lowlevel8",
     "pooled+lab8",
@@ -56,6 +65,9 @@ COMBINATIONS = (
     "pooled+stage3+lowlevel8",
     "pooled+stage4+lowlevel8",
     "pooled+stage3+stage4+lowlevel8",
+    "rectified8",
+    "pooled+rectified8",
+    "pooled+stage3+rectified8",
 )
 
 
@@ -66,6 +78,7 @@ def compute_parts(images: np.ndarray, with_vae: bool, cache_dir: Path) -> dict[s
         lab_thumbnail,
         local_contrast,
         oriented_energy,
+        rectified_opponents,
         tower_maps,
     )
 
@@ -78,6 +91,7 @@ def compute_parts(images: np.ndarray, with_vae: bool, cache_dir: Path) -> dict[s
     parts["lab8"] = lab_thumbnail(images, 8)
     parts["contrast8"] = local_contrast(images, 8)
     parts["energy8"] = oriented_energy(images, 8)
+    parts["opponent8"] = rectified_opponents(images, 8)
     if with_vae:
         import torch
 
@@ -92,11 +106,15 @@ def compute_parts(images: np.ndarray, with_vae: bool, cache_dir: Path) -> dict[s
     return parts
 
 
+GROUPS = {"lowlevel8": LOWLEVEL, "rectified8": RECTIFIED}
+
+
 def space_blocks(name: str, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The blocks of a candidate name (``a+b``; ``lowlevel8`` = lab8 + contrast8 + energy8)."""
+    """The blocks of a candidate name (``a+b``; ``lowlevel8`` = lab8 + contrast8 + energy8,
+    ``rectified8`` = opponent8 + contrast8 + energy8)."""
     blocks = {}
     for piece in name.split("+"):
-        for part in LOWLEVEL if piece == "lowlevel8" else (piece,):
+        for part in GROUPS.get(piece, (piece,)):
             blocks[part] = parts[part]
     return blocks
 
@@ -112,6 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--report", type=int, default=3, help="best on validation to test")
     parser.add_argument("--spaces", nargs="*", default=None, help="restrict the candidates")
     parser.add_argument("--write-store", type=Path, default=None, help="FeatureStore to fill")
+    parser.add_argument(
+        "--single-penalty",
+        action="store_true",
+        help="one penalty over all features (the first measurement) instead of one per band",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -130,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     cache_file = args.cache / f"parts-{args.data.name}{'-vae' if args.vae else ''}.npz"
     if cache_file.is_file():
         parts = dict(np.load(cache_file))
-    else:
+    if not cache_file.is_file() or "opponent8" not in parts:
         t0 = time.perf_counter()
         parts = compute_parts(source.load(source.ids), args.vae, args.cache / "cache")
         np.savez(cache_file, **parts)
@@ -150,15 +173,29 @@ def main(argv: list[str] | None = None) -> dict:
     if args.spaces:
         names = [n for n in names if n in args.spaces] or list(args.spaces)
     spaces: dict[str, np.ndarray] = {}
+    bands: dict[str, dict[str, slice]] = {}  # space -> its bands' columns (the "+"-pieces)
     for name in names:
         spaces[name] = standardise_blocks(space_blocks(name, parts), reference)
+        start, bands[name] = 0, {}
+        for piece in name.split("+"):
+            width = standardise_blocks(space_blocks(piece, parts), reference).shape[1]
+            bands[name][piece] = slice(start, start + width)
+            start += width
 
     def features_of(name: str):
-        return lambda ids: spaces[name][[row_of[int(i)] for i in np.asarray(ids)]]
+        def of(ids: np.ndarray):
+            rows = spaces[name][[row_of[int(i)] for i in np.asarray(ids)]]
+            if args.single_penalty:
+                return rows
+            # one penalty per band (the banded feature oracle); each band standardised alone
+            return {piece: rows[:, cols] for piece, cols in bands[name].items()}
+
+        return of
 
     result: dict = {
         "subject": args.subject,
         "threads": torch.get_num_threads(),
+        "estimator": "single-penalty" if args.single_penalty else "banded",
         "dims": {n: int(x.shape[1]) for n, x in spaces.items()},
         "validation": {},
     }

@@ -10,9 +10,11 @@ candidates, both directions, 30 draws):
 ``feature_oracle.<space>``
     *Sim-only diagnostic.* The true noise-free responses of the training images regressed on a
     target space's features (per voxel the better, by cross-validation on the training images, of
-    a linear and a Gaussian-kernel ridge: :func:`feature_oracle_predictions`), the candidates'
-    predicted responses scored with the true noise: an estimate of the best any decoder working
-    through that space can do, so that a method's loss is told apart from its target space's.
+    a linear and a Gaussian-kernel ridge: :func:`feature_oracle_predictions`; for a space made of
+    several blocks one penalty per block and voxel: :func:`banded_feature_oracle_predictions`),
+    the candidates' predicted responses scored with the true noise: an estimate of the best any
+    decoder working through that space can do, so that a method's loss is told apart from its
+    target space's.
 ``encoding_identification``
     Kay et al. (2008): a voxel-wise ridge encoding model from the target features to the
     single training trials, per-voxel noise from its residuals, candidates ranked by likelihood
@@ -30,7 +32,7 @@ Each rung is ``{"brain_to_image_top1", "image_to_brain_top1", ...}``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,8 @@ def oracle_rungs(
     subject : str
     target_spaces : dict
         Name -> ``features_of(stimulus_ids) -> (n, ...)``: the features a decoder targets
-        (flattened per image).
+        (flattened per image); or ``-> {block: (n, ...)}`` for a space made of blocks, whose
+        feature oracle is banded (:func:`space_predictions`).
     train_ids : ndarray
         The training images the feature oracles are regressed on (the decoders' own).
     n_way, seed
@@ -103,9 +106,9 @@ def oracle_rungs(
     clean_train = truth.responses_to(train_ids)
     feature_oracles = {}
     for name, features_of in target_spaces.items():
-        x_train = features_of(train_ids).reshape(len(train_ids), -1)
-        x_test = features_of(world_ids).reshape(len(world_ids), -1)
-        predicted, kernel_share = feature_oracle_predictions(x_train, clean_train, x_test, seed)
+        predicted, kernel_share = space_predictions(
+            features_of, train_ids, clean_train, world_ids, seed
+        )
         feature_oracles[name] = identify(
             oracle_scores(test.observed, predicted, test.noise, test.n_repeats)
         )
@@ -189,6 +192,127 @@ def _median_distance(sample: np.ndarray) -> float:
     return float(np.median(np.sqrt(d2[np.triu_indices(len(x), 1)])))
 
 
+#: Relative block scales the banded feature oracle searches (block penalties over a 625-fold
+#: range around the first block's), and its ridge grid: wider than the default downwards, since
+#: the banded ridge gives every block unit total variance (its alphas act on a Gram matrix
+#: ``n_features`` times smaller than a plain ridge's on z-scored features).
+BAND_SCALES = (0.2, 1.0, 5.0)
+BANDED_ALPHAS = np.logspace(-6, 6, 25)
+
+
+def space_predictions(
+    features_of: Callable[[np.ndarray], np.ndarray | Mapping[str, np.ndarray]],
+    fit_ids: np.ndarray,
+    clean_fit: np.ndarray,
+    candidate_ids: np.ndarray,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """A target space's feature-oracle predictions of the candidates' responses.
+
+    ``features_of(ids)`` returns an array ``(n, ...)`` (one block: :func:`feature_oracle_predictions`)
+    or a dict of blocks ``{name: (n, ...)}`` (several: :func:`banded_feature_oracle_predictions`),
+    each flattened per image.
+
+    Returns
+    -------
+    predicted : ndarray, shape (len(candidate_ids), V)
+    kernel_fraction : float
+    """
+
+    def blocks(ids: np.ndarray) -> dict[str, np.ndarray]:
+        value = features_of(ids)
+        if not isinstance(value, Mapping):
+            value = {"features": value}
+        return {k: np.asarray(v).reshape(len(ids), -1) for k, v in value.items()}
+
+    return banded_feature_oracle_predictions(
+        blocks(fit_ids), clean_fit, blocks(candidate_ids), seed
+    )
+
+
+def banded_feature_oracle_predictions(
+    blocks_train: Mapping[str, np.ndarray],
+    clean_train: np.ndarray,
+    blocks_test: Mapping[str, np.ndarray],
+    seed: int = 0,
+    n_random_features: int = N_RANDOM_FEATURES,
+    bandwidths: tuple[float, ...] = KERNEL_BANDWIDTHS,
+    band_scales: tuple[float, ...] = BAND_SCALES,
+) -> tuple[np.ndarray, float]:
+    """The feature oracle's encoder for a space made of blocks: one penalty per block and voxel.
+
+    One z-scoring and one penalty over all features let a wide block (a 768-d low-level map)
+    drown a narrow one (a 128-d embedding). Here every block has its own penalty, per voxel
+    (:func:`neurodecode.analysis.encoding.fit_banded_ridge`: each block at unit total variance,
+    relative block scales ``band_scales`` searched, the first block's fixed), for two kinds of
+    encoder: linear in the blocks, and an additive Gaussian kernel (random Fourier features of
+    each z-scored block, bandwidth a multiple of that block's median feature distance, the
+    blocks' expansions as the bands), one per bandwidth. Each voxel keeps the encoder with the
+    best cross-validated R² over the *training* images; no test image takes part. With one
+    block this is :func:`feature_oracle_predictions`, unchanged.
+
+    Parameters
+    ----------
+    blocks_train : dict of str -> ndarray, shape (n_train, n_features_block)
+        Every block's features of the training images.
+    clean_train : ndarray, shape (n_train, V)
+        Their true noise-free responses (percent signal change).
+    blocks_test : dict of str -> ndarray, shape (n_test, n_features_block)
+        The same blocks, in the same order, for the candidates.
+    n_random_features : int
+        Random Fourier features per block.
+
+    Returns
+    -------
+    predicted : ndarray, shape (n_test, V), float64
+    kernel_fraction : float
+        Fraction of voxels for which a kernel encoder won.
+    """
+    from neurodecode.analysis.encoding import fit_banded_ridge
+
+    names = list(blocks_train)
+    if not names or list(blocks_test) != names:
+        raise InvalidInputError(
+            f"training blocks {names} and candidate blocks {list(blocks_test)} differ; expected "
+            "the same non-empty blocks in the same order."
+        )
+    if len(names) == 1:
+        (name,) = names
+        return feature_oracle_predictions(
+            blocks_train[name], clean_train, blocks_test[name], seed, n_random_features, bandwidths
+        )
+    train = {k: np.asarray(blocks_train[k], dtype=np.float64) for k in names}
+    test = {k: np.asarray(blocks_test[k], dtype=np.float64) for k in names}
+
+    def fit(bands_train: dict, bands_test: dict) -> tuple[np.ndarray, np.ndarray]:
+        banded = fit_banded_ridge(bands_train, clean_train, band_scales, alphas=BANDED_ALPHAS)
+        return np.asarray(banded.encoder.cv_score, np.float64), banded.predict(bands_test)
+
+    best_score, predicted = fit(train, test)
+    kernel_won = np.zeros(len(best_score), dtype=bool)
+    rng = np.random.default_rng(seed)
+    z_train, z_test, medians = {}, {}, {}
+    for k in names:
+        mean, sd = train[k].mean(0), train[k].std(0) + 1e-6
+        z_train[k], z_test[k] = (train[k] - mean) / sd, (test[k] - mean) / sd
+        sample = rng.choice(len(z_train[k]), size=min(len(z_train[k]), 500), replace=False)
+        medians[k] = _median_distance(z_train[k][sample])
+    for bandwidth in bandwidths:
+        expanded_train, expanded_test = {}, {}
+        for k in names:
+            w = rng.normal(size=(z_train[k].shape[1], n_random_features))
+            w /= bandwidth * medians[k]
+            b = rng.uniform(0, 2 * np.pi, size=n_random_features)
+            expanded_train[k] = np.cos(z_train[k] @ w + b)
+            expanded_test[k] = np.cos(z_test[k] @ w + b)
+        score, kernel_predicted = fit(expanded_train, expanded_test)
+        better = score > best_score
+        predicted[:, better] = kernel_predicted[:, better]
+        best_score[better] = score[better]
+        kernel_won |= better
+    return predicted, float(kernel_won.mean())
+
+
 def validation_split(
     train_ids: np.ndarray, validation_fraction: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -268,9 +392,7 @@ def validation_feature_oracles(
     clean_fit = truth.responses_to(fit_ids)
     feature_oracles = {}
     for name, features_of in target_spaces.items():
-        x_fit = features_of(fit_ids).reshape(len(fit_ids), -1)
-        x_val = features_of(val_ids).reshape(len(val_ids), -1)
-        predicted, kernel_share = feature_oracle_predictions(x_fit, clean_fit, x_val, seed)
+        predicted, kernel_share = space_predictions(features_of, fit_ids, clean_fit, val_ids, seed)
         feature_oracles[name] = identify(
             oracle_scores(val.observed, predicted, val.noise, val.n_repeats)
         )

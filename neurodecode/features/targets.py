@@ -12,6 +12,10 @@ set, from pixels only (nothing here reads a simulator's ground truth):
 - :func:`lab_thumbnail`, :func:`local_contrast`, :func:`oriented_energy`: a small CIELAB image,
   the RMS luminance contrast of each grid cell, and quadrature-Gabor energy per orientation and
   wavelength (the image-computable encoding model of Kay et al. 2008), each on a grid;
+- :func:`rectified_opponents`: half-wave rectified ON/OFF lightness and colour-opponent signals
+  (``a*`` red/green, ``b*`` yellow/blue) per pixel, averaged per grid cell: what retinal and
+  LGN ON/OFF and opponent pathways pass on, which a cell's mean ``L*a*b*`` cannot express (a
+  cell half black, half white has the mean of a grey one);
 - :func:`standardise_blocks`: several such blocks, centred per feature and scaled so that every
   block carries the same total variance, flattened and concatenated, with statistics taken from
   reference rows only (the training images), so a FeatureStore layer can hold the result.
@@ -123,6 +127,29 @@ def local_contrast(images: np.ndarray, grid: int = 8) -> np.ndarray:
     mean = block_average(lightness, grid).astype(np.float64)
     mean_square = block_average(lightness**2, grid).astype(np.float64)
     return np.sqrt(np.maximum(mean_square - mean**2, 0.0)).astype(np.float32)
+
+
+#: ``L*`` of mid-grey: :func:`rectified_opponents` counts ON and OFF signals from it
+MID_LIGHTNESS = 50.0
+
+
+def rectified_opponents(images: np.ndarray, grid: int = 8) -> np.ndarray:
+    """Half-wave rectified lightness and colour-opponent signals, averaged per grid cell.
+
+    Per pixel, in CIELAB: ``max(L* - 50, 0)`` (ON), ``max(50 - L*, 0)`` (OFF), ``max(a*, 0)``
+    (red), ``max(-a*, 0)`` (green), ``max(b*, 0)`` (yellow), ``max(-b*, 0)`` (blue); each
+    channel's mean over the pixels of every cell of a ``grid x grid`` lattice. Rectifying before
+    pooling keeps what a cell's mean colour loses (black and white halves average to grey).
+
+    Returns
+    -------
+    ndarray, shape (N, 6, grid, grid), float32 (CIELAB units)
+    """
+    lab = np.moveaxis(srgb_to_lab(images), -1, 1).astype(np.float32)
+    lightness = lab[:, :1] - MID_LIGHTNESS
+    signed = np.concatenate([lightness, lab[:, 1:2], lab[:, 2:3]], axis=1)
+    channels = np.stack([np.maximum(signed, 0), np.maximum(-signed, 0)], axis=2)
+    return block_average(channels.reshape(len(lab), 6, *lab.shape[-2:]), grid)
 
 
 def gabor_pairs(
