@@ -186,10 +186,26 @@ def bench_clip_transcoders(steps: int, k: int = 8, n_images: int = 1000) -> dict
 #: the two training sizes compared with eai-sparsify: (d, latents, k, batch, steps, rows,
 #: planted atoms, planted active atoms per row).
 THROUGHPUT_SIZES: dict[str, dict[str, int]] = {
-    "planted": {"d": 64, "latents": 512, "k": 8, "batch": 1024, "steps": 300,
-                "rows": 60_000, "atoms": 256, "active": 5},
-    "clip_width": {"d": 768, "latents": 16_384, "k": 32, "batch": 1024, "steps": 40,
-                   "rows": 20_000, "atoms": 3072, "active": 16},
+    "planted": {
+        "d": 64,
+        "latents": 512,
+        "k": 8,
+        "batch": 1024,
+        "steps": 300,
+        "rows": 60_000,
+        "atoms": 256,
+        "active": 5,
+    },
+    "clip_width": {
+        "d": 768,
+        "latents": 16_384,
+        "k": 32,
+        "batch": 1024,
+        "steps": 40,
+        "rows": 20_000,
+        "atoms": 3072,
+        "active": 16,
+    },
 }
 
 
@@ -232,16 +248,18 @@ def _epoch_batches(rows: torch.Tensor, batch: int, seed: int) -> Any:
 
 
 def _train_sparsify(
-    coder_cls: Any, config_cls: Any, train: torch.Tensor, size: dict[str, int], lr: float,
+    coder_cls: Any,
+    config_cls: Any,
+    train: torch.Tensor,
+    size: dict[str, int],
+    lr: float,
     seed: int,
 ) -> tuple[Any, float]:
     """eai-sparsify's plain loop (as its Trainer, one device): fvu + auxk/32, decoder-parallel
     gradient removed, Adam, unit-norm decoder, dead latents after 10M rows. Returns (coder, s)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    coder = coder_cls(
-        size["d"], config_cls(num_latents=size["latents"], k=size["k"]), device="cpu"
-    )
+    coder = coder_cls(size["d"], config_cls(num_latents=size["latents"], k=size["k"]), device="cpu")
     optimizer = torch.optim.Adam(coder.parameters(), lr=lr)
     since_fired = torch.zeros(size["latents"], dtype=torch.long)
     batches = _epoch_batches(train, size["batch"], seed)
@@ -359,7 +377,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    print("planted dictionary (d=64, 256 atoms, 5 active, 512 latents):" * (not args.no_planted), flush=True)
+    print(
+        "planted dictionary (d=64, 256 atoms, 5 active, 512 latents):" * (not args.no_planted),
+        flush=True,
+    )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
