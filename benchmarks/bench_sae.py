@@ -141,7 +141,7 @@ def bench_clip_transcoders(steps: int, k: int = 8, n_images: int = 1000) -> dict
     from neurodecode.sim.stimuli import generate_stimuli
 
     encoder = get_sim_clip("tiny", progress=False)
-    layer = "visual.transformer.resblocks.1.mlp"
+    layer = "visual.trunk.head"  # as experiments/sae_clip.yaml (tested on the tiny preset)
     stimuli = generate_stimuli(n_images, size=encoder.image_size, seed=11)
     stream = HookedActivationStream(
         encoder.model,
