@@ -238,7 +238,7 @@ def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
 
     if data["layer"] is None:
         raise InvalidInputError(
-            "data source 'clip' needs `layer`, e.g. visual.transformer.resblocks.1.mlp."
+            "data source 'clip' needs `layer`, e.g. visual.trunk.head (sim-clip) or visual.transformer.resblocks.11 (an open_clip ViT)."
         )
     if transcoder and data["capture"] != "io":
         raise InvalidInputError(
