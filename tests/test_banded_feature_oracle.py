@@ -19,7 +19,9 @@ def _planted(n: int, seed: int = 0):
 
 
 def _r(predicted, truth):
-    return np.array([np.corrcoef(predicted[:, v], truth[:, v])[0, 1] for v in range(truth.shape[1])])
+    return np.array(
+        [np.corrcoef(predicted[:, v], truth[:, v])[0, 1] for v in range(truth.shape[1])]
+    )
 
 
 def test_banded_oracle_recovers_what_one_penalty_loses_to_a_wide_noise_block():
@@ -37,7 +39,9 @@ def test_banded_oracle_recovers_what_one_penalty_loses_to_a_wide_noise_block():
         train, responses[:500], test, n_random_features=512
     )
     single, _ = feature_oracle_predictions(
-        np.hstack(list(train.values())), responses[:500], np.hstack(list(test.values())),
+        np.hstack(list(train.values())),
+        responses[:500],
+        np.hstack(list(test.values())),
         n_random_features=512,
     )
     r_banded, r_single = _r(banded, truth), _r(single, truth)
@@ -65,8 +69,9 @@ def test_one_block_is_the_single_penalty_oracle_unchanged():
     np.testing.assert_array_equal(got, expected)
     assert got_share == share
     # an array-valued target space (the demo's) takes the same path
-    via_space, _ = space_predictions(lambda ids: x[ids], np.arange(150), responses[:150],
-                                     np.arange(150, 200), seed=3)
+    via_space, _ = space_predictions(
+        lambda ids: x[ids], np.arange(150), responses[:150], np.arange(150, 200), seed=3
+    )
     np.testing.assert_array_equal(via_space, expected)
 
 
