@@ -86,7 +86,9 @@ def _alone(world, seed: int) -> np.ndarray:
     """Per test image 2-way scores of the same network trained on subj02's session alone."""
     data = _data(world, subjects=["subj02"], max_train_sessions=LOW)
     L.seed_everything(seed, verbose=False)
-    model = RetrievalModule(data.geometry, lr=ALONE["lr"], weight_decay=ALONE["weight_decay"], **NET)
+    model = RetrievalModule(
+        data.geometry, lr=ALONE["lr"], weight_decay=ALONE["weight_decay"], **NET
+    )
     _trainer(ALONE["epochs"]).fit(model, datamodule=data)
     return two_way_identification_per_image(
         model.embed(data.test_trials.data, "subj02").numpy(), data.test_targets
@@ -134,4 +136,7 @@ def test_two_subjects_beat_one_on_the_low_data_subject(world):
     gain = np.mean([joint[s] - alone[s] for s in SEEDS], axis=0)
     assert gain.mean() > 0.02 and wilcoxon(gain, alternative="greater").pvalue < 0.01, gains
     # the control: subj01's targets shuffled, nothing shared with subj02: the gain vanishes
-    assert np.mean([control[s].mean() for s in SEEDS]) < np.mean([alone[s].mean() for s in SEEDS]) + 0.01, losses
+    assert (
+        np.mean([control[s].mean() for s in SEEDS])
+        < np.mean([alone[s].mean() for s in SEEDS]) + 0.01
+    ), losses

@@ -1,6 +1,9 @@
 """End-to-end SAEs (Braun et al. 2024, "Identifying functionally important features with
 end-to-end sparse dictionary learning").
 
+**Draft** (issue 16): not exported from :mod:`neurodecode.analysis.sae`, no command, and not yet
+tested on planted truth; smoke-run on a toy network only. Do not rely on it yet.
+
 An SAE is inserted at one layer of a frozen network: the layer's output rows are replaced by the
 SAE's output while the network runs, and the SAE is trained on how far that moves the network's
 output, not on how well it reconstructs the layer. Two objectives:
@@ -107,7 +110,9 @@ class E2ETrainingModule(SAETrainingModule):
     ) -> None:
         super().__init__(sae, **schedule)
         if sae.transcoder:
-            raise InvalidInputError("an end-to-end SAE replaces a layer's output; got a transcoder.")
+            raise InvalidInputError(
+                "an end-to-end SAE replaces a layer's output; got a transcoder."
+            )
         if ds_coefficient < 0 or kl_coefficient < 0:
             raise InvalidInputError(
                 f"ds_coefficient and kl_coefficient must be >= 0; got {ds_coefficient}, "
