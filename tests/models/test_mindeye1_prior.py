@@ -246,9 +246,10 @@ def test_convert_cli_keeps_prior_and_matches_reference(tmp_path):
     torch.testing.assert_close(guided, ref_null + 3.5 * (ref - ref_null), atol=1e-5, rtol=1e-5)
     assert (ours - ours_null).abs().max() > 0.1  # the condition matters
 
-    # the same seed gives the same samples; 7 guided steps amplify float32 rounding (x 3.5 per
-    # step), so the guided loop is compared at 1e-4 and the unguided one at 1e-5
-    for scale, tol in ((1.0, 1e-5), (3.5, 1e-4)):
+    # the same seed gives the same samples; 7 steps accumulate float32 rounding, which differs
+    # between CPUs (1.2e-5 on one element of 288 on an AMD EPYC unguided), and guidance amplifies
+    # it x 3.5 per step: the loops are compared at 5e-5 and 1e-4 (a wrong term is off by ~1e-1)
+    for scale, tol in ((1.0, 5e-5), (3.5, 1e-4)):
         samples = model.sample(backbone, torch.Generator().manual_seed(7), guidance_scale=scale)
         gen = torch.Generator().manual_seed(7)
         expected = reference_sample(sd, backbone, PRIOR["heads"], gen, scale)
