@@ -32,7 +32,7 @@ On one subject (``subj01``) of a simulated world (default ``data/sim/default``, 
    guidance toward the ROI's mean predicted response (the caption encoder) from the same noise and
    conditions. The recipe of ``experiments/analysis_synthesis.yaml``: the gradient acts on the
    conditioning embedding only (``--space condition``), is the encoder's own gradient on the
-   embedding (``--condition-gradient embedding``), 3 embedding-RMS units per step, each step snapped
+   embedding (``--condition-gradient embedding``), 12 embedding-RMS units per step, each step snapped
    to the most similar real embedding (``--projection nearest``). Each image is judged by a CNN
    trained on simulated stimuli at the generator's size (independent of the guidance encoder; it
    abstains below probability 0.5); ``guided_rate`` / ``unguided_rate`` = fraction of all samples
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-synth", type=int, default=48)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--space", default="condition", choices=["sample", "condition", "both"])
-    parser.add_argument("--condition-scale", type=float, default=3.0)
+    parser.add_argument("--condition-scale", type=float, default=12.0)
     parser.add_argument("--condition-gradient", default="embedding", choices=["embedding", "image"])
     parser.add_argument(
         "--projection", default="nearest", choices=["nearest", "manifold", "sphere"]
