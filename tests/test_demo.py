@@ -12,7 +12,13 @@ from neurodecode.cli.demo import add_arguments, run
 
 from .conftest import REPO
 
-RUNGS = ("encoding_identification", "ridge", "ours", "chance")
+RUNGS = (
+    "encoding_identification",
+    "ridge",
+    "ours",
+    "ours_plus_encoding_identification",
+    "chance",
+)
 
 
 def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
@@ -48,9 +54,11 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
         assert ladder["oracle"][key] >= feature_oracle[key] >= ladder["ours"][key]
         assert ladder["ours"][key] > 2 * ladder["chance"][key]
         assert ladder["encoding_identification"][key] > 2 * ladder["chance"][key]
+        assert ladder["ours_plus_encoding_identification"][key] > 2 * ladder["chance"][key]
     assert ladder["chance"]["brain_to_image_top1"] == 1 / 60
     assert metrics["timing"]["total_s"] > 0
     report = (out / "report.md").read_text()
+    assert "| ours_plus_encoding_identification |" in report
     assert "| ours |" in report and "| feature_oracle (sim-clip-tiny/image) |" in report
     assert "| shuffled trials |" in report
     assert (out / "ladder.png").stat().st_size > 1000

@@ -23,6 +23,11 @@ candidates, both directions, 30 draws):
     Ridge from voxels to the target features, candidates ranked by cosine.
 ``ours``
     The trained decoder's brain embeddings, candidates ranked by cosine.
+``ours_plus_encoding_identification``
+    An ensemble with no fitted weight: ``ours``'s cosines and the encoding identification's
+    log-likelihoods, each standardised along the ranked axis, summed
+    (:func:`neurodecode.evaluate.retrieval.fused_identification`). A discriminative and a
+    generative decoder err on different trials; the sum shows what the two together hold.
 ``chance``
     ``1 / n_way``.
 
@@ -42,7 +47,15 @@ from neurodecode.sim.oracle import OracleTestData, oracle_test_data, posterior_s
 from neurodecode.validation import InvalidInputError
 
 #: rung order, top (the limit) to bottom
-RUNGS = ("oracle", "feature_oracle", "encoding_identification", "ridge", "ours", "chance")
+RUNGS = (
+    "oracle",
+    "feature_oracle",
+    "encoding_identification",
+    "ridge",
+    "ours",
+    "ours_plus_encoding_identification",
+    "chance",
+)
 N_DRAWS = 30
 
 
@@ -424,7 +437,11 @@ def decoder_rungs(
     sharedix : ndarray
         The candidate order (the shared images).
     """
-    from neurodecode.evaluate.retrieval import retrieval_metrics
+    from neurodecode.evaluate.retrieval import (
+        cosine_scores,
+        fused_identification,
+        n_way_identification,
+    )
     from neurodecode.models.encoding_identification import EncodingIdentification
     from neurodecode.models.ridge import RidgeRegression
 
@@ -443,14 +460,19 @@ def decoder_rungs(
     ridge = RidgeRegression().fit(train.data, datamodule.train_set.targets[k])
     ridge_out = np.asarray(ridge.predict(brain)).reshape(len(perm), -1)
     ours = np.asarray(brain_embeddings)[perm].reshape(len(perm), -1)
+    likelihoods = np.asarray(encoder.identify(brain, targets, n_repeats))
+    ours_scores = cosine_scores(ours, targets)
     return {
         "encoding_identification": _top(
-            encoder.identification_metrics(
-                brain, targets, n_repeats=n_repeats, n_way=n_way, n_draws=N_DRAWS, seed=seed
-            )
+            n_way_identification(likelihoods, n_way, N_DRAWS, seed=seed)
         ),
-        "ridge": _top(retrieval_metrics(ridge_out, targets, n_way, N_DRAWS, seed=seed)),
-        "ours": _top(retrieval_metrics(ours, targets, n_way, N_DRAWS, seed=seed)),
+        "ridge": _top(
+            n_way_identification(cosine_scores(ridge_out, targets), n_way, N_DRAWS, seed=seed)
+        ),
+        "ours": _top(n_way_identification(ours_scores, n_way, N_DRAWS, seed=seed)),
+        "ours_plus_encoding_identification": _top(
+            fused_identification([ours_scores, likelihoods], n_way, N_DRAWS, seed=seed)
+        ),
         "chance": {
             "brain_to_image_top1": 1.0 / n_way,
             "image_to_brain_top1": 1.0 / n_way,

@@ -172,6 +172,62 @@ def cosine_scores(brain_embeddings: ArrayLike, image_embeddings: ArrayLike) -> n
     return (brain @ image.T).cpu().numpy()
 
 
+def fused_identification(
+    score_matrices: Sequence[ArrayLike],
+    n_way: int = 300,
+    n_draws: int = 30,
+    k: int | Sequence[int] = (1, 5),
+    seed: int = 0,
+) -> dict[str, float]:
+    """N-way identification of an equal-weight ensemble of several decoders' scores.
+
+    Each decoder's (N, N) score matrix is standardised along the axis that is ranked (per row,
+    over the candidate images, for brain -> image; per column, over the trials, for image ->
+    brain) and the standardised matrices are summed, so that decoders whose scores live on other
+    scales (cosines, log-likelihoods) count equally and no weight is fitted. With one matrix the
+    result equals :func:`n_way_identification` (standardising along the ranked axis keeps every
+    rank).
+
+    Parameters
+    ----------
+    score_matrices : sequence of ndarray or Tensor, each shape (N, N)
+        Similarities of brain trial ``i`` (row) with image ``j`` (column), correct pairs on the
+        diagonal, higher is more similar; all in the same trial and candidate order.
+    n_way, n_draws, k, seed
+        As in :func:`n_way_identification`.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`n_way_identification`.
+    """
+    if len(score_matrices) == 0:
+        raise InvalidInputError("score_matrices is empty; expected at least one (N, N) matrix.")
+    matrices = [
+        check_array(f"score_matrices[{i}]", _to_numpy(s), ndim=2, kind="biuf", finite=True)
+        for i, s in enumerate(score_matrices)
+    ]
+    shapes = {m.shape for m in matrices}
+    if len(shapes) != 1:
+        raise InvalidInputError(
+            f"score_matrices have shapes {sorted(shapes)}; expected one (N, N) shape for all."
+        )
+
+    def standardised(axis: int) -> np.ndarray:
+        total = np.zeros(matrices[0].shape)
+        for m in matrices:
+            m = m.astype(np.float64)
+            sd = m.std(axis=axis, keepdims=True)
+            total += (m - m.mean(axis=axis, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+        return total
+
+    by_row = n_way_identification(standardised(1), n_way, n_draws, k, seed)
+    by_column = n_way_identification(standardised(0), n_way, n_draws, k, seed)
+    result = dict(by_row)
+    result.update({key: v for key, v in by_column.items() if key.startswith("image_to_brain")})
+    return result
+
+
 def retrieval_metrics(
     brain_embeddings: ArrayLike,
     image_embeddings: ArrayLike,

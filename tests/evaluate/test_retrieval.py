@@ -110,3 +110,44 @@ def test_errors_are_clear():
         retrieval_metrics(np.ones((300, 8)), np.ones((301, 8)))
     with pytest.raises(InvalidInputError, match="same embedding shape"):
         cosine_scores(np.ones((5, 8)), np.ones((5, 9)))
+
+
+def test_fused_identification_of_one_matrix_is_plain_identification():
+    from neurodecode.evaluate.retrieval import fused_identification, n_way_identification
+
+    scores = np.random.default_rng(0).normal(size=(40, 40)) + 0.8 * np.eye(40)
+    # a per-row offset and a per-column scale change nothing once standardised per axis
+    assert fused_identification([scores], 20, 5, seed=1) == n_way_identification(
+        scores, 20, 5, seed=1
+    )
+
+
+def test_fused_identification_counts_decoders_on_other_scales_equally():
+    from neurodecode.evaluate.retrieval import fused_identification, n_way_identification
+
+    # Each decoder is sure where it is right (correct score 3, others 0) and unsure where it is
+    # wrong (the correct candidate second by 0.1): a is right on items 0-1, b on items 2-3. b's
+    # scores are 1000x larger and shifted, so a raw sum is b alone; standardised, each wins
+    # where it is sure.
+    unsure = np.array([[0.9, 1.0], [1.0, 0.9]])
+    a = np.zeros((4, 4))
+    a[[0, 1], [0, 1]] = 3.0
+    a[2:, 2:] = unsure
+    b = np.zeros((4, 4))
+    b[[2, 3], [2, 3]] = 3.0
+    b[:2, :2] = unsure
+    b = 1000.0 * b + 50.0
+    for single in (a, b, a + b):
+        assert n_way_identification(single, 4, 1, k=1)["brain_to_image_top1"] == 0.5
+    fused = fused_identification([a, b], 4, 1, k=1)
+    assert fused["brain_to_image_top1"] == 1.0 and fused["image_to_brain_top1"] == 1.0
+
+
+def test_fused_identification_refuses_mismatched_shapes():
+    from neurodecode.evaluate.retrieval import fused_identification
+    from neurodecode.validation import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="one \\(N, N\\) shape"):
+        fused_identification([np.eye(5), np.eye(6)], 5, 1)
+    with pytest.raises(InvalidInputError, match="empty"):
+        fused_identification([], 5, 1)
