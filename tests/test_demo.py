@@ -73,6 +73,10 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert ceiling["pixcorr"] > recon["lowlevel"]["pixcorr"]
     assert "| low-level from noise-free responses (sim-only ceiling) |" in report
     assert (out / "reconstruction.png").stat().st_size > 1000
+    assert recon["condition"] == "manifold"
+    from neurodecode.reconstruct.conditioning import load_condition
+
+    assert load_condition(out / "decoder" / "condition").n_pool > 0  # for `reconstruct --model`
     captions = metrics["captions"]  # brain -> caption: ours, the shuffled control, the ceiling
     for key in ("decoded", "shuffled", "true_embedding"):
         assert 0 <= captions[key]["category_hit_rate"] <= 1

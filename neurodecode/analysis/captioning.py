@@ -32,15 +32,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from neurodecode.reconstruct.conditioning import softmax_manifold_average, unit_rows
 from neurodecode.validation import InvalidInputError, check_array
 
 #: BrainSCUBA's softmax temperature.
 DEFAULT_TEMPERATURE = 1.0 / 150.0
-
-
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm."""
-    return torch.nn.functional.normalize(x, dim=-1)
 
 
 def _tensor(name: str, array: np.ndarray | torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -77,15 +73,9 @@ def project_to_image_manifold(
     ndarray, shape (n_voxels, D), float32
         Unit-normalised projected embeddings.
     """
-    if not temperature > 0:
-        raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
     pool_t = unit_rows(_tensor("pool", pool))
-    dirs = unit_rows(_tensor("directions", directions, dim=pool_t.shape[1]))
-    out = torch.empty_like(dirs)
-    for start in range(0, len(dirs), batch_size):
-        weights = torch.softmax(dirs[start : start + batch_size] @ pool_t.T / temperature, dim=1)
-        out[start : start + batch_size] = unit_rows(weights @ pool_t)
-    return out.numpy()
+    dirs = _tensor("directions", directions, dim=pool_t.shape[1])
+    return softmax_manifold_average(dirs, pool_t, temperature, batch_size).numpy()
 
 
 def rank_texts(

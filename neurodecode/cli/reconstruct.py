@@ -3,7 +3,10 @@
 ``--model`` is a decoder saved with ``save_pretrained`` (retrieval head + diffusion prior, e.g.
 ``runs/demo/decoder``). ``--input`` is brain data as :func:`neurodecode.data.brain_input.
 read_brain_input` reads it (``.npy`` (trials, voxels); NSD betas ``.hdf5`` or NIfTI with
-``--mask``), masked and z-scored over the given trials. The decoder's prior predicts image embeddings and
+``--mask``), masked and z-scored over the given trials. The decoder predicts image embeddings —
+by default, where the decoder folder holds ``<model>/condition/`` (written by ``make demo``; see
+:mod:`neurodecode.reconstruct.conditioning`), its retrieval output projected onto the manifold of
+its training images' embeddings, otherwise samples of its diffusion prior (``--condition``) — and
 the embedded default generator (trained for ``--clip-preset``'s sim-clip space) draws
 ``--num-samples`` images per trial, keeping the one closest to the prediction. If the decoder
 folder holds a low-level pathway (``<model>/lowlevel/``, written by ``make demo``; see
@@ -36,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-preset", default="default", help="sim-clip space of the decoder")
     parser.add_argument("--num-samples", type=int, default=4, help="samples per trial (best-of-n)")
     parser.add_argument(
+        "--condition",
+        choices=["auto", "manifold", "prior"],
+        default="auto",
+        help="what conditions the generator: the retrieval output projected onto the training "
+        "images' embeddings (<model>/condition/), the diffusion prior's samples, or auto "
+        "(manifold when <model>/condition/ exists, else prior)",
+    )
+    parser.add_argument(
         "--zscore",
         choices=["yes", "no"],
         default="yes",
@@ -63,16 +74,26 @@ def run(args: argparse.Namespace) -> int:
     import neurodecode
     from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.embedded.generator import get_sim_generator
+    from neurodecode.reconstruct.conditioning import CONDITION_FOLDER, load_condition
     from neurodecode.reconstruct.generators import tensor_to_images
     from neurodecode.reconstruct.lowlevel import LOWLEVEL_FOLDER, load_lowlevel
     from neurodecode.reconstruct.reconstructor import Reconstructor
 
     trials = [int(t) for t in args.trials.split(",")] if args.trials else None
     decoder = neurodecode.load_pretrained(args.model)
-    if getattr(decoder, "prior", None) is None:
+    condition_dir = Path(args.model) / CONDITION_FOLDER
+    condition = args.condition
+    if condition == "auto":
+        condition = "manifold" if condition_dir.is_dir() else "prior"
+    if condition == "manifold" and not condition_dir.is_dir():
         raise InvalidInputError(
-            f"--model {args.model} has no diffusion prior; reconstruction "
-            "needs a decoder trained with prior=..."
+            f"--condition manifold needs {condition_dir} (written by `neurodecode demo` beside "
+            "the decoder); it is missing."
+        )
+    if condition == "prior" and getattr(decoder, "prior", None) is None:
+        raise InvalidInputError(
+            f"--model {args.model} has no diffusion prior and no {CONDITION_FOLDER}/ folder; "
+            "reconstruction needs a decoder trained with prior=... or --condition manifold."
         )
     subject = args.subject or decoder.subjects[0]
     if subject not in decoder.subjects:
@@ -105,10 +126,23 @@ def run(args: argparse.Namespace) -> int:
         embed_images, preset=args.clip_preset, embed_key=str(encoder.settings)
     )
 
-    def decoder_embed(batch: torch.Tensor) -> torch.Tensor:
-        return decoder.embed(
-            batch, subject, output="prior", generator=torch.Generator().manual_seed(args.seed)
+    if condition == "manifold":
+        projection = load_condition(condition_dir)
+        print(
+            f"condition: retrieval output projected onto {projection.n_pool} training images' "
+            f"embeddings ({condition_dir}, temperature {projection.temperature:g})"
         )
+
+        def decoder_embed(batch: torch.Tensor) -> torch.Tensor:
+            return projection(decoder.embed(batch, subject))
+
+    else:
+        print("condition: samples of the decoder's diffusion prior")
+
+        def decoder_embed(batch: torch.Tensor) -> torch.Tensor:
+            return decoder.embed(
+                batch, subject, output="prior", generator=torch.Generator().manual_seed(args.seed)
+            )
 
     lowlevel_args = {}
     if pathway is not None:

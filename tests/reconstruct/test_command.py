@@ -200,3 +200,34 @@ def test_lowlevel_with_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_pa
     with pytest.raises(InvalidInputError, match=r"lowlevel reads 7 voxels.*expects 12"):
         _run(decoder, tmp_path / "brain.npy", tmp_path / "out", "--debug")
     assert not (tmp_path / "out").exists()
+
+
+def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_path, capsys):
+    import shutil
+
+    from neurodecode.embedded.clip import get_sim_clip
+    from neurodecode.reconstruct.conditioning import (
+        CONDITION_FOLDER,
+        ImageManifoldProjection,
+        save_condition,
+    )
+
+    decoder = tmp_path / "decoder"
+    shutil.copytree(tiny_decoder, decoder)
+    dim = get_sim_clip("tiny", progress=False).embed_dim
+    pool = np.random.default_rng(3).normal(size=(5, dim))
+    save_condition(ImageManifoldProjection.from_pool(pool), decoder / CONDITION_FOLDER)
+    np.save(tmp_path / "brain.npy", np.random.default_rng(4).normal(size=(2, 12)).astype("f4"))
+    assert _run(decoder, tmp_path / "brain.npy", tmp_path / "out") == 0
+    assert "projected onto 5 training images' embeddings" in capsys.readouterr().out
+    assert _run(decoder, tmp_path / "brain.npy", tmp_path / "p", "--condition", "prior") == 0
+    assert "samples of the decoder's diffusion prior" in capsys.readouterr().out
+    with pytest.raises(InvalidInputError, match="--condition manifold needs"):
+        _run(
+            tiny_decoder,
+            tmp_path / "brain.npy",
+            tmp_path / "m",
+            "--condition",
+            "manifold",
+            "--debug",
+        )

@@ -1,0 +1,71 @@
+"""The image-manifold projection that conditions the generator on decoded embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurodecode.reconstruct.conditioning import (
+    ImageManifoldProjection,
+    load_condition,
+    save_condition,
+)
+from neurodecode.validation import InvalidInputError
+
+
+def _pool(n=50, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * rng.uniform(2.0, 4.0, size=(n, 1))
+
+
+def test_cold_softmax_returns_the_nearest_pool_embedding_at_the_mean_norm():
+    pool = _pool()
+    projection = ImageManifoldProjection.from_pool(pool, temperature=1e-4)
+    # a decoded embedding that is a noisy, shrunken, offset copy of pool row 7's direction
+    decoded = torch.as_tensor(0.1 * pool[7] / np.linalg.norm(pool[7]), dtype=torch.float32)
+    out = projection(decoded[None] + 0.001)[0].numpy()
+    expected = pool[7] / np.linalg.norm(pool[7]) * np.linalg.norm(pool, axis=1).mean()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_hot_softmax_tends_to_the_pool_mean_direction():
+    pool = _pool()
+    projection = ImageManifoldProjection.from_pool(pool, temperature=1e4)
+    out = projection(torch.randn(3, 16)).numpy()
+    unit = pool / np.linalg.norm(pool, axis=1, keepdims=True)
+    mean_direction = unit.mean(0) / np.linalg.norm(unit.mean(0))
+    for row in out:
+        assert np.dot(row / np.linalg.norm(row), mean_direction) > 0.999
+
+
+def test_equals_the_captioning_projection_and_keeps_trailing_shape():
+    from neurodecode.analysis.captioning import project_to_image_manifold
+
+    pool = _pool(d=12)
+    decoded = np.random.default_rng(1).normal(size=(5, 12))
+    projection = ImageManifoldProjection.from_pool(pool.reshape(50, 3, 4), temperature=0.05)
+    out = projection(torch.as_tensor(decoded, dtype=torch.float32).reshape(5, 3, 4))
+    assert out.shape == (5, 3, 4)
+    scale = np.linalg.norm(pool, axis=1).mean()
+    np.testing.assert_allclose(
+        out.reshape(5, 12).numpy(),
+        project_to_image_manifold(decoded, pool, temperature=0.05) * scale,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_round_trip_and_errors(tmp_path):
+    projection = ImageManifoldProjection.from_pool(_pool(), temperature=0.02)
+    folder = save_condition(projection, tmp_path / "condition")
+    loaded = load_condition(folder)
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(loaded(x), projection(x))
+    assert loaded.temperature == 0.02
+    with pytest.raises(InvalidInputError, match="16"):
+        projection(torch.randn(2, 15))
+    with pytest.raises(InvalidInputError, match="all-zero"):
+        ImageManifoldProjection.from_pool(np.zeros((3, 4)))
+    with pytest.raises(InvalidInputError, match="temperature"):
+        ImageManifoldProjection.from_pool(_pool(), temperature=0.0)
