@@ -184,6 +184,9 @@ def test_bad_inputs(world):
     net = world["net"]
     with pytest.raises(InvalidInputError, match="transcoder"):
         E2ETrainingModule(create_sae("topk", D, 8, transcoder=True), net, "layer")
+    for architecture in ("gated", "switch"):
+        with pytest.raises(InvalidInputError, match="end-to-end training supports"):
+            E2ETrainingModule(create_sae(architecture, D, 8), net, "layer")
     with pytest.raises(InvalidInputError, match="not a submodule"):
         E2ETrainingModule(create_sae("topk", D, 8), net, "nope")
     with pytest.raises(InvalidInputError, match="needs later_layers"):

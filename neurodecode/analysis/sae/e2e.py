@@ -53,6 +53,11 @@ from neurodecode.validation import InvalidInputError
 
 Forward = Callable[[nn.Module, Tensor], Tensor]
 
+#: architectures trained end to end: latents ``training_latents(pre_activations(x))`` and a
+#: sparsity term of their own. Gated is left out (its gate path learns only through its local
+#: frozen-decoder reconstruction term), Switch too (its latents depend on a router).
+E2E_ARCHITECTURES = ("relu_l1", "topk", "batchtopk", "jumprelu", "prolu", "matryoshka_batchtopk")
+
 
 @contextmanager
 def _recorded_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, Tensor]]:
@@ -85,7 +90,9 @@ class E2ETrainingModule(SAETrainingModule):
     Parameters
     ----------
     sae : SparseAutoencoder
-        Not a transcoder; its ``d_in`` is the width of ``layer``'s output (last axis).
+        One of :data:`E2E_ARCHITECTURES` (a Matryoshka SAE trains as its BatchTopK whole: the
+        prefix terms are local reconstructions), not a transcoder; its ``d_in`` is the width of
+        ``layer``'s output (last axis).
     network : nn.Module
         Frozen: its parameters are set to ``requires_grad=False`` (:func:`train_e2e_sae` gives
         the flags back afterwards), are not optimised, and it is kept in eval mode.
@@ -116,6 +123,10 @@ class E2ETrainingModule(SAETrainingModule):
         **schedule: Any,
     ) -> None:
         super().__init__(sae, **schedule)
+        if sae.architecture not in E2E_ARCHITECTURES:
+            raise InvalidInputError(
+                f"end-to-end training supports {list(E2E_ARCHITECTURES)}; got {sae.architecture!r}."
+            )
         if sae.transcoder:
             raise InvalidInputError(
                 "an end-to-end SAE replaces a layer's output; got a transcoder."
@@ -260,7 +271,8 @@ def train_e2e_sae(
     Parameters
     ----------
     sae : SparseAutoencoder
-        Any registered (non-transcoder) architecture of width ``d`` = ``layer``'s last axis.
+        One of :data:`E2E_ARCHITECTURES`, not a transcoder, of width ``d`` = ``layer``'s last
+        axis.
     network : nn.Module
         The frozen network (see :class:`E2ETrainingModule`).
     layer : str
