@@ -403,8 +403,8 @@ def e2e_evaluation(
     Returns
     -------
     dict
-        ``kl`` (mean nats per input), ``fvu`` and ``l0`` at the layer (held-out rows),
-        ``n_inputs`` and the accuracies.
+        ``kl`` (mean nats per input), ``fvu``, ``l0`` and ``dead_fraction`` (latents that
+        never fire) at the layer on these inputs' rows, ``n_inputs`` and the accuracies.
     """
     parameter = next(network.parameters(), None)
     sae = sae.to(inputs.device if parameter is None else parameter.device).eval()
@@ -429,7 +429,13 @@ def e2e_evaluation(
     n = inputs.shape[0]
     rows = capture_layer_rows(network, layer, inputs, forward, batch_size)
     local = evaluate_reconstruction(sae, [rows[i : i + 4096] for i in range(0, len(rows), 4096)])
-    result = {"kl": kl_sum / n, "fvu": local["fvu"], "l0": local["l0"], "n_inputs": int(n)}
+    result = {
+        "kl": kl_sum / n,
+        "fvu": local["fvu"],
+        "l0": local["l0"],
+        "dead_fraction": local["dead_fraction"],
+        "n_inputs": int(n),
+    }
     if labels is not None:
         result["accuracy_clean"] = correct_clean / n
         result["accuracy_patched"] = correct_patched / n
