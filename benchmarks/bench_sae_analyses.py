@@ -13,6 +13,11 @@
    random error.
 4. **Absorption** (``absorption``): SAEBench's absorption fraction on a planted hierarchy (4
    parents x 12 children, d=64) for the planted dictionary and trained TopK / ReLU-L1 SAEs.
+5. **Feature suppression** (``suppression``): ReLU-L1 and ProLU SAEs (λ=3) on ``bench_sae``'s
+   planted problem (d=64, 256 atoms, 5 active, 512 latents, 60k rows, 10 % held out), then both
+   fixes of Wright & Sharkey on copies — the closed-form rescale and the fine-tune (encoder
+   frozen, scales + decoder on MSE alone, ``steps // 3`` steps) — with both shrinkage closed forms,
+   FVU and L0 on the held-out rows before and after.
 
 Run: ``.venv/bin/python -m benchmarks.bench_sae_analyses [--steps 1500] [--no-clip]``.
 Writes ``benchmarks/results/sae_analyses.json``.
@@ -154,6 +159,36 @@ def bench_absorption(steps: int) -> dict[str, Any]:
     return out
 
 
+def bench_suppression(steps: int) -> dict[str, Any]:
+    import copy
+
+    from neurodecode.analysis.sae.suppression import (
+        finetune_feature_suppression,
+        fix_feature_suppression,
+        shrinkage_report,
+    )
+
+    planted = make_planted_activations(60_000, d=64, n_atoms=256, n_active=5, seed=0)
+    out: dict[str, Any] = {"finetune_steps": max(1, steps // 3), "finetune_lr": 3e-3}
+    for arch in ("relu_l1", "prolu"):
+        sae, data = _train(arch, planted.inputs, 512, steps, l1_coefficient=3.0)
+        held = list(data.eval_batches())
+        closed, tuned = copy.deepcopy(sae), copy.deepcopy(sae)
+        fix_feature_suppression(closed, [data.train_inputs])
+        t0 = time.perf_counter()
+        result = finetune_feature_suppression(
+            tuned, data, steps=out["finetune_steps"], lr=3e-3, eval_batches=held
+        )
+        out[arch] = {
+            "before": result.before,
+            "closed_form": shrinkage_report(closed, held),
+            "finetune": result.after,
+            "finetune_seconds": time.perf_counter() - t0,
+        }
+        print(f"  suppression {arch}: {json.dumps(out[arch])}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
@@ -170,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("meta", bench_meta),
         ("stitching", bench_stitching),
         ("absorption", bench_absorption),
+        ("suppression", bench_suppression),
     ):
         t0 = time.perf_counter()
         results[name] = bench(args.steps)

@@ -19,6 +19,7 @@ ORDER = [
     "scaling",
     "sae",
     "sae_analyses",
+    "sae_e2e",
     "meg",
     "reconstruct",
     "analysis",

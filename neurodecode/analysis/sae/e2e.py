@@ -1,9 +1,6 @@
 """End-to-end SAEs (Braun et al. 2024, "Identifying functionally important features with
 end-to-end sparse dictionary learning").
 
-**Draft** (issue 16): not exported from :mod:`neurodecode.analysis.sae`, no command, and not yet
-tested on planted truth; smoke-run on a toy network only. Do not rely on it yet.
-
 An SAE is inserted at one layer of a frozen network: the layer's output rows are replaced by the
 SAE's output while the network runs, and the SAE is trained on how far that moves the network's
 output, not on how well it reconstructs the layer. Two objectives:
@@ -12,14 +9,22 @@ output, not on how well it reconstructs the layer. Two objectives:
   (for CLIP: the zero-shot class logits, image embedding against the category prompts' text
   embeddings at the model's logit scale);
 - ``e2e+ds``: the same plus ``ds_coefficient · Σ_l ‖y_l - ŷ_l‖² / E‖y_l‖²`` over later layers
-  ``l`` (e.g. the output embedding), ``y_l`` clean and ``ŷ_l`` patched.
+  ``l`` (e.g. the output embedding), ``y_l`` clean and ``ŷ_l`` patched. Braun et al. weight the
+  raw squared error by ``β_ds / (number of later layers)``; here each layer's error is divided by
+  its clean mean squared norm so that one coefficient suits layers of any scale.
 
-The sparsity term is the architecture's own (:meth:`SparseAutoencoder.sparsity_loss`: L1 for
-``relu_l1``, none for TopK, whose L0 is fixed by ``k``); the AuxK term, which asks dead latents to
-reconstruct the layer's residual, is left out because nothing here is a local reconstruction.
-The trained SAE is an ordinary SAE of its architecture (saved and loaded as any other); only the
-training path differs: :class:`E2ETrainingModule` subclasses the Lightning module of
-:mod:`neurodecode.analysis.sae.training` and :func:`train_e2e_sae` fits it.
+The local reconstruction error at the hooked layer is **not** a term of either loss (that is the
+point of the method: the dictionary spends its latents only on what the rest of the network reads,
+so its layer FVU is worse than a local SAE's at the same L0, its downstream KL better; see
+``tests/analysis/test_sae_e2e.py`` on a planted readout subspace). The sparsity term is the
+architecture's own (:meth:`SparseAutoencoder.sparsity_loss`: L1 for ``relu_l1``, as in the paper;
+none for TopK, whose L0 is fixed by ``k``); the AuxK term, which asks dead latents to reconstruct
+the layer's residual, is left out because nothing here is a local reconstruction.
+
+The trained SAE is an ordinary SAE of its architecture, saved and loaded through the one model
+folder (:func:`save_e2e_sae` records the objective, layer and coefficients in the folder's
+``metadata.training``); only the training path differs: :class:`E2ETrainingModule` subclasses the
+Lightning module of :mod:`neurodecode.analysis.sae.training` and :func:`train_e2e_sae` fits it.
 :func:`e2e_evaluation` reports what Braun et al. compare at equal L0: downstream KL, the task
 accuracy with and without the replacement, FVU at the layer, and L0.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -46,6 +52,11 @@ from neurodecode.analysis.sae.training import (
 from neurodecode.validation import InvalidInputError
 
 Forward = Callable[[nn.Module, Tensor], Tensor]
+
+#: architectures trained end to end: latents ``training_latents(pre_activations(x))`` and a
+#: sparsity term of their own. Gated is left out (its gate path learns only through its local
+#: frozen-decoder reconstruction term), Switch too (its latents depend on a router).
+E2E_ARCHITECTURES = ("relu_l1", "topk", "batchtopk", "jumprelu", "prolu", "matryoshka_batchtopk")
 
 
 @contextmanager
@@ -79,9 +90,12 @@ class E2ETrainingModule(SAETrainingModule):
     Parameters
     ----------
     sae : SparseAutoencoder
-        Not a transcoder; its ``d_in`` is the width of ``layer``'s output (last axis).
+        One of :data:`E2E_ARCHITECTURES` (a Matryoshka SAE trains as its BatchTopK whole: the
+        prefix terms are local reconstructions), not a transcoder; its ``d_in`` is the width of
+        ``layer``'s output (last axis).
     network : nn.Module
-        Frozen (its parameters get no gradient and are not optimised) and kept in eval mode.
+        Frozen: its parameters are set to ``requires_grad=False`` (:func:`train_e2e_sae` gives
+        the flags back afterwards), are not optimised, and it is kept in eval mode.
     layer : str
         Name in ``network.named_modules()`` whose output the SAE replaces.
     forward : callable, optional
@@ -109,6 +123,10 @@ class E2ETrainingModule(SAETrainingModule):
         **schedule: Any,
     ) -> None:
         super().__init__(sae, **schedule)
+        if sae.architecture not in E2E_ARCHITECTURES:
+            raise InvalidInputError(
+                f"end-to-end training supports {list(E2E_ARCHITECTURES)}; got {sae.architecture!r}."
+            )
         if sae.transcoder:
             raise InvalidInputError(
                 "an end-to-end SAE replaces a layer's output; got a transcoder."
@@ -132,6 +150,22 @@ class E2ETrainingModule(SAETrainingModule):
         self.later_layers = tuple(later_layers)
         self.ds_coefficient = float(ds_coefficient)
         self.kl_coefficient = float(kl_coefficient)
+        #: optimiser steps taken (set by :func:`train_e2e_sae`)
+        self.trained_steps = 0
+
+    def training_metadata(self) -> dict[str, Any]:
+        """The objective as JSON: ``objective`` (``e2e`` or ``e2e+ds``), ``layer``,
+        ``later_layers``, ``kl_coefficient``, ``ds_coefficient``, ``lr``, ``steps``."""
+        ds = self.ds_coefficient > 0 and bool(self.later_layers)
+        return {
+            "objective": "e2e+ds" if ds else "e2e",
+            "layer": self.layer,
+            "later_layers": list(self.later_layers),
+            "kl_coefficient": self.kl_coefficient,
+            "ds_coefficient": self.ds_coefficient,
+            "lr": self.lr,
+            "steps": self.trained_steps,
+        }
 
     @property
     def network(self) -> nn.Module:
@@ -223,6 +257,7 @@ def train_e2e_sae(
     forward: Forward | None = None,
     later_layers: Sequence[str] = (),
     ds_coefficient: float = 0.0,
+    kl_coefficient: float = 1.0,
     batch_size: int = 128,
     lr: float = 1e-3,
     warmup_steps: int = 0,
@@ -236,7 +271,8 @@ def train_e2e_sae(
     Parameters
     ----------
     sae : SparseAutoencoder
-        Any registered (non-transcoder) architecture of width ``d`` = ``layer``'s last axis.
+        One of :data:`E2E_ARCHITECTURES`, not a transcoder, of width ``d`` = ``layer``'s last
+        axis.
     network : nn.Module
         The frozen network (see :class:`E2ETrainingModule`).
     layer : str
@@ -244,10 +280,18 @@ def train_e2e_sae(
         Training inputs of the network (e.g. preprocessed images), drawn in random batches.
     steps : int
         Optimiser steps.
-    forward, later_layers, ds_coefficient
+    forward, later_layers, ds_coefficient, kl_coefficient
         As :class:`E2ETrainingModule` (``ds_coefficient > 0`` with later layers: ``e2e+ds``).
     batch_size : int
         Network inputs per step.
+    lr, warmup_steps, decay_fraction : float, int, float
+        Adam learning rate and its schedule (see :class:`SAETrainingModule`).
+    gradient_clip : float, optional
+        Gradient-norm clip (None: off).
+    accelerator : str
+        Lightning accelerator (the network is moved to its device).
+    seed : int
+        Seeds the batch order and Lightning.
 
     Returns
     -------
@@ -260,6 +304,7 @@ def train_e2e_sae(
         raise InvalidInputError("inputs must be a non-empty tensor with the batch first.")
     pl.seed_everything(seed, verbose=False)
     network.eval()
+    trainable = [p.requires_grad for p in network.parameters()]
     sae.initialize_from_sample(capture_layer_rows(network, layer, inputs[:2048], forward))
     module = E2ETrainingModule(
         sae,
@@ -268,6 +313,7 @@ def train_e2e_sae(
         forward=forward,
         later_layers=later_layers,
         ds_coefficient=ds_coefficient,
+        kl_coefficient=kl_coefficient,
         lr=lr,
         warmup_steps=warmup_steps,
         decay_fraction=decay_fraction,
@@ -287,9 +333,46 @@ def train_e2e_sae(
         num_sanity_val_steps=0,
         precision="32-true",
     )
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    try:
+        trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    finally:  # the network was frozen for training only; give back its flags
+        for parameter, flag in zip(network.parameters(), trainable, strict=True):
+            parameter.requires_grad_(flag)
     module.sae.eval()
+    module.trained_steps = int(trainer.global_step)
     return module
+
+
+def save_e2e_sae(
+    module: E2ETrainingModule, directory: str | Path, metadata: dict | None = None
+) -> Path:
+    """Save an end-to-end-trained SAE to the one model folder, its objective in the metadata.
+
+    The folder is an ordinary SAE folder (:func:`neurodecode.load_pretrained` returns the SAE of
+    its architecture); ``config.json``'s ``metadata["training"]`` holds
+    :meth:`E2ETrainingModule.training_metadata`, next to any ``metadata`` given.
+
+    Parameters
+    ----------
+    module : E2ETrainingModule
+        A trained module (as :func:`train_e2e_sae` returns).
+    directory : path
+        The model folder to write.
+    metadata : dict, optional
+        Further JSON metadata (e.g. which network and inputs).
+
+    Returns
+    -------
+    Path
+        The folder written.
+    """
+    if not isinstance(module, E2ETrainingModule):
+        raise InvalidInputError(
+            f"save_e2e_sae takes an E2ETrainingModule; got {type(module).__name__}."
+        )
+    return module.sae.save_pretrained(
+        directory, metadata={**(metadata or {}), "training": module.training_metadata()}
+    )
 
 
 @torch.no_grad()
@@ -320,8 +403,8 @@ def e2e_evaluation(
     Returns
     -------
     dict
-        ``kl`` (mean nats per input), ``fvu`` and ``l0`` at the layer (held-out rows),
-        ``n_inputs`` and the accuracies.
+        ``kl`` (mean nats per input), ``fvu``, ``l0`` and ``dead_fraction`` (latents that
+        never fire) at the layer on these inputs' rows, ``n_inputs`` and the accuracies.
     """
     parameter = next(network.parameters(), None)
     sae = sae.to(inputs.device if parameter is None else parameter.device).eval()
@@ -346,7 +429,13 @@ def e2e_evaluation(
     n = inputs.shape[0]
     rows = capture_layer_rows(network, layer, inputs, forward, batch_size)
     local = evaluate_reconstruction(sae, [rows[i : i + 4096] for i in range(0, len(rows), 4096)])
-    result = {"kl": kl_sum / n, "fvu": local["fvu"], "l0": local["l0"], "n_inputs": int(n)}
+    result = {
+        "kl": kl_sum / n,
+        "fvu": local["fvu"],
+        "l0": local["l0"],
+        "dead_fraction": local["dead_fraction"],
+        "n_inputs": int(n),
+    }
     if labels is not None:
         result["accuracy_clean"] = correct_clean / n
         result["accuracy_patched"] = correct_patched / n

@@ -11,6 +11,14 @@ the input with only its own latents:
 (each term summed over dimensions and averaged over rows, as in SAELens's
 ``MatryoshkaBatchTopKTrainingSAE``, whose outer term is the plain BatchTopK loss). The latents are
 chosen once, over the whole dictionary; the prefixes only drop the later latents' contributions.
+
+AuxK comes in two forms. By default (``auxk_per_level=False``) it is BatchTopK's: the top
+``k_aux`` dead latents of the whole dictionary reconstruct the whole dictionary's residual. With
+``auxk_per_level=True`` there is one AuxK term per level, summed: the top ``k_aux`` dead latents
+*of level l's own group* (latents ``w_{l-1} .. w_l - 1``) reconstruct the residual of prefix
+``l``, ``t - (z[:, :w_l] W_dec[:w_l] + b_dec)``, normalised by that residual's variance, so a dead
+latent of an early group is pulled towards what its own prefix misses rather than towards the
+whole dictionary's (much smaller) residual. A level without dead latents adds nothing.
 """
 
 from __future__ import annotations
@@ -31,15 +39,16 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     """BatchTopK latents trained so that each dictionary prefix reconstructs on its own.
 
     Hyperparameters: BatchTopK's (``k``, ``k_aux``, ``aux_coefficient``,
-    ``threshold_momentum``) and ``matryoshka_widths``: the increasing prefix sizes (a final width
+    ``threshold_momentum``), ``matryoshka_widths``: the increasing prefix sizes (a final width
     ``n_latents`` is appended when missing; default ``[n_latents // 4, n_latents // 2,
-    n_latents]``).
+    n_latents]``), and ``auxk_per_level`` (False): one AuxK term per level (module docstring).
     """
 
     architecture = "matryoshka_batchtopk"
     hyperparameters: ClassVar[dict[str, Any]] = {
         **BatchTopKSAE.hyperparameters,
         "matryoshka_widths": None,
+        "auxk_per_level": False,
     }
 
     def __init__(self, d_in: int, n_latents: int, **kwargs: Any) -> None:
@@ -56,6 +65,10 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
                 f"{self.n_latents}; got {self.options['matryoshka_widths']}."
             )
         self.options["matryoshka_widths"] = widths
+        if not isinstance(self.options["auxk_per_level"], bool):
+            raise InvalidInputError(
+                f"auxk_per_level must be true or false; got {self.options['auxk_per_level']!r}."
+            )
 
     @property
     def widths(self) -> list[int]:
@@ -88,6 +101,36 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
             start = width
         return outputs
 
+    def per_level_auxiliary_loss(
+        self, target_normalised: Tensor, pre: Tensor, outputs: list[Tensor]
+    ) -> Tensor:
+        """Σ_l AuxK of level l's dead latents on prefix l's residual (module docstring).
+
+        Parameters
+        ----------
+        target_normalised : Tensor, shape (batch, d_out)
+        pre : Tensor, shape (batch, n_latents)
+            Encoder pre-activations.
+        outputs : list of Tensor
+            :meth:`prefix_outputs` of the batch, one per level.
+        """
+        dead = self.dead_mask()
+        total = pre.new_zeros(())
+        start = 0
+        for width, output in zip(self.widths, outputs, strict=True):
+            level_dead = torch.zeros_like(dead)
+            level_dead[start:width] = dead[start:width]
+            start = width
+            n_dead = int(level_dead.sum())
+            if n_dead == 0:
+                continue
+            k_aux = min(int(self.options["k_aux"] or self.d_out // 2), n_dead)
+            values, indices = pre.masked_fill(~level_dead, float("-inf")).topk(k_aux, dim=-1)
+            aux_latents = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+            residual = (target_normalised - output).detach()
+            total = total + self._auxk_normalised_error(aux_latents @ self.W_dec, residual)
+        return total
+
     def training_loss(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
         """Loss terms (keys of the base class, plus ``prefix_mse``: the inner prefixes' sum)."""
         if self.transcoder and target is None:
@@ -100,7 +143,10 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
         errors = [(out - tn).pow(2).sum(-1).mean() for out in outputs]
         output = outputs[-1]
         self._track_firing(latents)
-        auxiliary = self.auxiliary_loss(xn, tn, pre, output)
+        if self.options["auxk_per_level"]:
+            auxiliary = self.per_level_auxiliary_loss(tn, pre, outputs)
+        else:
+            auxiliary = self.auxiliary_loss(xn, tn, pre, output)
         mse, inner = errors[-1], torch.stack(errors[:-1]).sum() if len(errors) > 1 else None
         total = mse + auxiliary if inner is None else mse + inner + auxiliary
         return {
