@@ -71,7 +71,9 @@ class _AuxKMixin(SparseAutoencoder):
 def _group_size(n_columns: int, k: int) -> int:
     """Group width for :func:`topk_indices`'s two-stage selection, or 0 for one plain topk."""
     best = 0
-    for width in (4, 8, 16, 32, 64, 128):
+    if n_columns < 4096:  # measured: one topk is faster on short rows (512 columns: 1.6 vs 1.9 ms)
+        return best
+    for width in (16, 32, 64):
         # the groups must tile the row, and the k kept groups must be a small part of it
         if n_columns % width == 0 and 4 * k * width <= n_columns:
             if best == 0 or abs(width * width * k - n_columns) < abs(best * best * k - n_columns):
@@ -82,7 +84,8 @@ def _group_size(n_columns: int, k: int) -> int:
 def topk_indices(pre: Tensor, k: int) -> Tensor:
     """Column indices of the ``k`` largest entries of each row, in no particular order.
 
-    Long rows are cut into groups of ``g`` columns (``g`` near ``sqrt(n_columns / k)``); the ``k``
+    Long rows (4096 columns or more) are cut into groups of ``g`` columns (``g`` near
+    ``sqrt(n_columns / k)``); the ``k``
     groups with the largest maxima are kept and the ``k`` largest of their ``k·g`` entries taken.
     Exact: every entry above the row's k-th largest value lies in a group whose maximum exceeds it,
     and there are fewer than ``k`` such groups, so all are kept; the kept groups' maxima supply

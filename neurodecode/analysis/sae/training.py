@@ -143,28 +143,29 @@ class SAETrainingModule(pl.LightningModule):
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self._plain_steps = 0
         epoch = iter(batches)
-        for step in range(steps):
-            batch = next(epoch, None)
-            if batch is None:  # the epoch ended: start the next one
-                epoch = iter(batches)
+        with torch.enable_grad():  # as the Trainer, whatever the caller's grad mode
+            for step in range(steps):
                 batch = next(epoch, None)
-                if batch is None:
-                    break
-            if isinstance(batch, tuple | list):
-                batch = type(batch)(part.to(device, non_blocking=True) for part in batch)
-            else:
-                batch = batch.to(device, non_blocking=True)
-            x, target = self._split(batch)
-            loss = self.sae.training_loss(x, target)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.on_before_optimizer_step(optimizer)
-            if gradient_clip:
-                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
-            optimizer.step()
-            scheduler.step()
-            self.on_train_batch_end(None, batch, step)
-            self._plain_steps = step + 1
+                if batch is None:  # the epoch ended: start the next one
+                    epoch = iter(batches)
+                    batch = next(epoch, None)
+                    if batch is None:
+                        break
+                if isinstance(batch, tuple | list):
+                    batch = type(batch)(part.to(device, non_blocking=True) for part in batch)
+                else:
+                    batch = batch.to(device, non_blocking=True)
+                x, target = self._split(batch)
+                loss = self.sae.training_loss(x, target)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.on_before_optimizer_step(optimizer)
+                if gradient_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
+                optimizer.step()
+                scheduler.step()
+                self.on_train_batch_end(None, batch, step)
+                self._plain_steps = step + 1
         self.cpu()
 
     @property
