@@ -13,9 +13,11 @@
 2. **Transcoders on sim-clip** (``transcoders``): an MLP block of the sim-clip ``tiny`` vision
    tower (trained and cached on first use, seconds), its (input, output) captured by a forward
    hook over simulated scenes; a TopK transcoder and a TopK skip transcoder at the same k.
-3. **Throughput** (``throughput``): TopK training rows/s here, and ``eai-sparsify``'s TopK
-   ``SparseCoder`` on the same rows and k with FVU side by side when that package is installed
-   (an optional benchmark extra, never a runtime dependency; skipped otherwise).
+3. **Throughput** (``throughput``): TopK training rows/s here — the default ``train_sae`` (plain
+   loop), the same through the Lightning Trainer, and with ``selection_precision="bfloat16"``
+   (``OUR_VARIANTS``) — and ``eai-sparsify``'s TopK ``SparseCoder`` on the same rows and k with
+   FVU side by side when that package is installed (the ``bench`` extra, never a runtime
+   dependency; skipped otherwise), all alternated.
 
 Run: ``.venv/bin/python -m benchmarks.bench_sae [--steps 1500] [--no-clip]``; 4-7 minutes on
 one core of a busy machine (sim-clip tiny trains on first use). Writes ``benchmarks/results/sae.json``.
