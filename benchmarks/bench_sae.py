@@ -13,9 +13,11 @@
 2. **Transcoders on sim-clip** (``transcoders``): an MLP block of the sim-clip ``tiny`` vision
    tower (trained and cached on first use, seconds), its (input, output) captured by a forward
    hook over simulated scenes; a TopK transcoder and a TopK skip transcoder at the same k.
-3. **Throughput** (``throughput``): TopK training rows/s here, and ``eai-sparsify``'s TopK
-   ``SparseCoder`` on the same rows and k with FVU side by side when that package is installed
-   (an optional benchmark extra, never a runtime dependency; skipped otherwise).
+3. **Throughput** (``throughput``): TopK training rows/s here — the default ``train_sae`` (plain
+   loop), the same through the Lightning Trainer, and with ``selection_precision="bfloat16"``
+   (``OUR_VARIANTS``) — and ``eai-sparsify``'s TopK ``SparseCoder`` on the same rows and k with
+   FVU side by side when that package is installed (the ``bench`` extra, never a runtime
+   dependency; skipped otherwise), all alternated.
 
 Run: ``.venv/bin/python -m benchmarks.bench_sae [--steps 1500] [--no-clip]``; 4-7 minutes on
 one core of a busy machine (sim-clip tiny trains on first use). Writes ``benchmarks/results/sae.json``.
@@ -277,17 +279,41 @@ def _train_sparsify(
     return coder, time.perf_counter() - start
 
 
+#: our TopK training variants timed against eai-sparsify: name -> (train_sae engine, TopK options).
+OUR_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "neurodecode": ("auto", {}),  # the default: plain loop (no logger), exact selection
+    "neurodecode_lightning": ("lightning", {}),  # the same steps through the Lightning Trainer
+    "neurodecode_bf16_selection": ("auto", {"selection_precision": "bfloat16"}),
+}
+
+
+def _pick_agreement(sae: Any, rows: torch.Tensor, k: int) -> float:
+    """Fraction of rows whose bfloat16-selected k latents (2k re-scored) are the exact top k."""
+    with torch.no_grad():
+        centred = rows * sae.input_scale - sae.b_dec
+        pre = torch.addmm(sae.b_enc, centred, sae.W_enc)
+        rough = torch.addmm(sae.b_enc.bfloat16(), centred.bfloat16(), sae.W_enc.bfloat16())
+        index, _ = sae._select(centred, rough, k)
+        exact = pre.topk(k, dim=-1).indices
+    return float((index.sort(-1).values == exact.sort(-1).values).all(-1).float().mean())
+
+
 def bench_throughput(
-    sizes: dict[str, dict[str, int]], repeats: int = 3, lr: float = 1e-3, seed: int = 0
+    sizes: dict[str, dict[str, int]],
+    repeats: int = 3,
+    lr: float = 1e-3,
+    seed: int = 0,
+    variants: list[str] | None = None,
 ) -> dict[str, Any]:
     """TopK training activations/s, ours (``train_sae``) vs eai-sparsify's SparseCoder.
 
-    Same planted rows, d, latents, k, batch, steps and lr; both timed over the whole training
-    call, alternated ``repeats`` times (median reported; the machine is shared); FVU on the
-    same held-out rows (10%, never trained on).
+    Same planted rows, d, latents, k, batch, steps and lr; every variant timed over its whole
+    training call, all variants alternated within each of ``repeats`` rounds (median reported;
+    the machine is shared); FVU on the same held-out rows (10%, never trained on).
     """
     from importlib.metadata import PackageNotFoundError, version
 
+    variants = list(OUR_VARIANTS) if variants is None else variants
     try:
         coder_cls, config_cls = _import_sparse_coder()
         theirs_version = version("eai-sparsify")
@@ -299,11 +325,12 @@ def bench_throughput(
         "repeats": repeats,
         "lr": lr,
         "threads": torch.get_num_threads(),
+        "variants": {name: {"engine": e, "options": o} for name, (e, o) in OUR_VARIANTS.items()},
         "differences": (
-            "ours clips the gradient norm at 1 (Lightning) and initialises input scale and "
-            "b_dec (geometric median) inside train_sae; theirs has no clipping and b_dec = 0; "
-            "their AuxK reaches the encoder through pre_acts too; both use dead latents after "
-            "10M rows, so AuxK is inactive over these runs"
+            "ours clips the gradient norm at 1 and initialises input scale and b_dec "
+            "(geometric median of 8192 rows) inside the timed train_sae call; theirs has no "
+            "clipping and b_dec = 0; both count dead latents after 10M rows, so AuxK is "
+            "inactive over these runs"
         ),
     }
     for name, size in sizes.items():
@@ -312,46 +339,63 @@ def bench_throughput(
         )
         data = ArrayActivationDataModule(planted.inputs, batch_size=size["batch"], seed=seed)
         held = data.eval_inputs
-        ours_s: list[float] = []
-        theirs_s: list[float] = []
-        ours_fvu = theirs_fvu = float("nan")
+        seconds: dict[str, list[float]] = {v: [] for v in variants}
+        seconds["sparsify"] = []
+        fvu: dict[str, float] = {}
+        agreement = None
         for _repeat in range(repeats):
-            sae = create_sae("topk", size["d"], size["latents"], k=size["k"])
-            start = time.perf_counter()
-            module = train_sae(sae, data, steps=size["steps"], lr=lr, accelerator="cpu", seed=seed)
-            ours_s.append(time.perf_counter() - start)
-            ours_fvu = evaluate_reconstruction(module.sae, data.eval_batches())["fvu"]
+            for variant in variants:
+                engine, options = OUR_VARIANTS[variant]
+                torch.manual_seed(seed)
+                sae = create_sae("topk", size["d"], size["latents"], k=size["k"], **options)
+                start = time.perf_counter()
+                module = train_sae(
+                    sae,
+                    data,
+                    steps=size["steps"],
+                    lr=lr,
+                    accelerator="cpu",
+                    seed=seed,
+                    engine=engine,
+                )
+                seconds[variant].append(time.perf_counter() - start)
+                fvu[variant] = evaluate_reconstruction(module.sae, data.eval_batches())["fvu"]
+                if options.get("selection_precision") == "bfloat16":
+                    agreement = _pick_agreement(module.sae, held, size["k"])
             if coder_cls is not None:
-                coder, seconds = _train_sparsify(
+                coder, theirs_s = _train_sparsify(
                     coder_cls, config_cls, data.train_inputs, size, lr, seed
                 )
-                theirs_s.append(seconds)
+                seconds["sparsify"].append(theirs_s)
                 with torch.no_grad():
-                    theirs_fvu = fraction_of_variance_unexplained(held, coder(held).sae_out)
+                    fvu["sparsify"] = fraction_of_variance_unexplained(held, coder(held).sae_out)
         rows = size["steps"] * size["batch"]
-        entry: dict[str, Any] = {
-            **size,
-            "neurodecode": {
-                "seconds": ours_s,
-                "activations_per_second": rows / float(np.median(ours_s)),
-                "fvu": ours_fvu,
-            },
-        }
-        if theirs_s:
-            entry["sparsify"] = {
-                "seconds": theirs_s,
-                "activations_per_second": rows / float(np.median(theirs_s)),
-                "fvu": theirs_fvu,
+        entry: dict[str, Any] = dict(size)
+        for variant, times in seconds.items():
+            if not times:
+                continue
+            entry[variant] = {
+                "seconds": times,
+                "activations_per_second": rows / float(np.median(times)),
+                "fvu": fvu[variant],
             }
-            entry["speed_ratio"] = float(np.median(theirs_s) / np.median(ours_s))
+        if agreement is not None:
+            entry["neurodecode_bf16_selection"]["held_out_pick_agreement"] = agreement
+        line = f"  {name:<11}"
+        for variant in seconds:
+            if variant in entry:
+                line += (
+                    f" {variant} {entry[variant]['activations_per_second']:>8.0f}/s "
+                    f"fvu={entry[variant]['fvu']:.4f};"
+                )
+        if seconds["sparsify"]:
+            entry["speed_ratio"] = {
+                variant: float(np.median(seconds["sparsify"]) / np.median(seconds[variant]))
+                for variant in variants
+            }
+            line += " ratios " + ", ".join(f"{v}={r:.2f}" for v, r in entry["speed_ratio"].items())
         results[name] = entry
-        print(
-            f"  {name:<11} ours {entry['neurodecode']['activations_per_second']:>8.0f}/s "
-            f"fvu={ours_fvu:.4f}  sparsify "
-            f"{entry.get('sparsify', {}).get('activations_per_second', float('nan')):>8.0f}/s "
-            f"fvu={theirs_fvu:.4f}  ratio={entry.get('speed_ratio', float('nan')):.2f}",
-            flush=True,
-        )
+        print(line, flush=True)
     return results
 
 
@@ -374,6 +418,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", nargs="+", default=list(THROUGHPUT_SIZES))
     parser.add_argument("--repeats", type=int, default=3, help="alternated timing repeats")
     parser.add_argument("--throughput-steps", type=int, default=0, help="0: per-size default")
+    parser.add_argument(
+        "--variants", nargs="+", default=list(OUR_VARIANTS), help="our TopK variants to time"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -395,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.throughput_steps:
         for size in sizes.values():
             size["steps"] = args.throughput_steps
-    throughput = bench_throughput(sizes, repeats=args.repeats)
+    throughput = bench_throughput(sizes, repeats=args.repeats, variants=args.variants)
     results["throughput"] = throughput
     results["total_seconds"] = time.perf_counter() - start
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def geometric_median(points: Tensor, max_iter: int = 100, tol: float = 1e-6) -> 
     for _ in range(max_iter):
         dist = torch.linalg.vector_norm(x - median, dim=1)
         weights = 1.0 / dist.clamp_min(1e-12)
-        new = (weights[:, None] * x).sum(0) / weights.sum()
+        new = (weights @ x) / weights.sum()  # a matrix-vector product, no (n, d) temporary
         shift = torch.linalg.vector_norm(new - median)
         median = new
         if shift <= tol * (1.0 + torch.linalg.vector_norm(median)):

@@ -9,7 +9,7 @@ by a forward hook while a model sees a stream of stimuli (:class:`HookedActivati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,74 @@ class SAETrainingModule(pl.LightningModule):
                 )
         return factor
 
+    def fit_plain(
+        self,
+        batches: Iterable[Any],
+        steps: int,
+        gradient_clip: float | None = 1.0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        """Train for ``steps`` steps in a plain loop, Lightning's automatic optimisation unrolled.
+
+        Per step, in Lightning's order: the loss of :meth:`training_step` (nothing logged),
+        ``zero_grad``, backward, :meth:`on_before_optimizer_step` (the decoder-parallel
+        gradient removed), gradient-norm clipping at ``gradient_clip`` over every parameter,
+        the optimiser step, the per-step scheduler step and :meth:`on_train_batch_end` (decoder
+        rows renormalised); the module goes back to the CPU at the end, as Lightning's teardown
+        does. Equal to ``Trainer(max_steps=steps, gradient_clip_val=gradient_clip).fit`` on the
+        same batches (tested), without the Trainer's per-step hooks, start-up and teardown.
+
+        Parameters
+        ----------
+        batches : iterable
+            Batches of rows (batch, d_in) or (inputs, targets) pairs; iterated again from the
+            start when it ends (a new epoch, as the Trainer does) until ``steps`` steps, or
+            until an epoch yields nothing.
+        steps : int
+        gradient_clip : float, optional
+            Clip the global gradient norm at this value (``None`` or 0: no clipping).
+        device : torch.device or str
+        """
+        self.to(device)
+        self.train()
+        optimizers = self.configure_optimizers()
+        optimizer = optimizers["optimizer"]
+        scheduler = optimizers["lr_scheduler"]["scheduler"]
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self._plain_steps = 0
+        epoch = iter(batches)
+        with torch.enable_grad():  # as the Trainer, whatever the caller's grad mode
+            for step in range(steps):
+                batch = next(epoch, None)
+                if batch is None:  # the epoch ended: start the next one
+                    epoch = iter(batches)
+                    batch = next(epoch, None)
+                    if batch is None:
+                        break
+                if isinstance(batch, tuple | list):
+                    batch = type(batch)(part.to(device, non_blocking=True) for part in batch)
+                else:
+                    batch = batch.to(device, non_blocking=True)
+                x, target = self._split(batch)
+                loss = self.sae.training_loss(x, target)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.on_before_optimizer_step(optimizer)
+                if gradient_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
+                optimizer.step()
+                scheduler.step()
+                self.on_train_batch_end(None, batch, step)
+                self._plain_steps = step + 1
+        self.cpu()
+
+    @property
+    def global_step(self) -> int:
+        """Optimiser steps taken, by the attached Trainer or else by :meth:`fit_plain`."""
+        if self._trainer is not None:
+            return self._trainer.global_step
+        return getattr(self, "_plain_steps", 0)
+
     def configure_optimizers(self) -> dict[str, Any]:
         # the fused kernel is the same Adam update in one pass over the parameters (CPU and CUDA)
         optimizer = torch.optim.Adam(
@@ -133,6 +201,9 @@ class RandomRowBatches(IterableDataset):
     seed : int
     """
 
+    #: batches gathered by one indexing call (a contiguous copy of their rows).
+    BLOCK_BATCHES = 32
+
     def __init__(
         self, inputs: Tensor, targets: Tensor | None, batch_size: int, seed: int = 0
     ) -> None:
@@ -144,14 +215,22 @@ class RandomRowBatches(IterableDataset):
     def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
         generator = torch.Generator().manual_seed(self.seed)
         n = self.inputs.shape[0]
+        usable = n - n % self.batch_size  # the rows of whole batches, as before
         while True:
             order = torch.randperm(n, generator=generator)
-            for start in range(0, n - self.batch_size + 1, self.batch_size):
-                index = order[start : start + self.batch_size]
-                if self.targets is None:
-                    yield self.inputs[index]
-                else:
-                    yield self.inputs[index], self.targets[index]
+            # one gather per block of batches, each batch then a contiguous view: the same rows
+            # as indexing `order` batch by batch, at most `BLOCK_BATCHES` batches copied at once
+            block = self.batch_size * self.BLOCK_BATCHES
+            for first in range(0, usable, block):
+                index = order[first : min(first + block, usable)]
+                inputs = self.inputs[index]
+                targets = None if self.targets is None else self.targets[index]
+                for start in range(0, index.shape[0], self.batch_size):
+                    stop = start + self.batch_size
+                    if targets is None:
+                        yield inputs[start:stop]
+                    else:
+                        yield inputs[start:stop], targets[start:stop]
 
 
 def _as_rows(name: str, array: np.ndarray | Tensor) -> Tensor:
@@ -316,6 +395,7 @@ def train_sae(
     run_dir: str | Path | None = None,
     accelerator: str = "auto",
     seed: int = 0,
+    engine: str = "auto",
 ) -> SAETrainingModule:
     """Initialise (scales, geometric-median ``b_dec``) and train an SAE for ``steps`` steps.
 
@@ -332,13 +412,31 @@ def train_sae(
         when available; skipped if neither is given.
     run_dir : path, optional
         Where Lightning writes CSV logs; no logger when omitted.
+    engine : {"auto", "lightning", "plain"}
+        ``"lightning"``: a :class:`lightning.pytorch.Trainer`. ``"plain"``:
+        :meth:`SAETrainingModule.fit_plain`, the same steps in the same order without the
+        Trainer (equal results, tested; several times faster for small SAEs, whose steps take
+        about a millisecond). ``"auto"`` takes ``"plain"`` when nothing needs the Trainer:
+        no ``run_dir`` (no logs), an :class:`ArrayActivationDataModule` or a ``DataLoader``,
+        and a CPU or CUDA device.
 
     Returns
     -------
     SAETrainingModule
         The trained module (``.sae`` is the trained SAE, on the training device).
     """
+    check_option("engine", engine, ("auto", "lightning", "plain"))
     pl.seed_everything(seed, verbose=False)
+    device = _plain_device(accelerator)
+    plain_data = isinstance(data, ArrayActivationDataModule | DataLoader)
+    if engine == "plain" and (device is None or not plain_data):
+        raise InvalidInputError(
+            "engine='plain' needs an ArrayActivationDataModule or a DataLoader and "
+            f"accelerator 'cpu', 'cuda', 'gpu' or 'auto'; got {type(data).__name__} and "
+            f"accelerator={accelerator!r}."
+        )
+    if engine == "auto":
+        engine = "plain" if run_dir is None and device is not None and plain_data else "lightning"
     if init_sample is None and hasattr(data, "sample"):
         init_sample = data.sample()
     if init_sample is not None:
@@ -346,6 +444,15 @@ def train_sae(
     module = SAETrainingModule(
         sae, lr=lr, warmup_steps=warmup_steps, decay_fraction=decay_fraction, max_steps=steps
     )
+    if engine == "plain":
+        batches: Iterable[Any] = data
+        if isinstance(data, ArrayActivationDataModule):  # its DataLoader's dataset, unwrapped
+            batches = RandomRowBatches(
+                data.train_inputs, data.train_targets, data.batch_size, data.seed
+            )
+        module.fit_plain(batches, steps, gradient_clip=gradient_clip, device=device)
+        module.sae.eval()
+        return module
     logger: Any = False
     if run_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
@@ -371,6 +478,21 @@ def train_sae(
         trainer.fit(module, datamodule=data)
     module.sae.eval()
     return module
+
+
+def _plain_device(accelerator: str) -> torch.device | None:
+    """The device :meth:`SAETrainingModule.fit_plain` would use, or None (Lightning's choice)."""
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if accelerator in ("cuda", "gpu") and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return torch.device("cpu")
+    return None
 
 
 @torch.no_grad()
