@@ -63,20 +63,91 @@ def test_more_features_than_samples_matches_sklearn_ridge(method):
     np.testing.assert_allclose(ours.intercept.numpy(), theirs.intercept_, atol=1e-5)
 
 
-def test_alpha_choice_matches_sklearn_ridgecv_with_the_same_folds():
+@pytest.mark.parametrize("cv_solver", ["refit", "downdate"])
+def test_alpha_choice_matches_sklearn_ridgecv_with_the_same_folds(cv_solver):
     # RidgeCV with cv=KFold(5) grid-searches by R² averaged over folds (and over targets), which
     # is our criterion; its default leave-one-out mode would differ, so the folds are given.
     X, Y, _ = planted()
-    shared = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=False)
+    shared = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=False, cv_solver=cv_solver)
     reference = RidgeCV(alphas=ALPHAS, cv=KFold(5)).fit(X, Y)
     assert np.all(shared.alpha.numpy() == reference.alpha_)
     assert shared.cv_score.numpy().mean() == pytest.approx(reference.best_score_, abs=1e-8)
 
-    per_target = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=True)
+    per_target = solve_ridge_cv(X, Y, alphas=ALPHAS, per_target=True, cv_solver=cv_solver)
     for target in range(Y.shape[1]):
         reference = RidgeCV(alphas=ALPHAS, cv=KFold(5)).fit(X, Y[:, target])
         assert per_target.alpha[target].item() == pytest.approx(reference.alpha_)
         assert per_target.cv_score[target].item() == pytest.approx(reference.best_score_, abs=1e-8)
+
+
+def explicit_fold_scores(X, Y, alphas, n_folds=5, groups=None):
+    """R² of every alpha on every fold from scikit-learn ``Ridge`` refitted on the training rows."""
+    from neurodecode.models.ridge import _fold_indices
+
+    scores = np.zeros((len(alphas), Y.shape[1]))
+    for train, val in _fold_indices(len(X), n_folds, groups):
+        for a, alpha in enumerate(alphas):
+            pred = Ridge(alpha=alpha).fit(X[train], Y[train]).predict(X[val])
+            ss_res = ((Y[val] - pred) ** 2).sum(0)
+            scores[a] += 1 - ss_res / ((Y[val] - Y[val].mean(0)) ** 2).sum(0)
+    return scores / n_folds
+
+
+@pytest.mark.parametrize(
+    "shape, method, grouped",
+    [
+        ((240, 30), "eigh", False),  # more samples than features: eigh of X^T X
+        ((240, 30), "svd", False),
+        ((60, 150), "eigh", False),  # more features: kernel form X X^T
+        ((60, 150), "svd", False),
+        ((180, 150), "eigh", True),  # folds of whole stimuli (3 repeats each)
+        ((103, 20), "eigh", False),  # unequal folds
+    ],
+)
+def test_downdated_folds_equal_refitting_every_fold(shape, method, grouped):
+    # The one-decomposition CV (each validation fold removed by a Woodbury update) must give the
+    # scores of refitting ridge on every training fold, for every alpha, and the same alphas.
+    n, p = shape
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(n, p)) + 3.0  # off-centre: each fold's own centring matters
+    Y = X @ rng.normal(size=(p, 3)) * 0.1 + rng.normal(size=(n, 3)) * [0.1, 1.0, 10.0] + 2.0
+    groups = np.tile(np.arange(n // 3), 3) if grouped else None
+    downdate = solve_ridge_cv(
+        X, Y, alphas=ALPHAS, groups=groups, method=method, cv_solver="downdate"
+    )
+    refit = solve_ridge_cv(X, Y, alphas=ALPHAS, groups=groups, method=method, cv_solver="refit")
+    reference = explicit_fold_scores(X, Y, ALPHAS, groups=groups)
+    np.testing.assert_allclose(downdate.cv_scores_per_alpha.numpy(), reference, atol=1e-7)
+    np.testing.assert_allclose(refit.cv_scores_per_alpha.numpy(), reference, atol=1e-7)
+    np.testing.assert_array_equal(downdate.alpha.numpy(), refit.alpha.numpy())
+    np.testing.assert_allclose(downdate.weights.numpy(), refit.weights.numpy(), atol=1e-10)
+    assert len(np.unique(downdate.alpha.numpy())) > 1  # the targets need different alphas
+    batched = solve_ridge_cv(
+        X, Y, alphas=ALPHAS, groups=groups, method=method, cv_solver="downdate", n_targets_batch=2
+    )
+    np.testing.assert_allclose(
+        batched.cv_scores_per_alpha.numpy(), downdate.cv_scores_per_alpha.numpy(), atol=1e-12
+    )
+
+
+def test_downdate_falls_back_to_refitting_a_fold_it_cannot_factor(monkeypatch):
+    # A fold whose I - H_vv is not positive definite in the working precision is refitted.
+    X, Y, _ = planted()
+    refit = solve_ridge_cv(X, Y, alphas=ALPHAS, cv_solver="refit")
+    real = torch.linalg.cholesky_ex
+    calls = []
+
+    def failing_on_second_fold(matrix):
+        calls.append(1)
+        factor, info = real(matrix)
+        return factor, torch.ones_like(info) if len(calls) == 1 + len(ALPHAS) else info
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing_on_second_fold)
+    downdate = solve_ridge_cv(X, Y, alphas=ALPHAS, cv_solver="downdate")
+    assert len(calls) == 4 * len(ALPHAS) + 1  # fold 2 stopped at its first alpha
+    np.testing.assert_allclose(
+        downdate.cv_scores_per_alpha.numpy(), refit.cv_scores_per_alpha.numpy(), atol=1e-10
+    )
 
 
 def test_float32_and_target_batches_agree_with_float64():
@@ -156,6 +227,8 @@ def test_errors_are_clear():
         solve_ridge_cv(X, Y, method="qr")
     with pytest.raises(InvalidInputError, match="n_folds"):
         solve_ridge_cv(X, Y, n_folds=1)
+    with pytest.raises(InvalidInputError, match="cv_solver='loo' is not valid"):
+        solve_ridge_cv(X, Y, cv_solver="loo")
     with pytest.raises(InvalidInputError, match="Y has 3 dimensions"):
         solve_ridge_cv(X, Y[:, :, None])
     with pytest.raises(InvalidInputError, match="not fitted"):
