@@ -457,7 +457,11 @@ def decoder_rungs(
     encoder = EncodingIdentification(geometry, noise="diagonal", residuals="train")
     encoder.fit(train_targets, train.data, groups=np.asarray(train.stimulus_id))
     n_repeats = float(np.median(test.repeat)) if len(test) else 1.0
-    ridge = RidgeRegression().fit(train.data, datamodule.train_set.targets[k])
+    # repeats of one image stay in one CV fold, as for the encoding model: otherwise the penalty
+    # is chosen on images the fold has already seen and comes out too small
+    ridge = RidgeRegression().fit(
+        train.data, datamodule.train_set.targets[k], groups=np.asarray(train.stimulus_id)
+    )
     ridge_out = np.asarray(ridge.predict(brain)).reshape(len(perm), -1)
     ours = np.asarray(brain_embeddings)[perm].reshape(len(perm), -1)
     likelihoods = np.asarray(encoder.identify(brain, targets, n_repeats))
