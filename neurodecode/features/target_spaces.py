@@ -180,6 +180,43 @@ def target_space_features(
     return statistics.apply(blocks)
 
 
+def unstandardise_block(
+    statistics: BlockStatistics, features: np.ndarray, block: str = EMBEDDING_BLOCK
+) -> np.ndarray:
+    """One block of standardised space features mapped back to its own units.
+
+    E.g. the ``pooled`` columns of a decoder's ``pooled+rectified8`` output back to sim-clip
+    embeddings (for a generator or captioner that needs them).
+
+    Parameters
+    ----------
+    statistics : BlockStatistics
+        The space's statistics (:func:`fit_target_space`, or loaded from
+        :func:`statistics_path`).
+    features : ndarray, shape (N, statistics.dims)
+        Rows in the standardised space.
+    block : str
+        The block to return.
+
+    Returns
+    -------
+    ndarray, shape (N, d_block), float32
+    """
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != statistics.dims:
+        raise InvalidInputError(
+            f"features have shape {features.shape}; expected (N, {statistics.dims}), rows of the "
+            "space the statistics standardise."
+        )
+    start = 0
+    for name, mean in statistics.means.items():
+        if name == block:
+            columns = features[:, start : start + len(mean)].astype(np.float64)
+            return (columns * statistics.scales[name] + mean).astype(np.float32)
+        start += len(mean)
+    raise InvalidInputError(f"block {block!r} is not among {list(statistics.means)}.")
+
+
 def statistics_path(store_path: str | Path, model_name: str, space: str) -> Path:
     """Where :func:`fill_target_space` keeps an entry's statistics: beside the store, as
     ``<store stem>.<model>.<space>.statistics.npz``."""

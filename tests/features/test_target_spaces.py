@@ -13,6 +13,7 @@ from neurodecode.features.target_spaces import (
     space_blocks,
     statistics_path,
     target_space_features,
+    unstandardise_block,
 )
 from neurodecode.features.targets import BlockStatistics, standardise_blocks
 from neurodecode.sim.stimuli import generate_stimuli
@@ -72,6 +73,14 @@ def test_statistics_round_trip_through_a_file_and_bad_inputs_are_refused(tmp_pat
         target_space_features("rectified8", loaded, images[12:]),
         target_space_features("rectified8", statistics, images[12:]),
     )
+    pooled = np.random.default_rng(1).normal(size=(len(images), 3))
+    both = fit_target_space("pooled+contrast8", images[:12], pooled[:12])
+    rows = target_space_features("pooled+contrast8", both, images, pooled)
+    np.testing.assert_allclose(unstandardise_block(both, rows), pooled, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="not among"):
+        unstandardise_block(both, rows, "energy8")
+    with pytest.raises(InvalidInputError, match="expected \\(N, 67\\)"):
+        unstandardise_block(both, rows[:, :10])
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(InvalidInputError, match="not a block-statistics file"):
         BlockStatistics.load(tmp_path / "bad.npz")
@@ -87,7 +96,12 @@ def test_statistics_round_trip_through_a_file_and_bad_inputs_are_refused(tmp_pat
         fit_target_space("contrast8", images[:1])
 
 
-def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_nsd, tiny_clip):
+#: an untrained sim-clip-tiny (open_clip, seeded): a real image embedding without training one
+RANDOM_CLIP = {"name": "sim-clip-tiny", "pretrained": None}
+EMBEDDING = "sim-clip-tiny@random"
+
+
+def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_nsd):
     from neurodecode.cli.extract import load_extract_config
     from neurodecode.cli.main import main
     from neurodecode.data.nsd import read_stimuli, training_image_ids
@@ -99,7 +113,7 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
     config = {
         "stimuli": str(tiny_nsd),
         "store": str(store_path),
-        "model": {"name": "sim-clip", "preset": "tiny"},
+        "model": RANDOM_CLIP,
         "outputs": ["image"],
         "targets": {"spaces": ["pooled+rectified8"], "fit_on": "subj01"},
         "batch_size": 64,
@@ -112,7 +126,7 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
     train_ids = training_image_ids(tiny_nsd, "subj01")
     shared = np.asarray(read_ground_truth(tiny_nsd).sharedix)
     assert len(train_ids) == 120 and not np.isin(shared, train_ids).any()
-    width = store.feature_shape("sim-clip-tiny", "image")[0]
+    width = store.feature_shape(EMBEDDING, "image")[0]
     assert store.feature_shape("targets", "pooled+rectified8") == (width + 960,)
     settings = store.settings("targets", "pooled+rectified8")
     assert settings["standardised_on_images"] == 120 and settings["space"] == "pooled+rectified8"
@@ -121,7 +135,7 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
     statistics = fit_target_space(
         "pooled+rectified8",
         read_stimuli(tiny_nsd, train_ids),
-        store.read("sim-clip-tiny", "image", train_ids),
+        store.read(EMBEDDING, "image", train_ids),
     )
     saved = BlockStatistics.load(statistics_path(store_path, "targets", "pooled+rectified8"))
     assert saved.digest() == statistics.digest() == settings["statistics_sha256"]
@@ -129,7 +143,7 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
         "pooled+rectified8",
         statistics,
         read_stimuli(tiny_nsd, shared),
-        store.read("sim-clip-tiny", "image", shared),
+        store.read(EMBEDDING, "image", shared),
     )
     np.testing.assert_allclose(
         store.read("targets", "pooled+rectified8", shared), expected, atol=1e-5
@@ -154,3 +168,31 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "targets": targets}))
         with pytest.raises(InvalidInputError, match=message):
             load_extract_config(tmp_path / "bad.yaml")
+
+
+def test_the_demo_step_writes_the_same_entry_as_extract(tmp_path, tiny_nsd):
+    from neurodecode.cli.main import main
+    from neurodecode.demo.decode import prepare_target_space
+    from neurodecode.features.store import FeatureStore
+
+    store_path = tmp_path / "demo-features.h5"
+    from neurodecode.cli.extract import build_encoder
+
+    encoder, _ = build_encoder({**RANDOM_CLIP, "store_name": None}, "cpu")
+    entry = prepare_target_space(tiny_nsd, encoder, store_path, "pooled+rectified8", "subj01")
+    assert entry == ("targets", "pooled+rectified8")
+    config = {
+        "stimuli": str(tiny_nsd),
+        "store": str(tmp_path / "cli-features.h5"),
+        "model": RANDOM_CLIP,
+        "targets": {"spaces": ["pooled+rectified8"], "fit_on": "subj01"},
+        "device": "cpu",
+    }
+    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(config))
+    assert main(["extract", "--config", str(tmp_path / "extract.yaml"), "--quiet"]) == 0
+    demo, cli = FeatureStore(store_path), FeatureStore(tmp_path / "cli-features.h5")
+    ids = cli.stimulus_ids(*entry)
+    assert len(ids) == 300 and sorted(demo.stimulus_ids(*entry)) == sorted(ids)
+    np.testing.assert_allclose(demo.read(*entry, ids), cli.read(*entry, ids), atol=1e-6)
+    digest = cli.settings(*entry)["statistics_sha256"]
+    assert demo.settings(*entry)["statistics_sha256"] == digest
