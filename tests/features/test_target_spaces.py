@@ -196,3 +196,16 @@ def test_the_demo_step_writes_the_same_entry_as_extract(tmp_path, tiny_nsd):
     np.testing.assert_allclose(demo.read(*entry, ids), cli.read(*entry, ids), atol=1e-6)
     digest = cli.settings(*entry)["statistics_sha256"]
     assert demo.settings(*entry)["statistics_sha256"] == digest
+
+
+def test_the_rich_experiment_parses_and_trains_on_the_rich_entry(capsys):
+    from pathlib import Path
+
+    from neurodecode.cli.main import main
+
+    config = Path(__file__).resolve().parents[2] / "experiments/sim_retrieval_rich.yaml"
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(config), "--print_config"])
+    printed = capsys.readouterr().out
+    assert "feature_layer: pooled+rectified8" in printed and "feature_model: targets" in printed
+    assert "prior: null" in printed and "RetrievalModule" in printed
