@@ -47,9 +47,32 @@ def _rounded(metrics: dict) -> dict:
     return {k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
+def _fused_rows(runs: Path, result: dict) -> dict:
+    """Each finished head's test scores fused with encoding identification in the rich space
+    (:func:`~neurodecode.evaluate.retrieval.fused_identification`, 300-way)."""
+    from neurodecode.evaluate.retrieval import fused_identification
+
+    encid_file = runs / "encid_rich_test_scores.npy"
+    if not encid_file.is_file():
+        return {}
+    likelihoods = np.load(encid_file)
+    fused = {}
+    for head in result:
+        head_file = runs / head / "test_scores.npy"
+        if head in HEADS and head_file.is_file():
+            both = fused_identification([np.load(head_file), likelihoods], 300, 30, seed=0)
+            fused[head] = _rounded({k: both[k] for k in (*TOP1, "brain_to_image_top5")})
+    return fused
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--head", choices=sorted(HEADS), required=True)
+    parser.add_argument("--head", choices=sorted(HEADS), default=None)
+    parser.add_argument(
+        "--fuse-only",
+        action="store_true",
+        help="fit nothing: recompute the fused rows from the score matrices kept in --runs",
+    )
     parser.add_argument("--data", type=Path, default=Path("data/sim/default"))
     parser.add_argument("--store", type=Path, default=Path("data/sim/default-features.h5"))
     parser.add_argument("--val-images", type=int, default=200)
@@ -65,12 +88,19 @@ def main(argv: list[str] | None = None) -> dict:
     from neurodecode.demo.ladder import decoder_rungs, shared_order
     from neurodecode.evaluate.retrieval import (
         cosine_scores,
-        fused_identification,
         n_way_identification,
     )
     from neurodecode.sim.ground_truth import read_ground_truth
 
     torch.set_num_threads(1)
+    if args.fuse_only:
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["fused_with_encid_rich"] = _fused_rows(args.runs, result)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"fused with enc-id (rich): {result['fused_with_encid_rich']}", flush=True)
+        return result
+    if args.head is None:
+        parser.error("give --head (or --fuse-only)")
     config_file, overrides = HEADS[args.head]
     experiment = load_config(config_file, required=("model", "data", "trainer"))
     experiment["model"].setdefault("init_args", {}).update(overrides)
@@ -133,16 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test": {name: _rounded(row) for name, row in rungs.items()},
         "test_ladder_s": round(time.perf_counter() - t0, 1),
     }
-    encid_file = args.runs / "encid_rich_test_scores.npy"
-    if encid_file.is_file():
-        likelihoods = np.load(encid_file)
-        fused = {}
-        for head in result:
-            head_file = args.runs / head / "test_scores.npy"
-            if head in HEADS and head_file.is_file():
-                both = fused_identification([np.load(head_file), likelihoods], 300, 30, seed=0)
-                fused[head] = _rounded({k: both[k] for k in (*TOP1, "brain_to_image_top5")})
-        result["fused_with_encid_rich"] = fused
+    result["fused_with_encid_rich"] = _fused_rows(args.runs, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result[args.head], indent=1), flush=True)
