@@ -21,6 +21,16 @@ The YAML file (all keys but ``stimuli`` and ``store`` optional)::
     pooled_layers: true              # mean over tokens/space for `layers` (else full maps)
     batch_size: 64
     device: auto                     # auto | cpu | cuda | cuda:1 ...
+    targets:                         # optional: named target spaces (features/target_spaces.py)
+      spaces: [pooled+rectified8]    # pooled embedding + rectified8 pixel blocks, 1,088 d
+      fit_on: subj01                 # block statistics from this subject's training images
+                                     # (the NSD design's; never the shared test images), or a
+                                     # list of training ids
+      store_name: targets            # entry <store_name>/<space>, e.g. targets/pooled+rectified8
+
+A target space's statistics are saved beside the store
+(``<store stem>.<store_name>.<space>.statistics.npz``) and its entry is what
+``NSDDataModule(feature_model="targets", feature_layer="pooled+rectified8")`` trains on.
 
 Every entry is resumable, and ``--rank R --world-size W`` (or ``torchrun``'s ``RANK`` /
 ``WORLD_SIZE``) shards the work across processes (the protocol is in
@@ -48,7 +58,9 @@ CONFIG_KEYS = (
     "batch_size",
     "device",
     "dtype",
+    "targets",
 )
+TARGET_KEYS = ("spaces", "fit_on", "store_name")
 MODEL_KEYS = ("name", "preset", "pretrained", "store_name")
 OUTPUT_NAMES = ("image", "image_tokens", "image_patch_tokens", "text")
 
@@ -95,6 +107,7 @@ def load_extract_config(path: str | Path) -> dict[str, Any]:
     batch_size = int(config.get("batch_size", 64))
     if batch_size < 1:
         raise InvalidInputError(f"batch_size in {path} must be >= 1; got {batch_size}.")
+    targets = _target_config(config.get("targets"), path)
     return {
         "stimuli": Path(config["stimuli"]),
         "ids": config.get("ids"),
@@ -106,7 +119,60 @@ def load_extract_config(path: str | Path) -> dict[str, Any]:
         "batch_size": batch_size,
         "device": str(config.get("device", "auto")),
         "dtype": dtype,
+        "targets": targets,
     }
+
+
+def _target_config(given: Any, path: str | Path) -> dict[str, Any] | None:
+    """The validated ``targets`` section (``None`` when absent)."""
+    if given is None:
+        return None
+    from neurodecode.features.target_spaces import STORE_MODEL, space_blocks
+
+    if not isinstance(given, dict):
+        raise InvalidInputError(f"'targets' in {path} must be a mapping; got {given!r}.")
+    check_keys(f"'targets' in {path}", given, TARGET_KEYS)
+    spaces = given.get("spaces")
+    if isinstance(spaces, str):
+        spaces = [spaces]
+    if not spaces or not isinstance(spaces, list):
+        raise InvalidInputError(
+            f"'targets.spaces' in {path} must list target spaces, e.g. [pooled+rectified8]; "
+            f"got {spaces!r}."
+        )
+    for space in spaces:
+        space_blocks(space)
+    fit_on = given.get("fit_on")
+    if not (isinstance(fit_on, str) and fit_on) and not (isinstance(fit_on, list) and fit_on):
+        raise InvalidInputError(
+            f"'targets.fit_on' in {path} must name the subject whose training images fit the "
+            f"block statistics (e.g. subj01) or list training ids; got {fit_on!r}."
+        )
+    return {
+        "spaces": [str(s) for s in spaces],
+        "fit_on": fit_on,
+        "store_name": str(given.get("store_name") or STORE_MODEL),
+    }
+
+
+def target_fit_ids(config: dict[str, Any]) -> list[str]:
+    """The training ids a config's ``targets.fit_on`` names: a subject's training images in the
+    NSD design of ``stimuli``, or the listed ids."""
+    fit_on = config["targets"]["fit_on"]
+    if isinstance(fit_on, list):
+        return [str(i) for i in fit_on]
+    from neurodecode.data.nsd import training_image_ids
+    from neurodecode.data.stimuli import NSD_STIMULI
+
+    stimuli = Path(config["stimuli"])
+    root = stimuli if stimuli.is_dir() else stimuli.parents[len(NSD_STIMULI.parts) - 1]
+    design = root / "nsddata/experiments/nsd/nsd_expdesign.mat"
+    if not design.is_file():
+        raise InvalidInputError(
+            f"targets.fit_on={fit_on!r} needs the NSD design of the stimuli's root ({design} is "
+            "missing); list the training ids in targets.fit_on instead."
+        )
+    return [str(i) for i in training_image_ids(root, fit_on)]
 
 
 def build_encoder(model: dict[str, Any], device: str):
@@ -148,6 +214,8 @@ def run_extraction(
     from neurodecode.features.extract import device_for_rank, extract
 
     source = open_stimuli(config["stimuli"])
+    if config.get("targets"):  # the training ids, resolved before any model is loaded
+        config = {**config, "targets": {**config["targets"], "fit_ids": target_fit_ids(config)}}
     encoder, model_name = build_encoder(config["model"], device_for_rank(config["device"]))
     return extract(
         config,

@@ -93,6 +93,26 @@ def read_design(root: str | Path) -> NSDDesign:
     return NSDDesign(master - 1, subjectim - 1, shared - 1)
 
 
+def training_image_ids(root: str | Path, subject: str) -> np.ndarray:
+    """The 73k ids (0-based) of the images the design shows ``subject`` outside the shared test
+    set: its training images, from the design alone (no betas are read; images of sessions not
+    downloaded are included).
+
+    Returns
+    -------
+    ndarray, shape (n_images,), int64, sorted and unique
+    """
+    design = read_design(root)
+    index = subject_index(subject)
+    if index >= design.subjectim.shape[0]:
+        raise InvalidInputError(
+            f"subject={subject!r}: the design of {root} only has {design.subjectim.shape[0]} "
+            "subjects."
+        )
+    ids = np.unique(design.image_ids(index, np.arange(len(design.masterordering))))
+    return ids[~np.isin(ids, design.sharedix)]
+
+
 def subject_index(subject: str) -> int:
     """``"subj01"`` -> 0."""
     match = re.fullmatch(r"subj(\d+)", subject)

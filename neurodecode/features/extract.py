@@ -145,6 +145,30 @@ def _fill_entries(
             capture_activations(visual, [module], encoder.preprocess_images(source.load(ids[:1])))
         settings = {**base, "output": "hook", "module": module, "pooled": pooled}
         computed[layer] = fill(layer, layer_compute, settings)
+
+    targets = config.get("targets")
+    if targets:
+        from neurodecode.features.target_spaces import fill_target_space, statistics_path
+
+        def embed(images: np.ndarray) -> np.ndarray:
+            encoder.output = "pooled"
+            return encoder.encode_image(images).cpu().numpy()
+
+        for space in targets["spaces"]:
+            store, todo = target(targets["store_name"], space, ids)
+            computed[f"{targets['store_name']}/{space}"], _ = fill_target_space(
+                store,
+                space,
+                todo,
+                targets["fit_ids"],
+                source.load,
+                embed,
+                model_name=targets["store_name"],
+                settings={**base, "embedding": f"{model_name}/pooled"},
+                batch_size=config["batch_size"],
+                progress=progress,
+                statistics_file=statistics_path(config["store"], targets["store_name"], space),
+            )
     return computed
 
 
@@ -169,7 +193,10 @@ def extract(
         tokens after ``ln_post``, unprojected, MindEye2's 256 x 1664 for ViT-bigG-14; ``text``
         (N, D)), ``dtype`` (``float32`` or ``float16`` storage, optional), ``layers`` (image-tower
         modules captured with forward hooks, stored as ``visual.<name>``), ``pooled_layers``
-        and ``batch_size``, as ``neurodecode extract`` validates them.
+        and ``batch_size``, as ``neurodecode extract`` validates them; optionally ``targets``
+        (``spaces``, ``store_name`` and ``fit_ids``: named target spaces written by
+        :func:`neurodecode.features.target_spaces.fill_target_space`, their block statistics
+        fitted on the ``fit_ids`` training images).
     source : StimulusSource
         The opened stimuli (:func:`neurodecode.data.stimuli.open_stimuli`).
     encoder : ClipEncoder

@@ -16,17 +16,25 @@ set, from pixels only (nothing here reads a simulator's ground truth):
   (``a*`` red/green, ``b*`` yellow/blue) per pixel, averaged per grid cell: what retinal and
   LGN ON/OFF and opponent pathways pass on, which a cell's mean ``L*a*b*`` cannot express (a
   cell half black, half white has the mean of a grey one);
-- :func:`standardise_blocks`: several such blocks, centred per feature and scaled so that every
-  block carries the same total variance, flattened and concatenated, with statistics taken from
-  reference rows only (the training images), so a FeatureStore layer can hold the result.
+- :func:`standardise_blocks` / :class:`BlockStatistics`: several such blocks, centred per feature
+  and scaled so that every block carries the same total variance, flattened and concatenated,
+  with statistics taken from reference rows only (the training images) and kept to standardise
+  other rows (the test images) the same way, so a FeatureStore layer can hold the result.
+
+Named spaces built from these blocks (``pooled+rectified8``, ...) and their FeatureStore entries
+are in :mod:`neurodecode.features.target_spaces`.
 
 Every map is channel-first ``(N, C, g, g)``; flattened it is a row of ``C * g * g`` features.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -281,6 +289,129 @@ def _tokens_to_grid(tokens: torch.Tensor, module: str) -> torch.Tensor:
     )
 
 
+@dataclass(frozen=True)
+class BlockStatistics:
+    """Per-block centring and scaling fitted on reference rows (the training images).
+
+    Each block is centred per feature and divided by the square root of its total variance
+    (summed over its features), both measured on the reference rows, so every block carries unit
+    total variance there whatever its size and units. :meth:`apply` then standardises any rows
+    (e.g. the test images) with these training statistics.
+
+    Attributes
+    ----------
+    means : dict
+        Block name -> ndarray (d_block,) float64, the reference mean of each flattened feature;
+        the blocks' order is the order of the concatenation.
+    scales : dict
+        Block name -> float, the square root of the block's total reference variance.
+    n_reference : int
+        Number of reference rows the statistics come from.
+    """
+
+    means: dict[str, np.ndarray]
+    scales: dict[str, float]
+    n_reference: int
+
+    @classmethod
+    def fit(
+        cls, blocks: Mapping[str, np.ndarray], reference: np.ndarray | slice | None = None
+    ) -> BlockStatistics:
+        """Statistics of ``blocks`` (name -> ndarray (N, ...)) on the ``reference`` rows (index
+        array, boolean mask or slice; default all rows)."""
+        flats = _flat_blocks(blocks)
+        means, scales, n_reference = {}, {}, 0
+        for name, flat in flats.items():
+            ref = flat if reference is None else flat[reference]
+            if len(ref) < 2:
+                raise InvalidInputError("block statistics need at least 2 reference rows.")
+            mean = ref.mean(0)
+            total = float(((ref - mean) ** 2).sum(1).mean())
+            if not np.isfinite(total) or total <= 0:
+                raise InvalidInputError(f"block {name!r} is constant on the reference rows.")
+            means[name], scales[name], n_reference = mean, math.sqrt(total), len(ref)
+        return cls(means, scales, n_reference)
+
+    @property
+    def dims(self) -> int:
+        """Width of the concatenated, standardised rows."""
+        return int(sum(len(m) for m in self.means.values()))
+
+    def apply(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Standardise and concatenate ``blocks`` (the fitted names, any order, any rows).
+
+        Returns
+        -------
+        ndarray, shape (N, dims), float32
+        """
+        if set(blocks) != set(self.means):
+            raise InvalidInputError(
+                f"blocks {sorted(blocks)} differ from the fitted blocks {sorted(self.means)}."
+            )
+        flats = _flat_blocks({name: blocks[name] for name in self.means})
+        parts = []
+        for name, flat in flats.items():
+            if flat.shape[1] != len(self.means[name]):
+                raise InvalidInputError(
+                    f"block {name!r} has {flat.shape[1]} features per row; the statistics were "
+                    f"fitted on {len(self.means[name])}."
+                )
+            parts.append(((flat - self.means[name]) / self.scales[name]).astype(np.float32))
+        return np.concatenate(parts, axis=1)
+
+    def digest(self) -> str:
+        """SHA-256 (16 hex digits) of the statistics rounded to float32: equal statistics, equal
+        digest."""
+        sha = hashlib.sha256()
+        for name in self.means:
+            sha.update(name.encode())
+            sha.update(np.asarray(self.means[name], dtype="<f4").tobytes())
+            sha.update(np.asarray([self.scales[name]], dtype="<f4").tobytes())
+        return sha.hexdigest()[:16]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the statistics to an ``.npz`` file (read back by :meth:`load`)."""
+        path = Path(path)
+        arrays = {f"mean:{name}": mean for name, mean in self.means.items()}
+        arrays["order"] = np.array(list(self.means))
+        arrays["scales"] = np.array([self.scales[name] for name in self.means])
+        arrays["n_reference"] = np.array(self.n_reference)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(temporary, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(temporary, path)  # atomic: ranks writing the same statistics never collide
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BlockStatistics:
+        """Read statistics written by :meth:`save`."""
+        path = Path(path)
+        try:
+            with np.load(path) as data:
+                order = [str(name) for name in data["order"]]
+                means = {name: data[f"mean:{name}"].astype(np.float64) for name in order}
+                scales = dict(zip(order, (float(s) for s in data["scales"])))
+                n_reference = int(data["n_reference"])
+        except (OSError, KeyError, ValueError) as err:
+            raise InvalidInputError(
+                f"{path} is not a block-statistics file written by BlockStatistics.save ({err})."
+            ) from None
+        return cls(means, scales, n_reference)
+
+
+def _flat_blocks(blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not blocks:
+        raise InvalidInputError("block standardisation needs at least one block.")
+    sizes = {name: len(block) for name, block in blocks.items()}
+    if len(set(sizes.values())) != 1:
+        raise InvalidInputError(f"blocks have different numbers of rows: {sizes}.")
+    return {
+        name: np.asarray(block, dtype=np.float64).reshape(len(block), -1)
+        for name, block in blocks.items()
+    }
+
+
 def standardise_blocks(
     blocks: Mapping[str, np.ndarray], reference: np.ndarray | slice | None = None
 ) -> np.ndarray:
@@ -288,7 +419,8 @@ def standardise_blocks(
 
     Each block is centred per feature and divided by the square root of its total variance
     (summed over its features), both measured on the ``reference`` rows only, so every block
-    contributes unit total variance whatever its size and units.
+    contributes unit total variance whatever its size and units (:class:`BlockStatistics` keeps
+    the statistics, to standardise other rows the same way).
 
     Parameters
     ----------
@@ -302,20 +434,4 @@ def standardise_blocks(
     -------
     ndarray, shape (N, sum of block sizes), float32
     """
-    if not blocks:
-        raise InvalidInputError("standardise_blocks needs at least one block.")
-    sizes = {name: len(block) for name, block in blocks.items()}
-    if len(set(sizes.values())) != 1:
-        raise InvalidInputError(f"blocks have different numbers of rows: {sizes}.")
-    parts = []
-    for name, block in blocks.items():
-        flat = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
-        ref = flat if reference is None else flat[reference]
-        if len(ref) < 2:
-            raise InvalidInputError("standardise_blocks needs at least 2 reference rows.")
-        mean = ref.mean(0)
-        total = float(((ref - mean) ** 2).sum(1).mean())
-        if not np.isfinite(total) or total <= 0:
-            raise InvalidInputError(f"block {name!r} is constant on the reference rows.")
-        parts.append(((flat - mean) / math.sqrt(total)).astype(np.float32))
-    return np.concatenate(parts, axis=1)
+    return BlockStatistics.fit(blocks, reference).apply(blocks)

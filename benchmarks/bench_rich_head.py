@@ -1,0 +1,175 @@
+"""The MindEye-style retrieval head on a richer target space (``pooled+rectified8``) vs the
+demo's head on sim-clip's pooled embedding, chosen on validation trials, then on the test trials.
+
+Each head is fitted through LightningCLI as the demo fits its decoder
+(:func:`neurodecode.cli.lightning.fit_experiment`), from its experiment YAML
+(``experiments/sim_retrieval.yaml``: pooled, ``experiments/sim_retrieval_rich.yaml``: the rich
+space), with the datamodule holding out ``--val-images`` of subj01's training images (all their
+repeats averaged; the datamodule's own validation split, the one the demo's reconstruction
+chooses its settings on). Scored, each head by cosine in its own target space:
+
+- **validation**: n-way top-1 (n = the number of held-out images) in both directions;
+- **test**: the 300 averaged test trials, with the demo's ladder rungs in that head's space
+  (:func:`neurodecode.demo.ladder.decoder_rungs`: encoding identification, ridge, ours, ours
+  fused with encoding identification), and, once both heads are done, each head fused with
+  encoding identification in the rich space.
+
+Nothing is chosen on the test trials. Run one head per call (``--head pooled`` then ``--head
+rich``); results merge into ``benchmarks/results/rich_head.json`` and the test score matrices
+are kept in ``--runs`` for the fused rows. Needs the default world and a store holding both
+targets (``neurodecode extract`` with ``targets:``; see ``experiments/extract_rich_targets.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "rich_head.json"
+REPO = Path(__file__).resolve().parents[1]
+#: the demo's diffusion prior (experiments/sim_retrieval.yaml)
+DEMO_PRIOR = {"prior": {"depth": 2, "num_heads": 4}, "prior_weight": 30.0}
+#: head -> (experiment YAML, model overrides)
+HEADS = {
+    "pooled": (REPO / "experiments/sim_retrieval.yaml", {}),  # the demo's head, with its prior
+    "pooled_no_prior": (REPO / "experiments/sim_retrieval.yaml", {"prior": None}),
+    "rich": (REPO / "experiments/sim_retrieval_rich.yaml", {}),  # no prior: the validation pick
+    "rich_prior": (REPO / "experiments/sim_retrieval_rich.yaml", DEMO_PRIOR),
+}
+TOP1 = ("brain_to_image_top1", "image_to_brain_top1")
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(float(v), 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def _fused_rows(runs: Path, result: dict) -> dict:
+    """Each finished head's test scores fused with encoding identification in the rich space
+    (:func:`~neurodecode.evaluate.retrieval.fused_identification`, 300-way)."""
+    from neurodecode.evaluate.retrieval import fused_identification
+
+    encid_file = runs / "encid_rich_test_scores.npy"
+    if not encid_file.is_file():
+        return {}
+    likelihoods = np.load(encid_file)
+    fused = {}
+    for head in result:
+        head_file = runs / head / "test_scores.npy"
+        if head in HEADS and head_file.is_file():
+            both = fused_identification([np.load(head_file), likelihoods], 300, 30, seed=0)
+            fused[head] = _rounded({k: both[k] for k in (*TOP1, "brain_to_image_top5")})
+    return fused
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--head", choices=sorted(HEADS), default=None)
+    parser.add_argument(
+        "--fuse-only",
+        action="store_true",
+        help="fit nothing: recompute the fused rows from the score matrices kept in --runs",
+    )
+    parser.add_argument("--data", type=Path, default=Path("data/sim/default"))
+    parser.add_argument("--store", type=Path, default=Path("data/sim/default-features.h5"))
+    parser.add_argument("--val-images", type=int, default=200)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the YAML's")
+    parser.add_argument("--runs", type=Path, default=Path("runs/rich_head"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from neurodecode.cli.config import load_config
+    from neurodecode.cli.lightning import fit_experiment
+    from neurodecode.demo.ladder import decoder_rungs, shared_order
+    from neurodecode.evaluate.retrieval import (
+        cosine_scores,
+        n_way_identification,
+    )
+    from neurodecode.sim.ground_truth import read_ground_truth
+
+    torch.set_num_threads(1)
+    if args.fuse_only:
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["fused_with_encid_rich"] = _fused_rows(args.runs, result)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"fused with enc-id (rich): {result['fused_with_encid_rich']}", flush=True)
+        return result
+    if args.head is None:
+        parser.error("give --head (or --fuse-only)")
+    config_file, overrides = HEADS[args.head]
+    experiment = load_config(config_file, required=("model", "data", "trainer"))
+    experiment["model"].setdefault("init_args", {}).update(overrides)
+    init = experiment["data"].setdefault("init_args", {})
+    init.update(root=str(args.data), feature_store=str(args.store), val_images=args.val_images)
+    experiment["trainer"]["enable_progress_bar"] = False  # one line per epoch instead
+    if args.max_epochs is not None:
+        experiment["trainer"]["max_epochs"] = args.max_epochs
+    out = args.runs / args.head
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{args.head}: fitting {config_file.name} {overrides} -> {out}", flush=True)
+    model, datamodule, training = fit_experiment(experiment, out)
+    model.eval()
+    subject = datamodule.eval_subject
+    space = f"{init['feature_model']}/{init['feature_layer']}"
+
+    val = datamodule.val_set.trials[0]
+    val_targets = datamodule.val_set.targets[0].reshape(len(val), -1)
+    val_emb = model.embed(val.data, subject).cpu().numpy()
+    n_val = len(val)
+    validation = n_way_identification(cosine_scores(val_emb, val_targets), n_val, 30, seed=0)
+
+    t0 = time.perf_counter()
+    sharedix = np.asarray(read_ground_truth(args.data).sharedix)
+    test_emb = model.embed(datamodule.test_trials.data, subject).cpu().numpy()
+    rungs = decoder_rungs(datamodule, test_emb, sharedix, 300)
+    perm = shared_order(datamodule.test_trials.stimulus_id, sharedix)
+    targets = datamodule.test_targets[perm].reshape(len(perm), -1)
+    scores = cosine_scores(test_emb[perm].reshape(len(perm), -1), targets)
+    np.save(out / "test_scores.npy", np.asarray(scores))
+    if args.head.startswith("rich"):  # the rich space's encoding identification, for the fused rows
+        from neurodecode.models.encoding_identification import EncodingIdentification
+
+        k = datamodule.eval_index
+        train = datamodule.train_set.trials[k]
+        test = datamodule.test_trials
+        geometry = {
+            "n_voxels": {subject: int(test.data.shape[1])},
+            "target_shape": [targets.shape[1]],
+        }
+        encoder = EncodingIdentification(geometry, noise="diagonal", residuals="train")
+        encoder.fit(
+            datamodule.train_set.targets[k].reshape(len(train), -1),
+            train.data,
+            groups=np.asarray(train.stimulus_id),
+        )
+        n_repeats = float(np.median(test.repeat))
+        likelihoods = np.asarray(encoder.identify(test.data[perm], targets, n_repeats))
+        np.save(args.runs / "encid_rich_test_scores.npy", likelihoods)
+
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result[args.head] = {
+        "experiment": str(config_file.relative_to(REPO)),
+        "model_overrides": overrides,
+        "target_space": space,
+        "target_dims": int(np.prod(datamodule.geometry["target_shape"])),
+        "training": training,
+        "threads": torch.get_num_threads(),
+        "validation": {"n_way": n_val, **_rounded({k: validation[k] for k in TOP1})},
+        "test": {name: _rounded(row) for name, row in rungs.items()},
+        "test_ladder_s": round(time.perf_counter() - t0, 1),
+    }
+    result["fused_with_encid_rich"] = _fused_rows(args.runs, result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result[args.head], indent=1), flush=True)
+    print(f"fused with enc-id (rich): {result.get('fused_with_encid_rich')}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
