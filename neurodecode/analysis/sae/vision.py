@@ -340,7 +340,10 @@ def label_latents(
         minus the mean on the others, in the latent's units); ``control``: attribute -> the
         shuffled-label AUROC bound; ``matched``: attribute -> number of matched latents;
         ``values_covered``: attribute -> sorted values with at least one matched latent;
-        ``n_values``: attribute -> number of values scored; ``n_alive``.
+        ``n_values``: attribute -> number of values scored; ``strongest``: attribute ->
+        ``{latent, value, auroc}`` of the highest AUROC any alive latent reaches for any of its
+        values, whether or not that is the latent's own best attribute (how close an attribute
+        came to a match); ``n_alive``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
@@ -362,12 +365,19 @@ def label_latents(
         "value": [None] * len(ids),
     }
     n_values: dict[str, int] = {}
+    strongest: dict[str, dict[str, Any]] = {}
     for name, labels in attributes.items():
         labels = np.asarray(labels)
         values, table = auroc_table(live, labels)
         n_values[name] = len(values)
-        if not len(values):
+        if not len(values) or not len(ids):
             continue
+        v, j = np.unravel_index(int(table.argmax()), table.shape)
+        strongest[name] = {
+            "latent": int(ids[j]),
+            "value": values[v].item() if hasattr(values[v], "item") else values[v],
+            "auroc": float(table[v, j]),
+        }
         top = table.argmax(0)
         for j in range(len(ids)):
             if table[top[j], j] > best["auroc"][j]:
@@ -400,7 +410,7 @@ def label_latents(
                 "matched": bool(auroc > min_auroc and auroc > control[name]),
             }
         )
-    return _summary(rows, control, n_values, len(ids), min_auroc, n_shuffles)
+    return _summary(rows, control, n_values, len(ids), min_auroc, n_shuffles, strongest)
 
 
 def _summary(
@@ -410,6 +420,7 @@ def _summary(
     n_alive: int,
     min_auroc: float,
     n_shuffles: int,
+    strongest: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     rows = sorted(rows, key=lambda r: -r["auroc"])
     matched = {name: 0 for name in control}
@@ -424,6 +435,7 @@ def _summary(
         "matched": matched,
         "values_covered": {k: sorted(v, key=str) for k, v in covered.items()},
         "n_values": n_values,
+        "strongest": strongest,
         "n_alive": int(n_alive),
         "min_auroc": float(min_auroc),
         "n_shuffles": int(n_shuffles),
@@ -438,6 +450,7 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("merge_labels needs at least one label_latents result.")
     control: dict[str, float] = {}
     n_values: dict[str, int] = {}
+    strongest: dict[str, dict[str, Any]] = {}
     best: dict[int, dict[str, Any]] = {}
     for result in results:
         overlap = set(control) & set(result["control"])
@@ -445,6 +458,7 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInputError(f"merge_labels: attributes {sorted(overlap)} appear twice.")
         control.update(result["control"])
         n_values.update(result["n_values"])
+        strongest.update(result["strongest"])
         for row in result["latents"]:
             if row["latent"] not in best or row["auroc"] > best[row["latent"]]["auroc"]:
                 best[row["latent"]] = row
@@ -456,4 +470,5 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
         max(r["n_alive"] for r in results),
         first["min_auroc"],
         first["n_shuffles"],
+        strongest,
     )
