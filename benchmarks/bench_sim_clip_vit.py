@@ -70,6 +70,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "x64-1500": {**_SHORT, "shift_pixels": 0},
     "x64-1500-shift4": {**_SHORT},
     "x64-1500-shift4-lr2e-3": {**_SHORT, "lr": 2e-3, "warmup": 300},
+    "x64-3000-shift4-lr1e-3": {"n_eval": 300, "lr": 1e-3},
+    "x64-3000-lr2e-3": {"n_eval": 300, "shift_pixels": 0},
     "vit": {},
 }
 DEFAULT_CANDIDATES = ("vit-tiny-1500", "vit")

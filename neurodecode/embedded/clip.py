@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_eval": 600,
         "steps": 3000,
         "batch_size": 64,
-        "lr": 1e-3,
+        "lr": 2e-3,
         "warmup": 300,
         "weight_decay": 0.05,
         "prefix_prob": 0.2,

@@ -9,7 +9,9 @@ known image attributes (:func:`label_latents`: per latent, the attribute value w
 AUROC, kept only when it beats the same search on shuffled labels). Works on modules, tensors and
 arrays; which attributes the images have is the caller's business (the simulated world records
 category, colour and object position). Token layout is open_clip's: ``n_prefix`` class/prefix
-tokens first, then the patches in raster order.
+tokens first, then the patches in raster order. The project's trained ViT is sim-clip's ``vit``
+preset (:mod:`neurodecode.embedded.clip`); a seeded random-weight tower carries mostly position
+and layout, so use it only as a control (benchmarks/README.md compares the two).
 """
 
 from __future__ import annotations
