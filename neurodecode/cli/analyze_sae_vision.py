@@ -8,7 +8,8 @@ streamed into SAE training (:class:`neurodecode.analysis.sae.vision.VisionTokenS
 held). After training one more pass gives each latent's maximum per image and the patch where it
 peaks. When the images' attributes are known — scenes generated here (``stimuli: null``) or a
 simulated world whose ``ground_truth.h5`` records them — every latent is named after the category,
-colour or object position (the patch holding the object centre) it detects best, with a
+colour or object position (the patch holding the object centre, and the object's side:
+``horizontal`` left/centre/right, ``vertical`` top/middle/bottom) it detects best, with a
 shuffled-label control (:func:`neurodecode.analysis.sae.vision.label_latents`); the attributes
 only label and check, the search is the same for any images. The dashboard shows the matched
 latents with their top images, the peak patch highlighted.
@@ -176,6 +177,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         label_latents,
         merge_labels,
         patch_of_position,
+        region_of_position,
     )
     from neurodecode.plotting.sae_dashboard import latent_dashboard
 
@@ -288,6 +290,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         named = {"category": attributes["category"], "colour": attributes["colour"]}
         if patch_grid is not None and patch_grid[0] == patch_grid[1]:
             named["position"] = patch_of_position(attributes["position"], patch_grid[0])
+        named.update(region_of_position(attributes["position"]))  # the side, per axis
         labels = label_latents(
             stats["image_max"],
             named,

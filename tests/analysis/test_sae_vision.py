@@ -15,6 +15,7 @@ from neurodecode.analysis.sae.vision import (
     label_latents,
     merge_labels,
     patch_of_position,
+    region_of_position,
     select_tokens,
 )
 from neurodecode.cli.main import main
@@ -71,6 +72,30 @@ def test_strongest_reports_an_attribute_that_is_no_latents_best():
     assert 0.55 < strongest["auroc"] < rows[0]["auroc"]
     with pytest.raises(InvalidInputError, match="labels for"):
         label_latents(scores, {"colour": colour[:10]})
+
+
+def test_a_side_detector_is_labelled_by_its_region():
+    # planted: latent 0 fires on objects in the left band (x < 0.4), as a token-level detector
+    # of "object on the left" would; objects sit at x, y in [0.25, 0.75] as in the simulated world
+    rng = np.random.default_rng(3)
+    position = rng.uniform(0.25, 0.75, size=(600, 2))
+    scores = np.abs(rng.normal(scale=0.1, size=(600, 3)))
+    scores[:, 0] += 1.0 * (position[:, 0] < 0.4)
+    regions = region_of_position(position)
+    np.testing.assert_array_equal(
+        region_of_position(np.array([[0.3, 0.7], [0.5, 0.5], [0.65, 0.1]]))["horizontal"],
+        ["left", "centre", "right"],
+    )
+    attributes = {"position": patch_of_position(position, 8), **regions}
+    result = label_latents(scores, attributes, n_shuffles=5)
+    rows = {r["latent"]: r for r in result["latents"]}
+    assert rows[0]["matched"] and (rows[0]["attribute"], rows[0]["value"]) == ("horizontal", "left")
+    assert rows[0]["auroc"] > 0.99
+    # the centre-patch label scores it lower: the band spans several patches, one value each
+    assert result["strongest"]["position"]["auroc"] < rows[0]["auroc"] - 0.05
+    assert result["matched"]["vertical"] == 0
+    with pytest.raises(InvalidInputError, match="edges"):
+        region_of_position(position, edges=(0.6, 0.4))
 
 
 def test_patch_of_position_and_token_selection():

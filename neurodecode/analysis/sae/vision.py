@@ -261,6 +261,41 @@ def patch_of_position(position: np.ndarray, grid: int) -> np.ndarray:
     return cells[:, 1] * grid + cells[:, 0]
 
 
+def region_of_position(
+    position: np.ndarray, edges: tuple[float, float] = (0.4, 0.6)
+) -> dict[str, np.ndarray]:
+    """Coarse side of the image holding each (x, y) point, along each axis.
+
+    An object covers several patches, so "the patch holding its centre" is a narrow label; a
+    latent tuned to where objects are fires for a whole side. The default edges are the
+    simulated captions' ("on the left" below x = 0.4, "on the right" above 0.6, same for y).
+
+    Parameters
+    ----------
+    position : array, shape (n, 2)
+        (x, y) in [0, 1] image coordinates, y down.
+    edges : (float, float)
+        Lower and upper boundary of the middle band, 0 < lower < upper < 1.
+
+    Returns
+    -------
+    dict
+        ``horizontal``: ``"left" | "centre" | "right"`` and ``vertical``:
+        ``"top" | "middle" | "bottom"``, each an ndarray of str, shape (n,).
+    """
+    position = np.asarray(position, dtype=np.float64)
+    if position.ndim != 2 or position.shape[1] != 2:
+        raise InvalidInputError(f"position has shape {position.shape}; expected (n, 2) (x, y).")
+    low, high = (float(e) for e in edges)
+    if not 0 < low < high < 1:
+        raise InvalidInputError(f"edges={edges}: expected 0 < lower < upper < 1.")
+    band = np.digitize(position, [low, high])  # 0 below low, 1 between, 2 above high
+    return {
+        "horizontal": np.array(["left", "centre", "right"])[band[:, 0]],
+        "vertical": np.array(["top", "middle", "bottom"])[band[:, 1]],
+    }
+
+
 def auroc_table(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUROC of every latent's scores for every label value against the rest (ties halved).
 
