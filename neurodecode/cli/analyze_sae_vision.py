@@ -1,13 +1,15 @@
 """``neurodecode analyze sae`` with ``data.source: vision_tokens``: an SAE on a ViT's tokens.
 
-The image tower of an open_clip ViT (default ``sim-clip-vit-tiny`` with seeded random weights;
-any open_clip ViT with ``model_name`` + ``pretrained``, or a trained sim-clip preset) sees the
-images batch by batch; the token activations of ``layer`` are captured with a forward hook and
+The image tower of an open_clip ViT (the trained sim-clip preset ``vit`` with
+``sim_clip_preset: vit``, as ``experiments/sae_vision_tokens.yaml`` does; any open_clip ViT with
+``model_name`` + ``pretrained``; without either, ``sim-clip-vit-tiny`` with seeded random weights,
+a control and the tests' fast setting) sees the images batch by batch; the token activations of ``layer`` are captured with a forward hook and
 streamed into SAE training (:class:`neurodecode.analysis.sae.vision.VisionTokenStream`, never all
 held). After training one more pass gives each latent's maximum per image and the patch where it
 peaks. When the images' attributes are known — scenes generated here (``stimuli: null``) or a
 simulated world whose ``ground_truth.h5`` records them — every latent is named after the category,
-colour or object position (the patch holding the object centre) it detects best, with a
+colour or object position (the patch holding the object centre, and the object's side:
+``horizontal`` left/centre/right, ``vertical`` top/middle/bottom) it detects best, with a
 shuffled-label control (:func:`neurodecode.analysis.sae.vision.label_latents`); the attributes
 only label and check, the search is the same for any images. The dashboard shows the matched
 latents with their top images, the peak patch highlighted.
@@ -19,7 +21,7 @@ Source keys (``data:``)::
                              # an image folder (anything open_stimuli reads)
     model_name: sim-clip-vit-tiny
     pretrained: null         # open_clip tag (cached) or checkpoint file; null: random weights
-    sim_clip_preset: null    # instead of model_name: a trained sim-clip preset (must be a ViT)
+    sim_clip_preset: null    # instead of model_name: a trained sim-clip ViT preset (vit)
     layer: transformer.resblocks.0   # a module of the image tower ("visual." prefix optional)
     tokens: patch            # patch | cls | all
     n_images: 2000           # null: every image of `stimuli`
@@ -175,6 +177,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         label_latents,
         merge_labels,
         patch_of_position,
+        region_of_position,
     )
     from neurodecode.plotting.sae_dashboard import latent_dashboard
 
@@ -287,6 +290,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         named = {"category": attributes["category"], "colour": attributes["colour"]}
         if patch_grid is not None and patch_grid[0] == patch_grid[1]:
             named["position"] = patch_of_position(attributes["position"], patch_grid[0])
+        named.update(region_of_position(attributes["position"]))  # the side, per axis
         labels = label_latents(
             stats["image_max"],
             named,

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Train sim-clip (a small CLIP) on simulated stimuli and their captions; cache it under "
         "$NEURODECODE_CACHE/sim-clip and print its zero-shot scores on held-out scenes."
     )
-    parser.add_argument("--preset", default="default", help="default | tiny")
+    parser.add_argument("--preset", default="default", help="default | tiny | vit")
     parser.add_argument("--cache-dir", type=Path, default=None, help="parent of the preset folders")
     parser.add_argument("--retrain", action="store_true", help="train even if cached")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | ...")

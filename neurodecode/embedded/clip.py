@@ -4,7 +4,8 @@ The embedded default image-text space of the project: no weights can be download
 small open_clip model (configs ``sim-clip-default`` / ``sim-clip-tiny`` in
 ``neurodecode/embedded/model_configs/``: the small convnet of
 :mod:`neurodecode.embedded.convnet` on 64 px (32 px) images as a timm image tower, and a small
-causal text transformer) is trained contrastively (open_clip's
+causal text transformer; preset ``vit``: ``sim-clip-vit-64``, a 2-block vision transformer on
+64 px images in 8 px patches, for analyses of patch tokens) is trained contrastively (open_clip's
 ``ClipLoss``) on procedural scenes of :func:`neurodecode.sim.stimuli.generate_stimuli` drawn with
 their own seed (:data:`TRAIN_SEED`, not the seed the simulated experiments show), in fp32.
 
@@ -103,7 +104,9 @@ def category_prompt_ensemble(category: str) -> list[str]:
     return prompts
 
 
-#: Training recipes. ``n_train`` scenes are seen for ``steps`` steps of ``batch_size``.
+#: Training recipes. ``n_train`` scenes are seen for ``steps`` steps of ``batch_size``; with
+#: ``shift_pixels`` each training image is moved by a random offset of up to that many pixels
+#: (:func:`random_shift`) every time it is drawn.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "model_name": "sim-clip-default",
@@ -131,6 +134,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "prefix_prob": 0.2,
         "short_caption_prob": 0.4,
+        "seed": 0,
+    },
+    # a ViT image tower (sim-clip-vit-64: 64 px, 8 px patches, 8 x 8 tokens, 2 blocks of width 64)
+    # for the token-level analyses (SAEs on vision tokens); chosen among patch sizes, depths,
+    # learning rates, lengths and shift augmentation on the zero-shot category accuracy of a
+    # separate validation stream (benchmarks/README.md, "Trained ViT preset")
+    "vit": {
+        "model_name": "sim-clip-vit-64",
+        "image_size": 64,
+        "n_train": 12000,
+        "n_eval": 600,
+        "steps": 3000,
+        "batch_size": 64,
+        "lr": 2e-3,
+        "warmup": 300,
+        "weight_decay": 0.05,
+        "prefix_prob": 0.2,
+        "short_caption_prob": 0.4,
+        "shift_pixels": 4,
         "seed": 0,
     },
 }
@@ -173,6 +195,33 @@ def _cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def random_shift(pixels: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random whole-pixel offset, edges replicated.
+
+    Parameters
+    ----------
+    pixels : Tensor, shape (N, C, H, W)
+    max_shift : int
+        Largest offset in pixels along each axis (0: the images unchanged).
+    generator : torch.Generator
+        Draws the offsets, uniform in ``[-max_shift, max_shift]`` per image and axis.
+
+    Returns
+    -------
+    Tensor, shape (N, C, H, W)
+        Image ``i`` shifted right by ``dx_i`` and down by ``dy_i``; the uncovered border repeats
+        the nearest edge pixel (the scenes' backgrounds are smooth there).
+    """
+    if max_shift <= 0:
+        return pixels
+    n, _, h, w = pixels.shape
+    padded = torch.nn.functional.pad(pixels, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dx, dy) in enumerate(offsets)]
+    )
 
 
 def zero_shot_metrics(
@@ -280,7 +329,7 @@ def train_sim_clip(
 
     Parameters
     ----------
-    preset : {"default", "tiny"}
+    preset : {"default", "tiny", "vit"}
         The recipe of :data:`PRESETS`.
     out_dir : path, optional
         Destination folder (default :func:`cache_dir_for`). It receives
@@ -347,7 +396,8 @@ def train_sim_clip(
             group["lr"] = lr
         variant = torch.multinomial(variant_probs, len(batch), True, generator=generator)
         text = tokens[variant.to(pixels.device), batch]
-        image_features, text_features, logit_scale = model(pixels[batch], text)[:3]
+        images = random_shift(pixels[batch], config.get("shift_pixels", 0), generator)
+        image_features, text_features, logit_scale = model(images, text)[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -400,9 +450,11 @@ def get_sim_clip(
 
     Parameters
     ----------
-    preset : {"default", "tiny"}
-        ``default`` (embedding dim 128, 64 px; a few minutes on 2 CPU cores) or ``tiny``
-        (dim 64, 32 px; seconds, for tests).
+    preset : {"default", "tiny", "vit"}
+        ``default`` (embedding dim 128, 64 px; a few minutes on 2 CPU cores), ``tiny``
+        (dim 64, 32 px; seconds, for tests) — both with a convnet image tower — or ``vit``
+        (dim 64, 64 px, a 2-block ViT with 8 x 8 patch tokens; a few minutes on one core), the
+        trained ViT for token-level analyses.
     cache_dir : path, optional
         Parent of the preset folders (default ``$NEURODECODE_CACHE/sim-clip``).
     device : str or torch.device

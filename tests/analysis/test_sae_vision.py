@@ -15,6 +15,7 @@ from neurodecode.analysis.sae.vision import (
     label_latents,
     merge_labels,
     patch_of_position,
+    region_of_position,
     select_tokens,
 )
 from neurodecode.cli.main import main
@@ -45,10 +46,56 @@ def test_label_latents_finds_the_planted_detector_and_not_noise():
     assert rows[1]["auroc"] > result["control"]["colour"]
     assert not any(rows[j]["matched"] for j in (0, 2, 3))
     assert result["matched"] == {"colour": 1} and result["values_covered"]["colour"] == ["blue"]
+    assert result["strongest"]["colour"] == {
+        "latent": 1,
+        "value": "blue",
+        "auroc": rows[1]["auroc"],
+    }
     merged = merge_labels(result, label_latents(scores, {"other": rng.integers(0, 2, 300)}))
     assert merged["latents"][0]["latent"] == 1 and set(merged["control"]) == {"colour", "other"}
+    assert set(merged["strongest"]) == {"colour", "other"}
+
+
+def test_strongest_reports_an_attribute_that_is_no_latents_best():
+    # latent 0 detects colour perfectly and position weakly: its label is colour, but the
+    # strongest position AUROC (a near miss) is still reported, on latent 0 and the planted cell
+    rng = np.random.default_rng(2)
+    colour = rng.choice(["red", "blue"], size=400)
+    cell = rng.integers(0, 4, size=400)
+    scores = np.abs(rng.normal(scale=0.1, size=(400, 3)))
+    scores[:, 0] += 5.0 * (colour == "red") + 0.6 * (cell == 2)
+    result = label_latents(scores, {"colour": colour, "position": cell}, n_shuffles=5)
+    rows = {r["latent"]: r for r in result["latents"]}
+    assert rows[0]["attribute"] == "colour" and result["matched"]["position"] == 0
+    strongest = result["strongest"]["position"]
+    assert strongest["latent"] == 0 and strongest["value"] == 2
+    assert 0.55 < strongest["auroc"] < rows[0]["auroc"]
     with pytest.raises(InvalidInputError, match="labels for"):
         label_latents(scores, {"colour": colour[:10]})
+
+
+def test_a_side_detector_is_labelled_by_its_region():
+    # planted: latent 0 fires on objects in the left band (x < 0.4), as a token-level detector
+    # of "object on the left" would; objects sit at x, y in [0.25, 0.75] as in the simulated world
+    rng = np.random.default_rng(3)
+    position = rng.uniform(0.25, 0.75, size=(600, 2))
+    scores = np.abs(rng.normal(scale=0.1, size=(600, 3)))
+    scores[:, 0] += 1.0 * (position[:, 0] < 0.4)
+    regions = region_of_position(position)
+    np.testing.assert_array_equal(
+        region_of_position(np.array([[0.3, 0.7], [0.5, 0.5], [0.65, 0.1]]))["horizontal"],
+        ["left", "centre", "right"],
+    )
+    attributes = {"position": patch_of_position(position, 8), **regions}
+    result = label_latents(scores, attributes, n_shuffles=5)
+    rows = {r["latent"]: r for r in result["latents"]}
+    assert rows[0]["matched"] and (rows[0]["attribute"], rows[0]["value"]) == ("horizontal", "left")
+    assert rows[0]["auroc"] > 0.99
+    # the centre-patch label scores it lower: the band spans several patches, one value each
+    assert result["strongest"]["position"]["auroc"] < rows[0]["auroc"] - 0.05
+    assert result["matched"]["vertical"] == 0
+    with pytest.raises(InvalidInputError, match="edges"):
+        region_of_position(position, edges=(0.6, 0.4))
 
 
 def test_patch_of_position_and_token_selection():

@@ -9,7 +9,9 @@ known image attributes (:func:`label_latents`: per latent, the attribute value w
 AUROC, kept only when it beats the same search on shuffled labels). Works on modules, tensors and
 arrays; which attributes the images have is the caller's business (the simulated world records
 category, colour and object position). Token layout is open_clip's: ``n_prefix`` class/prefix
-tokens first, then the patches in raster order.
+tokens first, then the patches in raster order. The project's trained ViT is sim-clip's ``vit``
+preset (:mod:`neurodecode.embedded.clip`); a seeded random-weight tower carries mostly position
+and layout, so use it only as a control (benchmarks/README.md compares the two).
 """
 
 from __future__ import annotations
@@ -259,6 +261,41 @@ def patch_of_position(position: np.ndarray, grid: int) -> np.ndarray:
     return cells[:, 1] * grid + cells[:, 0]
 
 
+def region_of_position(
+    position: np.ndarray, edges: tuple[float, float] = (0.4, 0.6)
+) -> dict[str, np.ndarray]:
+    """Coarse side of the image holding each (x, y) point, along each axis.
+
+    An object covers several patches, so "the patch holding its centre" is a narrow label; a
+    latent tuned to where objects are fires for a whole side. The default edges are the
+    simulated captions' ("on the left" below x = 0.4, "on the right" above 0.6, same for y).
+
+    Parameters
+    ----------
+    position : array, shape (n, 2)
+        (x, y) in [0, 1] image coordinates, y down.
+    edges : (float, float)
+        Lower and upper boundary of the middle band, 0 < lower < upper < 1.
+
+    Returns
+    -------
+    dict
+        ``horizontal``: ``"left" | "centre" | "right"`` and ``vertical``:
+        ``"top" | "middle" | "bottom"``, each an ndarray of str, shape (n,).
+    """
+    position = np.asarray(position, dtype=np.float64)
+    if position.ndim != 2 or position.shape[1] != 2:
+        raise InvalidInputError(f"position has shape {position.shape}; expected (n, 2) (x, y).")
+    low, high = (float(e) for e in edges)
+    if not 0 < low < high < 1:
+        raise InvalidInputError(f"edges={edges}: expected 0 < lower < upper < 1.")
+    band = np.digitize(position, [low, high])  # 0 below low, 1 between, 2 above high
+    return {
+        "horizontal": np.array(["left", "centre", "right"])[band[:, 0]],
+        "vertical": np.array(["top", "middle", "bottom"])[band[:, 1]],
+    }
+
+
 def auroc_table(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUROC of every latent's scores for every label value against the rest (ties halved).
 
@@ -340,7 +377,10 @@ def label_latents(
         minus the mean on the others, in the latent's units); ``control``: attribute -> the
         shuffled-label AUROC bound; ``matched``: attribute -> number of matched latents;
         ``values_covered``: attribute -> sorted values with at least one matched latent;
-        ``n_values``: attribute -> number of values scored; ``n_alive``.
+        ``n_values``: attribute -> number of values scored; ``strongest``: attribute ->
+        ``{latent, value, auroc}`` of the highest AUROC any alive latent reaches for any of its
+        values, whether or not that is the latent's own best attribute (how close an attribute
+        came to a match); ``n_alive``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
@@ -362,12 +402,19 @@ def label_latents(
         "value": [None] * len(ids),
     }
     n_values: dict[str, int] = {}
+    strongest: dict[str, dict[str, Any]] = {}
     for name, labels in attributes.items():
         labels = np.asarray(labels)
         values, table = auroc_table(live, labels)
         n_values[name] = len(values)
-        if not len(values):
+        if not len(values) or not len(ids):
             continue
+        v, j = np.unravel_index(int(table.argmax()), table.shape)
+        strongest[name] = {
+            "latent": int(ids[j]),
+            "value": values[v].item() if hasattr(values[v], "item") else values[v],
+            "auroc": float(table[v, j]),
+        }
         top = table.argmax(0)
         for j in range(len(ids)):
             if table[top[j], j] > best["auroc"][j]:
@@ -400,7 +447,7 @@ def label_latents(
                 "matched": bool(auroc > min_auroc and auroc > control[name]),
             }
         )
-    return _summary(rows, control, n_values, len(ids), min_auroc, n_shuffles)
+    return _summary(rows, control, n_values, len(ids), min_auroc, n_shuffles, strongest)
 
 
 def _summary(
@@ -410,6 +457,7 @@ def _summary(
     n_alive: int,
     min_auroc: float,
     n_shuffles: int,
+    strongest: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     rows = sorted(rows, key=lambda r: -r["auroc"])
     matched = {name: 0 for name in control}
@@ -424,6 +472,7 @@ def _summary(
         "matched": matched,
         "values_covered": {k: sorted(v, key=str) for k, v in covered.items()},
         "n_values": n_values,
+        "strongest": strongest,
         "n_alive": int(n_alive),
         "min_auroc": float(min_auroc),
         "n_shuffles": int(n_shuffles),
@@ -438,6 +487,7 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("merge_labels needs at least one label_latents result.")
     control: dict[str, float] = {}
     n_values: dict[str, int] = {}
+    strongest: dict[str, dict[str, Any]] = {}
     best: dict[int, dict[str, Any]] = {}
     for result in results:
         overlap = set(control) & set(result["control"])
@@ -445,6 +495,7 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInputError(f"merge_labels: attributes {sorted(overlap)} appear twice.")
         control.update(result["control"])
         n_values.update(result["n_values"])
+        strongest.update(result["strongest"])
         for row in result["latents"]:
             if row["latent"] not in best or row["auroc"] > best[row["latent"]]["auroc"]:
                 best[row["latent"]] = row
@@ -456,4 +507,5 @@ def merge_labels(*results: dict[str, Any]) -> dict[str, Any]:
         max(r["n_alive"] for r in results),
         first["min_auroc"],
         first["n_shuffles"],
+        strongest,
     )
