@@ -11,9 +11,10 @@ benchmark fits ``experiments/sim_retrieval.yaml`` twice with the same trainer se
 Both hold out the same ``--val-images`` of subj01's training images (the datamodule's seeded
 choice) and are compared first on them (``n``-way top-1 among the held-out images, both
 directions, 30 draws): that is the split that decides. The 300-way test numbers are reported
-beside, for the record. Writes ``benchmarks/results/both_subjects.json``.
+beside, for the record. Writes ``benchmarks/results/both_subjects[_<experiment>].json``.
 
-Run: ``python -m benchmarks.bench_both_subjects [--max-epochs 20] [--val-images 200]``
+Run: ``python -m benchmarks.bench_both_subjects [--max-epochs 20] [--val-images 200]
+[--experiment experiments/sim_retrieval_rich.yaml --out runs/bench_both_subjects_rich]``
 (needs ``data/sim/default`` and its feature store, as ``make demo`` writes them).
 """
 
@@ -30,7 +31,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results" / "both_subjects.json"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 
 
 def arm_config(base: dict, arm: str, world: Path, store: Path, args) -> dict:
@@ -75,6 +76,14 @@ def score(model, datamodule, sharedix: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", type=Path, default=REPO / "data/sim/default")
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=REPO / "experiments/sim_retrieval.yaml",
+        help="the head's config; e.g. experiments/sim_retrieval_rich.yaml (its target entry "
+        "must be in the store: neurodecode extract --config experiments/extract_rich_targets.yaml)",
+    )
+    parser.add_argument("--store", type=Path, default=None, help="default: <world>-features.h5")
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--val-images", type=int, default=200)
     parser.add_argument("--arms", nargs="+", default=["alone", "both"])
@@ -85,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     from neurodecode.cli.lightning import fit_experiment
     from neurodecode.sim.ground_truth import read_ground_truth
 
-    store = args.world.with_name(args.world.name + "-features.h5")
-    base = yaml.safe_load((REPO / "experiments/sim_retrieval.yaml").read_text())
+    store = args.store or args.world.with_name(args.world.name + "-features.h5")
+    base = yaml.safe_load(args.experiment.read_text())
     sharedix = np.asarray(read_ground_truth(args.world).sharedix)
     results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "arms": {}}
     for arm in args.arms:
@@ -105,8 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"{t['image_to_brain_top1']:.3f} ({scores['fit_s']:.0f} s)",
             flush=True,
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, default=float))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = "both_subjects" + (
+        "" if args.experiment.stem == "sim_retrieval" else "_" + args.experiment.stem
+    )
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(results, indent=2, default=float))
     return results
 
 
