@@ -42,9 +42,14 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def softmax_manifold_average(
-    directions: torch.Tensor, unit_pool: torch.Tensor, temperature: float, batch_size: int = 1024
+    directions: torch.Tensor,
+    unit_pool: torch.Tensor,
+    temperature: float,
+    batch_size: int = 1024,
+    unit_values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``unit(softmax(cos(d, e_i) / T) @ unit(e))`` per row of ``directions``.
+    """``unit(softmax(cos(d, e_i) / T) @ unit(v))`` per row of ``directions``; ``v = e`` unless
+    ``unit_values`` is given.
 
     Parameters
     ----------
@@ -54,19 +59,27 @@ def softmax_manifold_average(
         Unit-norm real embeddings.
     temperature : float
         Positive.
+    unit_values : Tensor, shape (n_pool, D_out), optional
+        Unit-norm rows averaged with the weights instead of ``unit_pool`` (the same images in
+        another space, e.g. a rich decoding target's keys and the generator's embeddings).
 
     Returns
     -------
-    Tensor, shape (n, D)
+    Tensor, shape (n, D) or (n, D_out)
         Unit-norm rows.
     """
     if not temperature > 0:
         raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
+    values = unit_pool if unit_values is None else unit_values
+    if len(values) != len(unit_pool):
+        raise InvalidInputError(
+            f"unit_values has {len(values)} rows; expected one per pool row ({len(unit_pool)})."
+        )
     dirs = unit_rows(directions)
-    out = torch.empty_like(dirs)
+    out = dirs.new_empty(len(dirs), values.shape[1])
     for start in range(0, len(dirs), batch_size):
         weights = torch.softmax(dirs[start : start + batch_size] @ unit_pool.T / temperature, 1)
-        out[start : start + batch_size] = unit_rows(weights @ unit_pool)
+        out[start : start + batch_size] = unit_rows(weights @ values)
     return out
 
 
@@ -81,48 +94,87 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         Embedding length ``D``.
     temperature : float
         Softmax temperature on cosine similarity (:data:`DEFAULT_TEMPERATURE`).
+    value_dim : int, optional
+        Length of the output rows when the averaged embeddings live in another space than the
+        pool the decoded rows are compared with (``from_pool(..., values=...)``); ``None``: the
+        pool itself is averaged and the output has the input's shape.
 
-    Build one with :meth:`from_pool`; the pool is a buffer, saved with the module.
+    Build one with :meth:`from_pool`; the pool (and values) are buffers, saved with the module.
     """
 
-    def __init__(self, n_pool: int, dim: int, temperature: float = DEFAULT_TEMPERATURE):
+    def __init__(
+        self,
+        n_pool: int,
+        dim: int,
+        temperature: float = DEFAULT_TEMPERATURE,
+        value_dim: int | None = None,
+    ):
         super().__init__()
         if not temperature > 0:
             raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
         self.n_pool, self.dim, self.temperature = int(n_pool), int(dim), float(temperature)
+        self.value_dim = None if value_dim is None else int(value_dim)
         self.register_buffer("unit_pool", torch.zeros(self.n_pool, self.dim))
+        if self.value_dim is not None:
+            self.register_buffer("unit_values", torch.zeros(self.n_pool, self.value_dim))
         self.register_buffer("scale", torch.ones(()))
 
     def get_config(self) -> dict[str, Any]:
-        """Init arguments (pool size, embedding length, temperature)."""
-        return {"n_pool": self.n_pool, "dim": self.dim, "temperature": self.temperature}
+        """Init arguments (pool size, embedding length, temperature, value length)."""
+        config = {"n_pool": self.n_pool, "dim": self.dim, "temperature": self.temperature}
+        if self.value_dim is not None:
+            config["value_dim"] = self.value_dim
+        return config
 
     @classmethod
     def from_pool(
-        cls, pool: np.ndarray | torch.Tensor, temperature: float = DEFAULT_TEMPERATURE
+        cls,
+        pool: np.ndarray | torch.Tensor,
+        temperature: float = DEFAULT_TEMPERATURE,
+        values: np.ndarray | torch.Tensor | None = None,
     ) -> ImageManifoldProjection:
-        """A projection onto ``pool``.
+        """A projection onto ``pool`` (or onto ``values``, weighted by similarity to ``pool``).
 
         Parameters
         ----------
         pool : array or Tensor, shape (n_pool, D) or (n_pool, ...)
-            Real image embeddings (e.g. the decoder's training targets, one row per image);
-            trailing axes are flattened. Finite, no all-zero row.
+            Real image embeddings in the decoder's output space (e.g. its training targets, one
+            row per image); trailing axes are flattened. Finite, no all-zero row.
         temperature : float
+        values : array or Tensor, shape (n_pool, D_out) or (n_pool, ...), optional
+            The same images' embeddings in the space the generator needs, row for row with
+            ``pool`` (e.g. the sim-clip embeddings of the training images of a head trained on
+            the rich target ``pooled+rectified8``). The output is their weighted average,
+            scaled to their mean norm. Default: ``pool``.
         """
-        pool_t = torch.as_tensor(np.asarray(pool, dtype=np.float32))
-        if pool_t.ndim < 2 or len(pool_t) == 0:
+        pool_t = cls._checked_rows(pool, "pool")
+        value_t = None if values is None else cls._checked_rows(values, "values")
+        if value_t is not None and len(value_t) != len(pool_t):
             raise InvalidInputError(
-                f"pool has shape {tuple(pool_t.shape)}; expected (n_pool, D) real embeddings."
+                f"values has {len(value_t)} rows; expected one per pool row ({len(pool_t)})."
             )
-        pool_t = pool_t.reshape(len(pool_t), -1)
-        norms = pool_t.norm(dim=1)
-        if not torch.isfinite(pool_t).all() or bool((norms == 0).any()):
-            raise InvalidInputError("pool has non-finite values or an all-zero row.")
-        module = cls(len(pool_t), pool_t.shape[1], temperature)
-        module.unit_pool.copy_(pool_t / norms[:, None])
-        module.scale.fill_(float(norms.mean()))
+        module = cls(
+            len(pool_t), pool_t.shape[1], temperature, None if value_t is None else value_t.shape[1]
+        )
+        module.unit_pool.copy_(unit_rows(pool_t))
+        out_rows = pool_t if value_t is None else value_t
+        if value_t is not None:
+            module.unit_values.copy_(unit_rows(value_t))
+        module.scale.fill_(float(out_rows.norm(dim=1).mean()))
         return module
+
+    @staticmethod
+    def _checked_rows(rows: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+        """``rows`` as a float32 (n, D) tensor; finite, at least one row, no all-zero row."""
+        rows_t = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+        if rows_t.ndim < 2 or len(rows_t) == 0:
+            raise InvalidInputError(
+                f"{name} has shape {tuple(rows_t.shape)}; expected (n_pool, D) real embeddings."
+            )
+        rows_t = rows_t.reshape(len(rows_t), -1)
+        if not torch.isfinite(rows_t).all() or bool((rows_t.norm(dim=1) == 0).any()):
+            raise InvalidInputError(f"{name} has non-finite values or an all-zero row.")
+        return rows_t
 
     @torch.no_grad()
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -134,8 +186,8 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
 
         Returns
         -------
-        Tensor, shape as ``embeddings``
-            On the pool's manifold, scaled to the pool's mean norm.
+        Tensor, shape as ``embeddings``, or (B, value_dim) with values
+            On the pool's (or values') manifold, scaled to its mean norm.
         """
         shape = embeddings.shape
         flat = embeddings.reshape(shape[0], -1).to(self.unit_pool)
@@ -144,7 +196,12 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
                 f"embeddings have {flat.shape[1]} values per row; the projection's pool has "
                 f"{self.dim}."
             )
-        projected = softmax_manifold_average(flat, self.unit_pool, self.temperature)
+        values = self.unit_values if self.value_dim is not None else None
+        projected = softmax_manifold_average(
+            flat, self.unit_pool, self.temperature, unit_values=values
+        )
+        if values is not None:
+            return projected * self.scale
         return (projected * self.scale).reshape(shape)
 
 

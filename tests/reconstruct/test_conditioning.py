@@ -69,3 +69,34 @@ def test_round_trip_and_errors(tmp_path):
         ImageManifoldProjection.from_pool(np.zeros((3, 4)))
     with pytest.raises(InvalidInputError, match="temperature"):
         ImageManifoldProjection.from_pool(_pool(), temperature=0.0)
+
+
+def test_values_in_another_space_are_averaged_with_the_pool_weights(tmp_path):
+    # keys: a rich decoding space (40 d); values: the same images' generator embeddings (16 d)
+    keys, values = _pool(d=40, seed=2), _pool(d=16, seed=3)
+    cold = ImageManifoldProjection.from_pool(keys, temperature=1e-4, values=values)
+    decoded = torch.as_tensor(keys[[11, 30]] * 0.2, dtype=torch.float32)
+    out = cold(decoded).numpy()
+    assert out.shape == (2, 16)
+    scale = np.linalg.norm(values, axis=1).mean()
+    for row, image in zip(out, (11, 30), strict=True):
+        expected = values[image] / np.linalg.norm(values[image]) * scale
+        np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-4)
+
+    # warm: the weights come from the keys, not from the values
+    warm = ImageManifoldProjection.from_pool(keys, temperature=0.05, values=values)
+    x = torch.randn(3, 40)
+    unit_keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    unit_values = values / np.linalg.norm(values, axis=1, keepdims=True)
+    cos = (x.numpy() / np.linalg.norm(x.numpy(), axis=1, keepdims=True)) @ unit_keys.T
+    weights = np.exp((cos - cos.max(1, keepdims=True)) / 0.05)
+    weights /= weights.sum(1, keepdims=True)
+    mixed = weights @ unit_values
+    expected = mixed / np.linalg.norm(mixed, axis=1, keepdims=True) * scale
+    np.testing.assert_allclose(warm(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+    loaded = load_condition(save_condition(warm, tmp_path / "condition"))
+    assert loaded.value_dim == 16
+    torch.testing.assert_close(loaded(x), warm(x))
+    with pytest.raises(InvalidInputError, match="one per pool row"):
+        ImageManifoldProjection.from_pool(keys, values=values[:10])
