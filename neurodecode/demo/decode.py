@@ -64,64 +64,6 @@ def _extract(data: Path, encoder, preset: str, store_path: Path) -> tuple[str, s
     return model_name, layer
 
 
-#: the richer target the demo could train on (``experiments/sim_retrieval_rich.yaml``)
-RICH_TARGET_SPACE = "pooled+rectified8"
-
-
-def prepare_target_space(
-    data: Path,
-    encoder,
-    store_path: Path,
-    space: str = RICH_TARGET_SPACE,
-    subject: str = "subj01",
-    progress: bool = True,
-) -> tuple[str, str]:
-    """Write a named target space (:mod:`neurodecode.features.target_spaces`) of every stimulus
-    into the demo's store, its block statistics fitted on ``subject``'s training images only.
-
-    What ``neurodecode extract`` with ``experiments/extract_rich_targets.yaml`` writes; call it
-    after :func:`prepare_world` and train on the returned entry (the demo's data
-    ``feature_model`` / ``feature_layer``) to fit the decoder on the richer target. Resumable:
-    a rerun computes nothing.
-
-    Parameters
-    ----------
-    data : Path
-        The world (NSD layout).
-    encoder : ClipEncoder
-        The image embedding of the ``pooled`` block (sim-clip, as :func:`prepare_world` uses).
-    store_path : Path
-        The demo's FeatureStore.
-
-    Returns
-    -------
-    (model_name, layer)
-        The store entry, ``("targets", space)``.
-    """
-    from neurodecode.data.nsd import read_stimuli, training_image_ids
-    from neurodecode.data.stimuli import open_stimuli
-    from neurodecode.features.store import FeatureStore
-    from neurodecode.features.target_spaces import STORE_MODEL, fill_target_space
-
-    ids = [str(i) for i in open_stimuli(data).ids]
-
-    def embed(images: np.ndarray) -> np.ndarray:
-        return encoder.encode_image(images).cpu().numpy()
-
-    computed, _ = fill_target_space(
-        FeatureStore(store_path),
-        space,
-        ids,
-        [str(i) for i in training_image_ids(data, subject)],
-        lambda batch: read_stimuli(data, [int(i) for i in batch]),
-        embed,
-        settings={**encoder.settings, "embedding": "pooled"},
-        progress=progress,
-    )
-    print(f"    {space}: {computed} images written ({len(ids) - computed} already in {store_path})")
-    return STORE_MODEL, space
-
-
 def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps | None = None):
     """Simulate (if absent), get sim-clip, embed every stimulus.
 

@@ -170,34 +170,6 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
             load_extract_config(tmp_path / "bad.yaml")
 
 
-def test_the_demo_step_writes_the_same_entry_as_extract(tmp_path, tiny_nsd):
-    from neurodecode.cli.main import main
-    from neurodecode.demo.decode import prepare_target_space
-    from neurodecode.features.store import FeatureStore
-
-    store_path = tmp_path / "demo-features.h5"
-    from neurodecode.cli.extract import build_encoder
-
-    encoder, _ = build_encoder({**RANDOM_CLIP, "store_name": None}, "cpu")
-    entry = prepare_target_space(tiny_nsd, encoder, store_path, "pooled+rectified8", "subj01")
-    assert entry == ("targets", "pooled+rectified8")
-    config = {
-        "stimuli": str(tiny_nsd),
-        "store": str(tmp_path / "cli-features.h5"),
-        "model": RANDOM_CLIP,
-        "targets": {"spaces": ["pooled+rectified8"], "fit_on": "subj01"},
-        "device": "cpu",
-    }
-    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(config))
-    assert main(["extract", "--config", str(tmp_path / "extract.yaml"), "--quiet"]) == 0
-    demo, cli = FeatureStore(store_path), FeatureStore(tmp_path / "cli-features.h5")
-    ids = cli.stimulus_ids(*entry)
-    assert len(ids) == 300 and sorted(demo.stimulus_ids(*entry)) == sorted(ids)
-    np.testing.assert_allclose(demo.read(*entry, ids), cli.read(*entry, ids), atol=1e-6)
-    digest = cli.settings(*entry)["statistics_sha256"]
-    assert demo.settings(*entry)["statistics_sha256"] == digest
-
-
 def test_the_rich_experiment_parses_and_trains_on_the_rich_entry(capsys):
     from pathlib import Path
 
