@@ -14,6 +14,10 @@ chooses its settings on). Scored, each head by cosine in its own target space:
   fused with encoding identification), and, once both heads are done, each head fused with
   encoding identification in the rich space.
 
+The ``*_both`` heads train on subj01 and subj02 through one shared latent (MindEye2's
+recipe: a linear adapter per subject, one backbone; ``shared_latent: true``), evaluated on
+subj01 with the same held-out images, to see what a second subject's images add.
+
 Nothing is chosen on the test trials. Run one head per call (``--head pooled`` then ``--head
 rich``); results merge into ``benchmarks/results/rich_head.json`` and the test score matrices
 are kept in ``--runs`` for the fused rows. Needs the default world and a store holding both
@@ -33,12 +37,24 @@ RESULTS = Path(__file__).resolve().parent / "results" / "rich_head.json"
 REPO = Path(__file__).resolve().parents[1]
 #: the demo's diffusion prior (experiments/sim_retrieval.yaml)
 DEMO_PRIOR = {"prior": {"depth": 2, "num_heads": 4}, "prior_weight": 30.0}
-#: head -> (experiment YAML, model overrides)
+#: MindEye2's shared latent over both subjects (one adapter each), evaluated on subj01
+BOTH_SUBJECTS = {"subjects": ["subj01", "subj02"], "eval_subject": "subj01"}
+#: head -> (experiment YAML, model overrides, data overrides)
 HEADS = {
-    "pooled": (REPO / "experiments/sim_retrieval.yaml", {}),  # the demo's head, with its prior
-    "pooled_no_prior": (REPO / "experiments/sim_retrieval.yaml", {"prior": None}),
-    "rich": (REPO / "experiments/sim_retrieval_rich.yaml", {}),  # no prior: the validation pick
-    "rich_prior": (REPO / "experiments/sim_retrieval_rich.yaml", DEMO_PRIOR),
+    "pooled": (REPO / "experiments/sim_retrieval.yaml", {}, {}),  # the demo's head, with its prior
+    "pooled_no_prior": (REPO / "experiments/sim_retrieval.yaml", {"prior": None}, {}),
+    "pooled_both": (
+        REPO / "experiments/sim_retrieval.yaml",
+        {"shared_latent": True},
+        BOTH_SUBJECTS,
+    ),
+    "rich": (REPO / "experiments/sim_retrieval_rich.yaml", {}, {}),  # no prior: the validation pick
+    "rich_prior": (REPO / "experiments/sim_retrieval_rich.yaml", DEMO_PRIOR, {}),
+    "rich_both": (
+        REPO / "experiments/sim_retrieval_rich.yaml",
+        {"shared_latent": True},
+        BOTH_SUBJECTS,
+    ),
 }
 TOP1 = ("brain_to_image_top1", "image_to_brain_top1")
 
@@ -101,11 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     if args.head is None:
         parser.error("give --head (or --fuse-only)")
-    config_file, overrides = HEADS[args.head]
+    config_file, overrides, data_overrides = HEADS[args.head]
     experiment = load_config(config_file, required=("model", "data", "trainer"))
     experiment["model"].setdefault("init_args", {}).update(overrides)
     init = experiment["data"].setdefault("init_args", {})
     init.update(root=str(args.data), feature_store=str(args.store), val_images=args.val_images)
+    init.update(data_overrides)
     experiment["trainer"]["enable_progress_bar"] = False  # one line per epoch instead
     if args.max_epochs is not None:
         experiment["trainer"]["max_epochs"] = args.max_epochs
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     result[args.head] = {
         "experiment": str(config_file.relative_to(REPO)),
         "model_overrides": overrides,
+        "data_overrides": data_overrides,
         "target_space": space,
         "target_dims": int(np.prod(datamodule.geometry["target_shape"])),
         "training": training,
