@@ -293,7 +293,9 @@ def fill_target_space(
         return compute_blocks(space, images, embeddings)
 
     parts = [raw(fit_ids[s : s + batch_size]) for s in range(0, len(fit_ids), batch_size)]
-    statistics = BlockStatistics.fit({b: np.concatenate([p[b] for p in parts]) for b in blocks})
+    fitted = {b: np.concatenate([p[b] for p in parts]) for b in blocks}
+    statistics = BlockStatistics.fit(fitted)
+    fit_row = {sid: row for row, sid in enumerate(fit_ids)}
     recorded = {
         **(settings or {}),
         "output": "target_space",
@@ -304,7 +306,18 @@ def fill_target_space(
     }
 
     def compute(batch: list[str]) -> np.ndarray:
-        return statistics.apply(raw(batch))
+        # the training images' raw blocks are already computed (to fit the statistics)
+        batch = [str(sid) for sid in batch]
+        new = [sid for sid in batch if sid not in fit_row]
+        fresh = raw(new) if new else None
+        new_row = {sid: row for row, sid in enumerate(new)}
+        out = {}
+        for b in blocks:
+            rows = np.empty((len(batch), fitted[b].shape[1]), dtype=np.float32)
+            for i, sid in enumerate(batch):
+                rows[i] = fitted[b][fit_row[sid]] if sid in fit_row else fresh[b][new_row[sid]]
+            out[b] = rows
+        return statistics.apply(out)
 
     computed = store.fill(model_name, space, list(ids), compute, recorded, batch_size, progress)
     statistics.save(statistics_file or statistics_path(store.path, model_name, space))

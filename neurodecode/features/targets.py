@@ -213,15 +213,31 @@ def oriented_energy(
     """
     images = _check_images(images)
     kernels, size = gabor_pairs(n_orientations, wavelengths)
+    # by FFT in float64 (scipy's pocketfft: the same numbers on every call): torch's float32 CPU
+    # convolution picks its algorithm per call, and gave energies differing by ~1e-5 from call to
+    # call for the same images, so a target space's statistics (fitted on these values, their
+    # digest recorded in the store) came out different on a rerun
+    from scipy import fft
+
+    flipped = kernels[:, 0].double().numpy()[:, ::-1, ::-1]  # conv2d is a correlation
     out = []
     for start in range(0, len(images), batch_size):
         lightness = srgb_to_lab(images[start : start + batch_size])[..., 0] / 100.0
-        x = torch.from_numpy(lightness)[:, None]
-        x = torch.nn.functional.pad(x, (size // 2,) * 4, mode="reflect")
-        with torch.no_grad():
-            response = torch.nn.functional.conv2d(x, kernels)
-        energy = response.reshape(len(x), -1, 2, *response.shape[-2:]).pow(2).sum(2).sqrt()
-        out.append(block_average(energy, grid))
+        x = np.pad(
+            np.asarray(lightness, dtype=np.float64),
+            ((0, 0), (size // 2, size // 2), (size // 2, size // 2)),
+            mode="reflect",
+        )
+        height, width = x.shape[-2] - size + 1, x.shape[-1] - size + 1  # the image's own size
+        shape = [fft.next_fast_len(n + size - 1, real=True) for n in x.shape[-2:]]
+        kernel_spectrum = fft.rfft2(flipped, s=shape)[None]
+        for chunk in range(0, len(x), 32):  # small chunks: large temporaries cost more than FFTs
+            spectrum = fft.rfft2(x[chunk : chunk + 32], s=shape)[:, None] * kernel_spectrum
+            full = fft.irfft2(spectrum, s=shape)  # the full convolution, no wrap-around
+            response = full[..., size - 1 : size - 1 + height, size - 1 : size - 1 + width]
+            pairs = response.reshape(len(response), -1, 2, height, width)
+            energy = np.sqrt((pairs**2).sum(2)).astype(np.float32)
+            out.append(block_average(energy, grid))
     return np.concatenate(out) if out else np.zeros((0, len(kernels) // 2, grid, grid), "f4")
 
 

@@ -61,6 +61,31 @@ def test_oriented_energy_peaks_at_the_gratings_orientation():
     assert per_orientation[0, 0] > 5 * per_orientation[0, 2]
 
 
+def test_oriented_energy_is_the_direct_correlation_and_the_same_on_every_call():
+    from neurodecode.features.targets import gabor_pairs
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    energy = oriented_energy(images, grid=16, n_orientations=2, wavelengths=(4.0,))
+    # the same numbers on every call, whatever the batch: a target space's statistics digest
+    # (recorded in the store) depends on them
+    for _ in range(3):
+        np.testing.assert_array_equal(
+            oriented_energy(images, grid=16, n_orientations=2, wavelengths=(4.0,), batch_size=2),
+            energy,
+        )
+    # against a direct sum: energy = sqrt(even^2 + odd^2) of the reflect-padded L* correlated
+    # with each kernel (grid = the image size: no averaging)
+    kernels, size = gabor_pairs(2, (4.0,))
+    kernels = kernels[:, 0].double().numpy()
+    half = size // 2
+    lightness = srgb_to_lab(images)[..., 0].astype(np.float64) / 100.0
+    padded = np.pad(lightness, ((0, 0), (half, half), (half, half)), mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+    response = np.einsum("nijuv,kuv->nkij", windows, kernels)  # (3, 4, 16, 16)
+    direct = np.sqrt(response[:, 0::2] ** 2 + response[:, 1::2] ** 2)
+    np.testing.assert_allclose(energy, direct, rtol=1e-5, atol=1e-5)
+
+
 def test_tower_maps_of_a_convnet_and_a_vit_have_their_grid_shapes():
     from neurodecode.embedded.clip import register_model_configs
     from neurodecode.features.clip import load_clip
