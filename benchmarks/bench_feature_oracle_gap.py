@@ -99,14 +99,6 @@ def error_aware_scores(observed, predicted, noise, n_repeats, residuals, rank) -
     )
 
 
-def signal_projection(clean_fit: np.ndarray, predicted: np.ndarray, tol: float = 1e-6):
-    """Predictions projected on the span of the fit images' centred noise-free responses."""
-    mean = clean_fit.mean(0)
-    _, s, vt = np.linalg.svd(clean_fit - mean, full_matrices=False)
-    q = vt[: int((s > tol * s[0]).sum())]
-    return mean + ((predicted - mean) @ q.T) @ q, len(q)
-
-
 def fit_predict(x_fit, y_fit, x_new, estimator: str, seed: int = 0) -> np.ndarray:
     """``estimator="linear"``: z-scored linear ridge (per-voxel CV alpha); ``"feature_oracle"``:
     :func:`neurodecode.demo.ladder.feature_oracle_predictions` (linear or RFF kernel per voxel)."""
@@ -142,6 +134,7 @@ def r2_by_class(clean: np.ndarray, predicted: np.ndarray, kind: np.ndarray) -> d
 
 def score_all_ways(data, predicted, residuals, clean_fit, n_way, ranks=RANKS) -> dict:
     """Identification of ``predicted`` under every scoring (see the module docstring)."""
+    from neurodecode.demo.ladder import signal_projection
     from neurodecode.sim.oracle import oracle_scores
 
     n = data.n_repeats

@@ -1,17 +1,15 @@
 """The scorings of benchmarks/bench_feature_oracle_gap.py: the error-aware likelihood reduces to
 the true-noise one without prediction error, and the signal-subspace projection keeps what lies in
-the span of the training responses and drops what does not."""
+the span of the training responses and drops what does not (the ladder's feature oracle,
+neurodecode.demo.ladder, scores the projected predictions)."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
 
-from benchmarks.bench_feature_oracle_gap import (
-    error_aware_scores,
-    signal_projection,
-    true_scores,
-)
+from benchmarks.bench_feature_oracle_gap import error_aware_scores, true_scores
+from neurodecode.demo.ladder import signal_projection
 from neurodecode.sim.noise import NoiseModel
 
 

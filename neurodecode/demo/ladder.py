@@ -12,9 +12,13 @@ candidates, both directions, 30 draws):
     target space's features (per voxel the better, by cross-validation on the training images, of
     a linear and a Gaussian-kernel ridge: :func:`feature_oracle_predictions`; for a space made of
     several blocks one penalty per block and voxel: :func:`banded_feature_oracle_predictions`),
-    the candidates' predicted responses scored with the true noise: an estimate of the best any
-    decoder working through that space can do, so that a method's loss is told apart from its
-    target space's.
+    the candidates' predicted responses projected on the signal subspace (the span of the
+    training images' centred noise-free responses, :func:`signal_projection`) and scored with the
+    true noise: an estimate of the best any decoder working through that space can do, so that a
+    method's loss is told apart from its target space's. Without the projection the prediction
+    errors that leave the signal subspace are judged against the small independent noise alone,
+    and the rung fell below trained decoders (pooled+rectified8: 0.25 vs 0.46 for ours); the
+    projection lifted every space on validation images (``benchmarks/bench_feature_oracle_gap``).
 ``encoding_identification``
     Kay et al. (2008): a voxel-wise ridge encoding model from the target features to the
     single training trials, per-voxel noise from its residuals, candidates ranked by likelihood
@@ -122,11 +126,42 @@ def oracle_rungs(
         predicted, kernel_share = space_predictions(
             features_of, train_ids, clean_train, world_ids, seed
         )
+        predicted, _ = signal_projection(clean_train, predicted)
         feature_oracles[name] = identify(
             oracle_scores(test.observed, predicted, test.noise, test.n_repeats)
         )
         feature_oracles[name]["kernel_voxel_fraction"] = kernel_share
     return {"oracle": identify(test.scores()), "feature_oracle": feature_oracles}
+
+
+def signal_projection(
+    clean_fit: np.ndarray, predicted: np.ndarray, tol: float = 1e-6
+) -> tuple[np.ndarray, int]:
+    """Predicted responses projected on the signal subspace of the fit images.
+
+    The subspace is the span of the fit images' centred noise-free responses (every image's
+    noise-free response lies in it, up to the fit images' coverage), through their mean.
+
+    Parameters
+    ----------
+    clean_fit : ndarray, shape (n_fit, n_voxels)
+        Noise-free responses of the images the predictions were regressed on.
+    predicted : ndarray, shape (n, n_voxels)
+        Predicted responses of other images.
+    tol : float
+        Singular values below ``tol`` times the largest are left out of the span.
+
+    Returns
+    -------
+    projected : ndarray, shape (n, n_voxels)
+    rank : int
+        The subspace's dimension.
+    """
+    clean_fit = np.asarray(clean_fit, dtype=np.float64)
+    mean = clean_fit.mean(0)
+    _, singular, vt = np.linalg.svd(clean_fit - mean, full_matrices=False)
+    basis = vt[: int((singular > tol * singular[0]).sum())]
+    return mean + ((np.asarray(predicted) - mean) @ basis.T) @ basis, len(basis)
 
 
 #: Random Fourier features of the feature oracle's kernel encoder, and its bandwidths (multiples
@@ -406,6 +441,7 @@ def validation_feature_oracles(
     feature_oracles = {}
     for name, features_of in target_spaces.items():
         predicted, kernel_share = space_predictions(features_of, fit_ids, clean_fit, val_ids, seed)
+        predicted, _ = signal_projection(clean_fit, predicted)
         feature_oracles[name] = identify(
             oracle_scores(val.observed, predicted, val.noise, val.n_repeats)
         )
