@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--store", type=Path, default=Path("data/sim/default-features.h5"))
     parser.add_argument("--val-images", type=int, default=200)
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the YAML's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the YAML's")
     parser.add_argument("--runs", type=Path, default=Path("runs/rich_head"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     experiment["trainer"]["enable_progress_bar"] = False  # one line per epoch instead
     if args.max_epochs is not None:
         experiment["trainer"]["max_epochs"] = args.max_epochs
+    if args.batch_size is not None:
+        init["batch_size"] = args.batch_size
     out = args.runs / args.head
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.head}: fitting {config_file.name} {overrides} -> {out}", flush=True)

@@ -44,7 +44,9 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_way"] == 60  # the tiny world has 60 shared images
     ladder = metrics["ladder"]
-    (feature_oracle,) = ladder["feature_oracle"].values()  # one target space: sim-clip's
+    # the demo's decoder trains on the rich target space (targets/pooled+rectified8)
+    (feature_oracle,) = ladder["feature_oracle"].values()
+    assert metrics["target_space"] == "targets/pooled+rectified8"
     for rung in (ladder["oracle"], feature_oracle, *(ladder[k] for k in RUNGS)):
         for key in ("brain_to_image_top1", "image_to_brain_top1"):
             assert 0 <= rung[key] <= 1
@@ -59,7 +61,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert metrics["timing"]["total_s"] > 0
     report = (out / "report.md").read_text()
     assert "| ours_plus_encoding_identification |" in report
-    assert "| ours |" in report and "| feature_oracle (sim-clip-tiny/image) |" in report
+    assert "| ours |" in report and "| feature_oracle (targets/pooled+rectified8) |" in report
     assert "| shuffled trials |" in report
     assert (out / "ladder.png").stat().st_size > 1000
     recon = metrics["reconstruction"]
@@ -76,7 +78,11 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert recon["condition"] == "manifold"
     from neurodecode.reconstruct.conditioning import load_condition
 
-    assert load_condition(out / "decoder" / "condition").n_pool > 0  # for `reconstruct --model`
+    condition = load_condition(out / "decoder" / "condition")  # for `reconstruct --model`
+    assert condition.n_pool > 0
+    # keys in the decoder's rich space, values in sim-clip's (what the generator needs)
+    assert condition.unit_pool.shape[1] > condition.unit_values.shape[1]
+    assert str(recon["condition_temperature"]) in recon["condition_temperature_validation"]
     captions = metrics["captions"]  # brain -> caption: ours, the shuffled control, the ceiling
     for key in ("decoded", "shuffled", "true_embedding"):
         assert 0 <= captions[key]["category_hit_rate"] <= 1
@@ -91,6 +97,7 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     assert "fit: epoch 25/25, " in printed  # progress a log file shows too
     # the saved decoder loads in one line and decodes the same way
     decoder = neurodecode.load_pretrained(out / "decoder")
+    assert set(decoder.hparams.geometry["n_voxels"]) == {"subj01", "subj02"}  # both subjects
     trials = np.random.default_rng(0).normal(
         size=(4, decoder.hparams.geometry["n_voxels"]["subj01"])
     )

@@ -1,12 +1,14 @@
 """``neurodecode demo``: the main job end to end on the embedded simulated world.
 
-simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings into a
-FeatureStore -> fit the experiment's decoder (``experiments/sim_retrieval.yaml``: the MindEye-style
-retrieval head + diffusion prior) through LightningCLI -> evaluate against the ceiling ladder ->
-reconstruct -> (with ``--captions``) caption the decoded embeddings
+simulate (if absent) -> sim-clip (trained once, cached) -> extract image embeddings, and the
+experiment's target space when it names one, into a FeatureStore -> fit the experiment's decoder
+(``experiments/sim_retrieval_rich_both.yaml``: the MindEye-style retrieval head on the rich target
+``pooled+rectified8``, both subjects through one shared latent) through LightningCLI -> evaluate
+against the ceiling ladder -> reconstruct -> (with ``--captions``) caption the decoded embeddings
 (:mod:`neurodecode.demo.captions`, ``runs/demo/captions.csv``) -> ``runs/demo/metrics.json``,
-``runs/demo/report.md``, ``runs/demo/retrieval.png`` and the saved decoder in ``runs/demo/decoder/`` (load it with
-``neurodecode.load_pretrained``).
+``runs/demo/report.md``, ``runs/demo/retrieval.png`` and the saved decoder in
+``runs/demo/decoder/`` (load it with ``neurodecode.load_pretrained``; ``decoder/condition/``
+maps its output to sim-clip embeddings).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--experiment",
         type=Path,
-        default=REPO / "experiments/sim_retrieval.yaml",
+        default=REPO / "experiments/sim_retrieval_rich_both.yaml",
         help="LightningCLI YAML whose model/data/trainer sections the demo runs",
     )
     parser.add_argument("--sim-config", type=Path, default=REPO / "datasets/sim/default.yaml")
@@ -49,6 +51,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def demo_target(data_args: dict) -> tuple[str | None, str]:
+    """The target space an experiment's data section asks for, and the subject whose training
+    images fit its statistics.
+
+    ``feature_model: targets`` with ``feature_layer: <space>`` (e.g. ``pooled+rectified8``, as
+    ``neurodecode extract``'s ``targets:`` section writes it) -> ``(<space>, eval subject)``; any
+    other entry -> ``(None, eval subject)``: the demo trains on sim-clip's pooled embedding.
+    """
+    from neurodecode.features.target_spaces import STORE_MODEL
+
+    subjects = data_args.get("subjects") or ["subj01"]
+    fit_on = str(data_args.get("eval_subject") or subjects[0])
+    if data_args.get("feature_model") == STORE_MODEL:
+        return str(data_args.get("feature_layer")), fit_on
+    return None, fit_on
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 on success."""
     from neurodecode.cli.config import load_config
@@ -64,12 +83,14 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     experiment = load_config(args.experiment, required=("model", "data", "trainer"))
+    data_args = experiment["data"].setdefault("init_args", {})
+    target_space, fit_on = demo_target(data_args)
     store_path, model_name, layer, clip_metrics = prepare_world(
-        args.data, args.sim_config, args.clip_preset, steps
+        args.data, args.sim_config, args.clip_preset, steps, target_space, fit_on
     )
 
     steps("fit", "Fit the decoder of the experiment (LightningCLI, as `neurodecode fit`)")
-    experiment["data"].setdefault("init_args", {}).update(
+    data_args.update(
         root=str(args.data),
         feature_store=str(store_path),
         feature_model=model_name,

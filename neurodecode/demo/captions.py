@@ -1,6 +1,8 @@
 """Brain -> caption on the embedded default: the step ``make demo`` runs after reconstruction.
 
-The decoder's diffusion prior predicts a sim-clip image embedding per test trial; the simulated
+The decoder predicts a sim-clip image embedding per test trial (what conditions the
+reconstruction: its retrieval output projected onto the training images, or its diffusion prior's
+samples); the simulated
 world's prefix captioner (:func:`neurodecode.embedded.prefix_captioner.get_sim_prefix_captioner`,
 trained once on scenes no subject saw and cached) turns each into a caption, and also captions the
 sim-clip embedding of the true test image (the ceiling: what the captioner says when the embedding
@@ -235,33 +237,61 @@ def caption_table(result: dict[str, Any]) -> str:
 
 
 def caption_demo_trials(
-    model, datamodule, data_root: Path, out: Path, preset: str = "default", seed: int = 0
+    model,
+    datamodule,
+    data_root: Path,
+    out: Path,
+    preset: str = "default",
+    seed: int = 0,
+    condition: str = "auto",
 ) -> dict[str, Any]:
     """The demo's caption step: decode the eval subject's test trials, caption, score.
 
-    The decoded embeddings are the diffusion prior's samples (seed ``seed``), as the
-    reconstruction uses; the captioner is the simulated world's for the sim-clip ``preset``
-    (:data:`~neurodecode.embedded.prefix_captioner.CAPTIONER_PRESETS`, trained on first use and
-    cached). Writes ``out / "captions.csv"``.
+    The decoded embeddings are what conditions the reconstruction: the retrieval output
+    projected onto the training images' sim-clip embeddings (``condition="manifold"``: the
+    projection the reconstruction step saved to ``out / "decoder" / "condition"``), or the
+    diffusion prior's samples (``"prior"``, seed ``seed``); ``"auto"`` takes the projection when
+    it is saved, else the prior. The captioner is the simulated world's for the sim-clip
+    ``preset`` (:data:`~neurodecode.embedded.prefix_captioner.CAPTIONER_PRESETS`, trained on
+    first use and cached). Writes ``out / "captions.csv"``.
 
     Returns
     -------
     dict
-        :func:`caption_and_score`'s result plus ``captioner_s`` (seconds to get the captioner:
-        training on a cold cache, loading on a warm one).
+        :func:`caption_and_score`'s result plus ``condition`` and ``captioner_s`` (seconds to get
+        the captioner: training on a cold cache, loading on a warm one).
     """
     from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.embedded.prefix_captioner import CAPTIONER_PRESETS, get_sim_prefix_captioner
+    from neurodecode.reconstruct.conditioning import CONDITION_FOLDER, load_condition
+    from neurodecode.validation import check_option
 
-    if getattr(model, "prior", None) is None:
-        raise InvalidInputError("captions need a decoder trained with a diffusion prior.")
+    check_option("condition", condition, ("auto", "manifold", "prior"))
+    condition_dir = Path(out) / "decoder" / CONDITION_FOLDER
+    if condition == "auto":
+        condition = "manifold" if condition_dir.is_dir() else "prior"
     test = datamodule.test_trials
-    decoded = model.embed(
-        test.data,
-        datamodule.eval_subject,
-        output="prior",
-        generator=torch.Generator().manual_seed(seed),
-    )
+    if condition == "manifold":
+        if not condition_dir.is_dir():
+            raise InvalidInputError(
+                f"captions with condition='manifold' need {condition_dir} (written by the "
+                "demo's reconstruction step)."
+            )
+        projection = load_condition(condition_dir)
+        with torch.no_grad():
+            decoded = projection(model.embed(test.data, datamodule.eval_subject))
+    else:
+        if getattr(model, "prior", None) is None:
+            raise InvalidInputError(
+                "captions need a decoder trained with a diffusion prior, or the condition "
+                f"projection in {condition_dir} (run the demo's reconstruction step)."
+            )
+        decoded = model.embed(
+            test.data,
+            datamodule.eval_subject,
+            output="prior",
+            generator=torch.Generator().manual_seed(seed),
+        )
     encoder = get_sim_clip(preset, progress=False)
     t0 = time.perf_counter()
     captioner = get_sim_prefix_captioner(
@@ -272,4 +302,5 @@ def caption_demo_trials(
         decoded, test.stimulus_id, data_root, encoder, captioner, Path(out) / "captions.csv"
     )
     result["captioner_s"] = captioner_s
+    result["condition"] = condition
     return result

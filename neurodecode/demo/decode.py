@@ -42,34 +42,74 @@ class Steps:
         return round(time.perf_counter() - self.start, 1)
 
 
-def _extract(data: Path, encoder, preset: str, store_path: Path) -> tuple[str, str]:
-    import h5py
+def _extract(
+    data: Path,
+    encoder,
+    preset: str,
+    store_path: Path,
+    target_space: str | None = None,
+    fit_on: str | None = None,
+) -> tuple[str, str]:
+    """Fill the store as ``neurodecode extract`` does (:func:`neurodecode.features.extract.
+    extract`): sim-clip's pooled image embedding of every stimulus, and, with ``target_space``,
+    that target space (``targets/<space>``), its statistics fitted on ``fit_on``'s training
+    images. Returns the store entry the decoder trains on."""
+    from neurodecode.data.nsd import training_image_ids
+    from neurodecode.data.stimuli import open_stimuli
+    from neurodecode.features.extract import extract
+    from neurodecode.features.target_spaces import STORE_MODEL, space_blocks
 
-    from neurodecode.data.nsd import read_stimuli
-    from neurodecode.features.store import FeatureStore
+    model_name = f"sim-clip-{preset}"
+    config = {
+        "store": store_path,
+        "ids": None,
+        "outputs": ["image"],
+        "layers": [],
+        "pooled_layers": True,
+        "batch_size": 256,
+        "dtype": "float32",
+        "targets": None,
+    }
+    if target_space is not None:
+        space_blocks(target_space)  # an unknown space fails before anything is computed
+        fit_ids = [str(i) for i in training_image_ids(data, fit_on)]
+        config["targets"] = {
+            "spaces": [target_space],
+            "store_name": STORE_MODEL,
+            "fit_ids": fit_ids,
+        }
+    computed = extract(config, open_stimuli(data), encoder, model_name, progress=True)
+    for entry, n in computed.items():
+        print(f"    {entry}: {n} images computed ({store_path})")
+    if target_space is not None:
+        return STORE_MODEL, target_space
+    return model_name, "image"
 
-    with h5py.File(data / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5", "r") as f:
-        n_images = f["imgBrick"].shape[0]
-    model_name, layer = f"sim-clip-{preset}", "image"
-    store = FeatureStore(store_path)
 
-    def compute(ids: list[str]) -> np.ndarray:
-        images = read_stimuli(data, [int(i) for i in ids])
-        return encoder.encode_image(images).cpu().numpy()
+def prepare_world(
+    data: Path,
+    sim_config: Path,
+    clip_preset: str,
+    steps: Steps | None = None,
+    target_space: str | None = None,
+    fit_on: str = "subj01",
+):
+    """Simulate (if absent), get sim-clip, embed every stimulus (and fill a target space).
 
-    settings = dict(encoder.settings)
-    settings["output"] = "pooled"
-    computed = store.fill(model_name, layer, np.arange(n_images), compute, settings, batch_size=256)
-    print(f"    {computed} images embedded ({n_images - computed} already in {store_path})")
-    return model_name, layer
-
-
-def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps | None = None):
-    """Simulate (if absent), get sim-clip, embed every stimulus.
+    Parameters
+    ----------
+    target_space : str, optional
+        A named target space (:func:`neurodecode.features.target_spaces.space_blocks`, e.g.
+        ``"pooled+rectified8"``) to write as the store entry ``targets/<space>``, its block
+        statistics fitted on ``fit_on``'s training images only; without it the decoder's entry
+        is sim-clip's pooled embedding.
+    fit_on : str
+        The subject whose training images fit the target space's statistics.
 
     Returns
     -------
     (store_path, model_name, layer, clip_metrics)
+        ``model_name / layer`` is the store entry the decoder trains on.
     """
     import torch
 
@@ -91,9 +131,10 @@ def prepare_world(data: Path, sim_config: Path, clip_preset: str, steps: Steps |
         "    zero-shot on held-out scenes: "
         + ", ".join(f"{k}={v:.3f}" for k, v in clip_metrics.items() if isinstance(v, float))
     )
-    steps("extract", "Image embeddings -> FeatureStore")
+    what = "Image embeddings" + ("" if target_space is None else f" and target {target_space}")
+    steps("extract", f"{what} -> FeatureStore")
     store_path = data.with_name(data.name + "-features.h5")
-    model_name, layer = _extract(data, encoder, clip_preset, store_path)
+    model_name, layer = _extract(data, encoder, clip_preset, store_path, target_space, fit_on)
     return store_path, model_name, layer, clip_metrics
 
 

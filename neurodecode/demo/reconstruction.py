@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurodecode.validation import check_option
+from neurodecode.validation import InvalidInputError, check_option
 
 #: img2img strength from the blurry image (4 of the generator's 10 DDIM steps). Chosen on the
 #: demo's validation images (never the test trials) among 0.3, 0.45, 0.6, 0.8 and 1.0
@@ -171,6 +171,57 @@ def choose_blend(
     return weight, scores
 
 
+#: Softmax temperatures of the condition projection searched on the validation images.
+TEMPERATURE_GRID = (0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def choose_temperature(
+    decoded: torch.Tensor | np.ndarray,
+    true_embeddings: torch.Tensor | np.ndarray,
+    pool: np.ndarray,
+    values: np.ndarray | None = None,
+    grid: tuple[float, ...] = TEMPERATURE_GRID,
+) -> tuple[float, dict[str, float]]:
+    """Pick the condition projection's temperature on validation images.
+
+    Each temperature's projection (:class:`~neurodecode.reconstruct.conditioning.
+    ImageManifoldProjection`) of the decoded validation outputs is scored by 2-way
+    identification against the validation images' true embeddings in the generator's space
+    (the criterion the reconstructions' CLIP 2-way applies, without generating any image); the
+    best wins, ties to the smaller temperature.
+
+    Parameters
+    ----------
+    decoded : Tensor or ndarray, shape (n_val, D)
+        The decoder's retrieval output for the validation trials (its target space).
+    true_embeddings : Tensor or ndarray, shape (n_val, D_out)
+        The validation images' embeddings in the generator's space.
+    pool : ndarray, shape (n_pool, D)
+        The training images' targets (the projection's keys).
+    values : ndarray, shape (n_pool, D_out), optional
+        The same images in the generator's space (default: ``pool``).
+    grid : tuple of float
+
+    Returns
+    -------
+    (temperature, scores)
+        ``scores`` maps each temperature (as a string) to its validation 2-way accuracy.
+    """
+    from neurodecode.evaluate.image_metrics import two_way_identification
+    from neurodecode.reconstruct.conditioning import ImageManifoldProjection
+
+    decoded_t = torch.as_tensor(np.asarray(decoded, dtype=np.float32))
+    truth = np.asarray(true_embeddings, dtype=np.float32)
+    scores = {}
+    for temperature in grid:
+        projection = ImageManifoldProjection.from_pool(pool, temperature, values=values)
+        with torch.no_grad():
+            projected = projection(decoded_t).numpy()
+        scores[str(temperature)] = two_way_identification(projected, truth)
+    best = max(grid, key=lambda t: (scores[str(t)], -t))
+    return float(best), scores
+
+
 def _trial_bar(total: int, description: str):
     """A tqdm bar over trials (one line per refresh in a log file, at most every 5 s)."""
     from tqdm.auto import tqdm
@@ -252,17 +303,38 @@ def reconstruct_and_score(
     lowlevel = fit_lowlevel(averaged.data, read_stimuli(data_root, averaged.stimulus_id))
 
     check_option("condition", condition, ("manifold", "prior"))
+    temperature_scores = None
     if condition == "manifold":
         # one target embedding per training image of the eval subject (its repeats share it)
-        _, first = np.unique(train.stimulus_id, return_index=True)
+        pool_ids, first = np.unique(train.stimulus_id, return_index=True)
         pool = np.asarray(datamodule.train_set.targets[k])[first]
-        projection = ImageManifoldProjection.from_pool(pool)
+        # the generator's space: the same images' sim-clip embeddings, unless the decoder's
+        # target already is that embedding
+        hp = datamodule.hparams
+        values = None
+        if (hp.feature_model, hp.feature_layer) != (f"sim-clip-{preset}", "image"):
+            values = embed_images(read_stimuli(data_root, pool_ids)).cpu().numpy()
+        val = datamodule.val_set.trials[0]
+        with torch.no_grad():
+            val_decoded = model.embed(val.data, subject)
+        temperature, temperature_scores = choose_temperature(
+            val_decoded,
+            embed_images(read_stimuli(data_root, val.stimulus_id)),
+            pool,
+            values,
+        )
+        projection = ImageManifoldProjection.from_pool(pool, temperature, values=values)
         save_condition(projection, Path(out) / "decoder" / CONDITION_FOLDER)
 
         def decoder_embed(brain: torch.Tensor) -> torch.Tensor:
             return projection(model.embed(brain, subject))
 
     else:
+        if getattr(model, "prior", None) is None:
+            raise InvalidInputError(
+                "condition='prior' needs a decoder trained with a diffusion prior; this one has "
+                "none (use condition='manifold')."
+            )
 
         def decoder_embed(brain: torch.Tensor) -> torch.Tensor:
             g = torch.Generator().manual_seed(seed)
@@ -355,6 +427,9 @@ def reconstruct_and_score(
     result["blend"] = float(blend)
     result["blend_mode"] = blend_mode
     result["condition"] = condition
+    if temperature_scores is not None:
+        result["condition_temperature"] = projection.temperature
+        result["condition_temperature_validation"] = temperature_scores
     if blend_scores is not None:
         result["blend_validation"] = {str(w): s for w, s in blend_scores.items()}
     result["networks"] = scored["reconstruction"].networks
