@@ -258,7 +258,10 @@ def reconstruct_and_score(
         What conditions the generator: the retrieval output projected onto the eval subject's
         training images' target embeddings
         (:class:`neurodecode.reconstruct.conditioning.ImageManifoldProjection`, saved to
-        ``out / "decoder" / "condition"``), or samples of the diffusion prior (MindEye1/2). On
+        ``out / "decoder" / "condition"``; when the decoder's target is not the encoder's pooled
+        embedding, e.g. ``pooled+rectified8``, the weights come from the target and the average
+        from the same images' encoder embeddings; the temperature is chosen on the validation
+        images by :func:`choose_temperature`), or samples of the diffusion prior (MindEye1/2). On
         the default world's validation images the projection gave sim-clip 2-way 0.757 vs the
         prior's 0.708 (benchmarks/README.md, 2026-12-05).
 
@@ -268,8 +271,10 @@ def reconstruct_and_score(
         ``pixcorr``, ``ssim``, ``clip_2way`` (and the other available network metrics),
         ``controls.shuffled`` and ``controls.mean_image`` with the same keys, ``lowlevel`` (the
         blurry image alone, same keys), ``strength``, ``blend``, ``blend_validation`` (the
-        validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown), and, on a
-        simulated root, ``ceiling.lowlevel_noise_free`` (:func:`noise_free_lowlevel`, same keys).
+        validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown), with
+        ``condition="manifold"`` ``condition_temperature`` and
+        ``condition_temperature_validation`` (:func:`choose_temperature`), and, on a simulated
+        root, ``ceiling.lowlevel_noise_free`` (:func:`noise_free_lowlevel`, same keys).
     """
     from neurodecode.data.nsd import read_stimuli
     from neurodecode.embedded.generator import get_sim_generator

@@ -100,3 +100,20 @@ def test_values_in_another_space_are_averaged_with_the_pool_weights(tmp_path):
     torch.testing.assert_close(loaded(x), warm(x))
     with pytest.raises(InvalidInputError, match="one per pool row"):
         ImageManifoldProjection.from_pool(keys, values=values[:10])
+
+
+def test_the_demo_chooses_the_temperature_that_identifies_validation_images():
+    from neurodecode.demo.reconstruction import choose_temperature
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(300, 16)).astype(np.float32)  # decoder space (e.g. a rich target)
+    values = (keys @ rng.normal(size=(16, 8))).astype(np.float32)  # generator space
+    val = np.arange(40)  # decoded validation outputs: their images' keys plus noise
+    decoded = keys[val] + 0.3 * rng.normal(size=(40, 16)).astype(np.float32)
+    temperature, scores = choose_temperature(
+        decoded, values[val], keys, values, grid=(0.01, 0.1, 100.0)
+    )
+    assert set(scores) == {"0.01", "0.1", "100.0"}
+    assert temperature != 100.0  # a flat softmax averages every image: near chance
+    assert scores[str(temperature)] == max(scores.values()) > 0.9
+    assert scores["100.0"] < scores[str(temperature)] - 0.2
