@@ -19,7 +19,7 @@ recipe: a linear adapter per subject, one backbone; ``shared_latent: true``), ev
 subj01 with the same held-out images, to see what a second subject's images add.
 
 Nothing is chosen on the test trials. Run one head per call (``--head pooled`` then ``--head
-rich``); results merge into ``benchmarks/results/rich_head.json`` and the test score matrices
+rich``; without ``--head``, as ``make bench`` runs it: ``demo``, the demo's own decoder); results merge into ``benchmarks/results/rich_head.json`` and the test score matrices
 are kept in ``--runs`` for the fused rows. Needs the default world and a store holding both
 targets (``neurodecode extract`` with ``targets:``; see ``experiments/extract_rich_targets.yaml``).
 """
@@ -55,7 +55,11 @@ HEADS = {
         {"shared_latent": True},
         BOTH_SUBJECTS,
     ),
+    # make demo's decoder as it stands (rich target, both subjects, 12 epochs, batch 64)
+    "demo": (REPO / "experiments/sim_retrieval_rich_both.yaml", {}, {}),
 }
+#: the head `make bench` runs (no --head)
+DEFAULT_HEAD = "demo"
 TOP1 = ("brain_to_image_top1", "image_to_brain_top1")
 
 
@@ -83,7 +87,9 @@ def _fused_rows(runs: Path, result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--head", choices=sorted(HEADS), default=None)
+    parser.add_argument(
+        "--head", choices=sorted(HEADS), default=None, help=f"default: {DEFAULT_HEAD}"
+    )
     parser.add_argument(
         "--fuse-only",
         action="store_true",
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"fused with enc-id (rich): {result['fused_with_encid_rich']}", flush=True)
         return result
     if args.head is None:
-        parser.error("give --head (or --fuse-only)")
+        args.head = DEFAULT_HEAD
     config_file, overrides, data_overrides = HEADS[args.head]
     experiment = load_config(config_file, required=("model", "data", "trainer"))
     experiment["model"].setdefault("init_args", {}).update(overrides)
@@ -151,7 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
     targets = datamodule.test_targets[perm].reshape(len(perm), -1)
     scores = cosine_scores(test_emb[perm].reshape(len(perm), -1), targets)
     np.save(out / "test_scores.npy", np.asarray(scores))
-    if args.head.startswith("rich"):  # the rich space's encoding identification, for the fused rows
+    if (
+        args.head.startswith("rich") or args.head == "demo"
+    ):  # the rich space's encoding identification, for the fused rows
         from neurodecode.models.encoding_identification import EncodingIdentification
 
         k = datamodule.eval_index

@@ -39,7 +39,8 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             importlib.import_module(f"benchmarks.bench_{name}").main([])
-        except Exception:  # report and go on: one broken benchmark must not hide the others
+        except (Exception, SystemExit):  # report and go on: one broken benchmark (or its
+            # argument parser's exit) must not hide the others
             traceback.print_exc()
             failed.append(name)
         print(f"--- {name}: {time.perf_counter() - t0:.0f} s", flush=True)
