@@ -122,3 +122,45 @@ def test_simulate_accepts_an_empty_out_folder_and_refuses_a_full_one(tmp_path, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("neurodecode simulate: error: ") and "already exists" in err
+
+
+def test_fit_experiment_resumes_a_killed_fit_from_its_last_whole_checkpoint(
+    tiny_nsd, tiny_store, tmp_path
+):
+    """``neurodecode demo``'s fit (``fit_experiment(resume_key=...)``): a rerun after 2 of 3
+    epochs trains the third only, a truncated newer checkpoint is skipped, and a finished fit is
+    reused as it is."""
+    import numpy as np
+    import yaml
+
+    from neurodecode.cli.lightning import fit_experiment, latest_checkpoint
+
+    experiment = yaml.safe_load((REPO / "experiments/sim_retrieval.yaml").read_text())
+    experiment["data"]["init_args"].update(
+        root=str(tiny_nsd),
+        feature_store=str(tiny_store),
+        feature_model="gt-projection",
+        feature_layer="image",
+        val_images=10,
+    )
+    experiment["model"]["init_args"].update(
+        hidden_dim=32, n_blocks=1, projector_dim=32, prior=None, test_n_draws=3
+    )
+    experiment["trainer"].update(max_epochs=2, enable_progress_bar=False)
+    _, _, first = fit_experiment(experiment, tmp_path, resume_key="k")
+    assert first["resumed_from"] is None and first["epochs"] == 2
+    folder = tmp_path / "checkpoints" / "k"
+    whole = latest_checkpoint(folder)
+    assert whole is not None and "epoch=1" in whole.name
+    (folder / "epoch=9-step=99.ckpt").write_bytes(b"killed while writing")  # newest, unreadable
+    assert latest_checkpoint(folder) == whole
+
+    experiment["trainer"]["max_epochs"] = 3  # a longer run of the same fit goes on from epoch 2
+    model, _, resumed = fit_experiment(experiment, tmp_path, resume_key="k")
+    assert resumed["resumed_from"] == str(whole) and resumed["epochs"] == 3
+    again, _, reused = fit_experiment(experiment, tmp_path, resume_key="k")
+    assert reused["epochs"] == 3 and "epoch=2" in reused["resumed_from"]
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the finished fit, not a new one
+    _, _, other = fit_experiment(experiment, tmp_path, resume_key="other")  # another key: fresh
+    assert other["resumed_from"] is None

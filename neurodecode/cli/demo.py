@@ -68,6 +68,29 @@ def demo_target(data_args: dict) -> tuple[str | None, str]:
     return None, fit_on
 
 
+def fit_key(experiment: dict, data: Path, store_path: Path, model_name: str, layer: str) -> str:
+    """16 hex digits naming everything the demo's fit depends on: the experiment (with its data
+    paths), the simulated world's files (size and modification time of its ground truth and
+    betas) and the store entry's settings and row count. The fit's checkpoints live under it, so
+    a rerun resumes (or reuses) only a fit of the same experiment on the same data."""
+    import hashlib
+
+    from neurodecode.features.store import FeatureStore
+
+    world = sorted(
+        (str(path.relative_to(data)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in Path(data).rglob("*")
+        if path.is_file() and path.suffix in (".h5", ".hdf5", ".mat", ".nii", ".gz")
+    )
+    store = FeatureStore(store_path)
+    entry = {
+        "settings": store.settings(model_name, layer),
+        "rows": len(store.stimulus_ids(model_name, layer)),
+    }
+    text = json.dumps([experiment, world, entry], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 on success."""
     from neurodecode.cli.config import load_config
@@ -98,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_epochs is not None:
         experiment["trainer"]["max_epochs"] = args.max_epochs
-    model, datamodule, training = fit_experiment(experiment, out)
+    model, datamodule, training = fit_experiment(
+        experiment, out, resume_key=fit_key(experiment, args.data, store_path, model_name, layer)
+    )
     model.save_pretrained(out / "decoder")
 
     steps("evaluate", "Evaluate: 300-way retrieval against the ceiling ladder")

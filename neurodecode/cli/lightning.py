@@ -146,7 +146,25 @@ class EpochLines(L.Callback):
         )
 
 
-def fit_experiment(experiment: dict, out: Path) -> tuple:
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest readable Lightning checkpoint (``*.ckpt``) in ``folder``, or ``None``.
+
+    Newest by modification time; a file that does not load (a run killed while writing it) is
+    skipped for the one before it.
+    """
+    import torch
+
+    for path in sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # truncated or corrupt: an earlier checkpoint may still be whole
+            continue
+        if isinstance(state, dict) and "state_dict" in state and "epoch" in state:
+            return path
+    return None
+
+
+def fit_experiment(experiment: dict, out: Path, resume_key: str | None = None) -> tuple:
     """Fit the model of an experiment config through LightningCLI, as ``neurodecode fit`` does.
 
     Parameters
@@ -159,11 +177,19 @@ def fit_experiment(experiment: dict, out: Path) -> tuple:
         also prints one line (:class:`EpochLines`).
     out : Path
         Run folder.
+    resume_key : str, optional
+        Checkpoints go to ``out / "checkpoints" / resume_key`` (one per epoch, the latest kept),
+        and a fit whose folder already holds one resumes from it (:func:`latest_checkpoint`):
+        a killed run goes on from its last finished epoch, a finished one is not trained
+        again. The key must name everything the fit depends on (``neurodecode demo`` hashes
+        the experiment and its data); without it Lightning's default checkpointing applies and
+        every call trains from scratch.
 
     Returns
     -------
     (model, datamodule, info)
-        ``info`` has ``epochs``, ``train_trials``, ``samples_per_s`` and ``fit_s``.
+        ``info`` has ``epochs``, ``train_trials``, ``samples_per_s``, ``fit_s`` and
+        ``resumed_from`` (the checkpoint resumed, or ``None``).
     """
     from lightning.pytorch.loggers import CSVLogger
 
@@ -187,15 +213,40 @@ def fit_experiment(experiment: dict, out: Path) -> tuple:
     assert isinstance(cli.trainer.logger, CSVLogger)
     if not sys.stdout.isatty():
         cli.trainer.callbacks.append(EpochLines())
+    resume_from = None
+    if resume_key is not None:
+        checkpoints = Path(out) / "checkpoints" / resume_key
+        callback = cli.trainer.checkpoint_callback
+        if callback is None:
+            from neurodecode.validation import InvalidInputError
+
+            raise InvalidInputError(
+                "resuming a fit needs checkpointing; the experiment sets "
+                "trainer.enable_checkpointing: false."
+            )
+        callback.dirpath = str(checkpoints.resolve())
+        resume_from = latest_checkpoint(checkpoints)
+        if resume_from is not None:
+            import torch
+
+            state = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)
+            done = int(state["epoch"]) + 1
+            print(f"    resuming the fit after epoch {done} from {resume_from}", flush=True)
     start = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(
+        cli.model,
+        datamodule=cli.datamodule,
+        ckpt_path=None if resume_from is None else str(resume_from),
+    )
     seconds = time.perf_counter() - start
     n_train = len(cli.datamodule.train_set)
     epochs = cli.trainer.current_epoch
+    trained = epochs - (0 if resume_from is None else done)
     info = {
         "epochs": epochs,
         "train_trials": n_train,
-        "samples_per_s": round(n_train * epochs / max(seconds, 1e-9), 1),
+        "samples_per_s": round(n_train * trained / max(seconds, 1e-9), 1),
         "fit_s": round(seconds, 1),
+        "resumed_from": None if resume_from is None else str(resume_from),
     }
     return cli.model, cli.datamodule, info
