@@ -150,10 +150,10 @@ def test_fit_experiment_resumes_a_killed_fit_from_its_last_whole_checkpoint(
     _, _, first = fit_experiment(experiment, tmp_path, resume_key="k")
     assert first["resumed_from"] is None and first["epochs"] == 2
     folder = tmp_path / "checkpoints" / "k"
-    whole = latest_checkpoint(folder)
-    assert whole is not None and "epoch=1" in whole.name
+    whole, done = latest_checkpoint(folder)
+    assert "epoch=1" in whole.name and done == 2
     (folder / "epoch=9-step=99.ckpt").write_bytes(b"killed while writing")  # newest, unreadable
-    assert latest_checkpoint(folder) == whole
+    assert latest_checkpoint(folder) == (whole, 2)
 
     experiment["trainer"]["max_epochs"] = 3  # a longer run of the same fit goes on from epoch 2
     model, _, resumed = fit_experiment(experiment, tmp_path, resume_key="k")

@@ -146,8 +146,9 @@ class EpochLines(L.Callback):
         )
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest readable Lightning checkpoint (``*.ckpt``) in ``folder``, or ``None``.
+def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
+    """The newest readable Lightning checkpoint (``*.ckpt``) in ``folder`` and the number of
+    epochs it completed, or ``None``.
 
     Newest by modification time; a file that does not load (a run killed while writing it) is
     skipped for the one before it.
@@ -160,7 +161,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
         except Exception:  # truncated or corrupt: an earlier checkpoint may still be whole
             continue
         if isinstance(state, dict) and "state_dict" in state and "epoch" in state:
-            return path
+            return path, int(state["epoch"]) + 1
     return None
 
 
@@ -225,12 +226,9 @@ def fit_experiment(experiment: dict, out: Path, resume_key: str | None = None) -
                 "trainer.enable_checkpointing: false."
             )
         callback.dirpath = str(checkpoints.resolve())
-        resume_from = latest_checkpoint(checkpoints)
-        if resume_from is not None:
-            import torch
-
-            state = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)
-            done = int(state["epoch"]) + 1
+        found = latest_checkpoint(checkpoints)
+        if found is not None:
+            resume_from, done = found
             print(f"    resuming the fit after epoch {done} from {resume_from}", flush=True)
     start = time.perf_counter()
     cli.trainer.fit(

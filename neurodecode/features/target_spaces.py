@@ -306,17 +306,18 @@ def fill_target_space(
     }
 
     def compute(batch: list[str]) -> np.ndarray:
-        # the training images' raw blocks are already computed (to fit the statistics)
+        # the training images' raw blocks are already computed (to fit the statistics); only the
+        # other images' are computed here, in batch order
         batch = [str(sid) for sid in batch]
-        new = [sid for sid in batch if sid not in fit_row]
-        fresh = raw(new) if new else None
-        new_row = {sid: row for row, sid in enumerate(new)}
+        known = np.array([sid in fit_row for sid in batch])
+        fresh = raw([sid for sid, k in zip(batch, known) if not k]) if not known.all() else {}
+        rows = [fit_row[sid] for sid, k in zip(batch, known) if k]
         out = {}
         for b in blocks:
-            rows = np.empty((len(batch), fitted[b].shape[1]), dtype=np.float32)
-            for i, sid in enumerate(batch):
-                rows[i] = fitted[b][fit_row[sid]] if sid in fit_row else fresh[b][new_row[sid]]
-            out[b] = rows
+            out[b] = np.empty((len(batch), fitted[b].shape[1]), dtype=np.float32)
+            out[b][known] = fitted[b][rows]
+            if b in fresh:
+                out[b][~known] = fresh[b]
         return statistics.apply(out)
 
     computed = store.fill(model_name, space, list(ids), compute, recorded, batch_size, progress)

@@ -150,6 +150,14 @@ def test_extract_writes_a_rich_target_the_datamodule_trains_on(tmp_path, tiny_ns
     )
     train_rows = store.read("targets", "pooled+rectified8", train_ids)
     np.testing.assert_allclose(train_rows.mean(0), 0, atol=1e-4)
+    # the training rows (written from the blocks kept from the fit) are each image's own
+    expected_train = target_space_features(
+        "pooled+rectified8",
+        statistics,
+        read_stimuli(tiny_nsd, train_ids),
+        store.read(EMBEDDING, "image", train_ids),
+    )
+    np.testing.assert_allclose(train_rows, expected_train, atol=1e-5)
 
     datamodule = NSDDataModule(
         root=str(tiny_nsd),
