@@ -19,12 +19,23 @@ SAE config (every section's keys are checked; unknown keys are errors)::
     evaluation: {eval_fraction: 0.1, dense_threshold: 0.1, dashboard_latents: 6, ...}
     export_saelens: false            # also write run_dir/saelens/ (SAELens's cfg.json +
                                      # sae_weights.safetensors; relu_l1/topk/jumprelu/batchtopk)
+    e2e: {objective: e2e+ds, ...}    # optional: train end to end instead (see below)
 
 ``source: vision_tokens`` (:mod:`neurodecode.cli.analyze_sae_vision`) trains on a ViT layer's
 patch (or class, or all) tokens streamed image batch by batch, and names latents after the
 planted category, colour or position they detect (``latent_labels.json``), e.g.
 ``data: {source: vision_tokens, model_name: sim-clip-vit-tiny, layer: transformer.resblocks.0,
 tokens: patch}``.
+
+``source: clip`` takes its images from ``stimuli`` (null: ``n_images`` generated scenes; or a
+simulated world / NSD root, an image folder: the first ``n_images`` of it, null: all; categories
+for the zero-shot check come from a world's ``ground_truth.h5``).
+
+An ``e2e`` section (:mod:`neurodecode.cli.analyze_sae_e2e`; ``source: clip`` only) trains the SAE
+end to end (Braun et al. 2024): spliced into the image tower at ``data.layer``, on the KL between
+the tower's clean and patched zero-shot category logits (``e2e``), plus the normalised MSE of
+later layers' outputs (``e2e+ds``, default the output embedding ``visual``); its keys are
+:data:`E2E_KEYS`.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from neurodecode.cli.analyze_sae_vision import VISION_KEYS
 from neurodecode.cli.config import section
 from neurodecode.validation import InvalidInputError, check_file, check_keys, check_option
 
-TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation", "export_saelens")
+TOP_KEYS = ("run_dir", "seed", "data", "sae", "training", "evaluation", "export_saelens", "e2e")
 
 #: data source -> allowed keys (besides ``source``) with defaults.
 SOURCE_KEYS: dict[str, dict[str, Any]] = {
@@ -57,6 +68,7 @@ SOURCE_KEYS: dict[str, dict[str, Any]] = {
     "array": {"inputs": None, "targets": None, "stimulus_ids": None},
     "feature_store": {"path": None, "model_name": None, "layer": None, "target_layer": None},
     "clip": {
+        "stimuli": None,
         "sim_clip_preset": "default",
         "model_name": None,
         "pretrained": None,
@@ -86,6 +98,16 @@ EVALUATION_KEYS: dict[str, Any] = {
     "dense_threshold": 0.1,
     "dashboard_latents": 6,
     "dashboard_top": 6,
+}
+
+#: ``e2e`` section -> defaults (the section's presence selects end-to-end training).
+E2E_KEYS: dict[str, Any] = {
+    "objective": "e2e",  # e2e | e2e+ds
+    "kl_coefficient": 1.0,
+    "ds_coefficient": 1.0,  # e2e+ds only
+    "later_layers": ["visual"],  # e2e+ds only: modules of the CLIP model (visual: the embedding)
+    "logit_scale": None,  # null: the model's own (exp of its logit_scale)
+    "compare_local": True,  # also train a local-MSE SAE of the same config and score it alike
 }
 
 
@@ -137,6 +159,7 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
         [*shared, *SAE_REGISTRY[architecture].hyperparameters],
     )
     assert issubclass(SAE_REGISTRY[architecture], SparseAutoencoder)
+    e2e = _e2e_section(config, data, sae, architecture, where) if "e2e" in config else None
     return {
         "run_dir": Path(config["run_dir"]),
         "seed": int(config.get("seed", 0)),
@@ -147,6 +170,71 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
         "export_saelens": _export_flag(
             config.get("export_saelens", False), architecture, sae, where
         ),
+        "e2e": e2e,
+    }
+
+
+def _e2e_section(
+    config: dict[str, Any], data: dict[str, Any], sae: dict[str, Any], architecture: str, where: str
+) -> dict[str, Any]:
+    """The ``e2e`` section merged over :data:`E2E_KEYS`, checked against the rest of the config."""
+    from neurodecode.analysis.sae.e2e import E2E_ARCHITECTURES
+
+    e2e = section(config, "e2e", E2E_KEYS, where)
+    objective = check_option(f"{where} e2e.objective", e2e["objective"], ("e2e", "e2e+ds"))
+    if data["source"] != "clip":
+        raise InvalidInputError(
+            f"{where}: an e2e section needs data.source: clip (the SAE is spliced into a CLIP "
+            f"image tower); got {data['source']!r}."
+        )
+    if data["capture"] != "output":
+        raise InvalidInputError(
+            f"{where}: an e2e SAE replaces the layer's output; set data.capture: output."
+        )
+    if architecture not in E2E_ARCHITECTURES:
+        raise InvalidInputError(
+            f"{where} e2e: end-to-end training takes sae.architecture in "
+            f"{list(E2E_ARCHITECTURES)}; got {architecture!r}."
+        )
+    if sae.get("transcoder") or sae.get("skip_connection"):
+        raise InvalidInputError(
+            f"{where} e2e: an end-to-end SAE replaces the layer's output; drop sae.transcoder "
+            "and sae.skip_connection."
+        )
+    given = config.get("e2e") or {}
+    if objective == "e2e" and {"ds_coefficient", "later_layers"} & set(given):
+        raise InvalidInputError(
+            f"{where} e2e: ds_coefficient and later_layers belong to objective e2e+ds; the "
+            "objective is e2e."
+        )
+    for key in ("kl_coefficient", "ds_coefficient"):
+        value = e2e[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise InvalidInputError(f"{where} e2e.{key} is {value!r}; expected a number >= 0.")
+    later = e2e["later_layers"]
+    if objective == "e2e+ds":
+        if not isinstance(later, list) or not later or not all(isinstance(n, str) for n in later):
+            raise InvalidInputError(
+                f"{where} e2e.later_layers is {later!r}; expected a non-empty list of module "
+                "names of the CLIP model, e.g. [visual] (the image embedding)."
+            )
+        if not e2e["ds_coefficient"] > 0:
+            raise InvalidInputError(f"{where} e2e.ds_coefficient must be > 0 for e2e+ds.")
+    scale = e2e["logit_scale"]
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0
+    ):
+        raise InvalidInputError(
+            f"{where} e2e.logit_scale is {scale!r}; expected a number > 0 or null (the model's)."
+        )
+    if not isinstance(e2e["compare_local"], bool):
+        raise InvalidInputError(
+            f"{where} e2e.compare_local is {e2e['compare_local']!r}; expected true or false."
+        )
+    return {
+        **e2e,
+        "later_layers": list(later) if objective == "e2e+ds" else [],
+        "ds_coefficient": float(e2e["ds_coefficient"]) if objective == "e2e+ds" else 0.0,
     }
 
 
@@ -234,7 +322,6 @@ def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
     import torch
 
     from neurodecode.analysis.sae.training import HookedActivationStream
-    from neurodecode.sim.stimuli import generate_stimuli
 
     if data["layer"] is None:
         raise InvalidInputError(
@@ -245,14 +332,13 @@ def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
             "a transcoder needs data.capture: io (the layer's input and output)."
         )
     encoder = _clip_encoder(data)
-    size = encoder.image_size
-    n, step = int(data["n_images"]), int(data["image_batch_size"])
-    stimuli = generate_stimuli(n, size=max(size, 8), seed=int(data["stimulus_seed"]))
+    images, category, captions, ids = clip_images(data, encoder.image_size)
+    n, step = len(images), int(data["image_batch_size"])
 
     def batch(i: int) -> torch.Tensor | None:
         if i * step >= n:
             return None
-        return encoder.preprocess_images(stimuli.images[i * step : (i + 1) * step])
+        return encoder.preprocess_images(images[i * step : (i + 1) * step])
 
     stream = HookedActivationStream(
         encoder.model,
@@ -271,26 +357,79 @@ def _load_clip(data: dict[str, Any], transcoder: bool) -> _LoadedData:
     inputs = np.concatenate(firsts).reshape(n, rows_per_image, -1)
     targets = np.concatenate(seconds).reshape(n, rows_per_image, -1) if seconds else None
     loaded = _LoadedData(inputs, targets)
-    loaded.stimulus_ids = np.array([f"sim-{int(data['stimulus_seed'])}-{i}" for i in range(n)])
-    loaded.images = stimuli.images
-    loaded.captions = list(stimuli.captions)
-    n_down = min(int(data["n_downstream_images"]), n)
-    loaded.downstream = _clip_downstream(encoder, stream, stimuli, loaded, n_down, transcoder)
+    loaded.stimulus_ids = ids
+    loaded.images = images
+    loaded.captions = captions
+    if category is not None:  # the zero-shot check needs each image's category
+        n_down = min(int(data["n_downstream_images"]), n)
+        loaded.downstream = _clip_downstream(
+            encoder, stream, images, category, loaded, n_down, transcoder
+        )
     return loaded
 
 
+def clip_images(
+    data: dict[str, Any], image_size: int
+) -> tuple[np.ndarray, np.ndarray | None, list[str] | None, np.ndarray]:
+    """The images of a ``source: clip`` config: generated scenes, or read from ``data.stimuli``.
+
+    Parameters
+    ----------
+    data : dict
+        The validated ``data`` section (``stimuli``, ``n_images``, ``stimulus_seed``).
+    image_size : int
+        Side in pixels of generated scenes (the model's input size; read images keep theirs).
+
+    Returns
+    -------
+    images : ndarray, shape (n, H, W, 3), uint8
+    category : ndarray of str, shape (n,), or None
+        Each image's category (:data:`neurodecode.sim.stimuli.CATEGORIES`); None when unknown
+        (images not from a simulated world).
+    captions : list of str, or None
+    stimulus_ids : ndarray of str, shape (n,)
+    """
+    n_images = data["n_images"]
+    if data["stimuli"] is None:
+        from neurodecode.sim.stimuli import generate_stimuli
+
+        if n_images is None:
+            raise InvalidInputError("data.n_images is needed when data.stimuli is null.")
+        n, seed = int(n_images), int(data["stimulus_seed"])
+        stimuli = generate_stimuli(n, size=max(image_size, 8), seed=seed)
+        ids = np.array([f"sim-{seed}-{i}" for i in range(n)])
+        return stimuli.images, np.asarray(stimuli.category), list(stimuli.captions), ids
+    from neurodecode.cli.analyze_sae_vision import _open_images
+
+    opened, attributes, captions = _open_images(data, image_size)
+    if len(opened) < 2:
+        raise InvalidInputError(
+            f"data.stimuli {data['stimuli']} holds {len(opened)} images; expected >= 2."
+        )
+    images = opened.take(np.arange(len(opened)))
+    category = None if attributes is None else np.asarray(attributes["category"])
+    return images, category, captions, np.asarray(opened.ids).astype(str)
+
+
 def _clip_encoder(data: dict[str, Any]) -> Any:
+    # importing embedded.clip registers the sim-clip-* model configs that load_clip may be named
+    from neurodecode.embedded.clip import get_sim_clip
+
     if data["model_name"] is not None:
         from neurodecode.features.clip import load_clip
 
         return load_clip(data["model_name"], data["pretrained"])
-    from neurodecode.embedded.clip import get_sim_clip
-
     return get_sim_clip(data["sim_clip_preset"], progress=False)
 
 
 def _clip_downstream(
-    encoder: Any, stream: Any, stimuli: Any, loaded: _LoadedData, n_images: int, transcoder: bool
+    encoder: Any,
+    stream: Any,
+    all_images: np.ndarray,
+    category: np.ndarray,
+    loaded: _LoadedData,
+    n_images: int,
+    transcoder: bool,
 ) -> Callable[[Any], dict[str, Any]]:
     """Zero-shot category accuracy with the hooked layer's output replaced by given activations.
 
@@ -304,8 +443,8 @@ def _clip_downstream(
     from neurodecode.embedded.clip import CATEGORY_PROMPTS
     from neurodecode.sim.stimuli import CATEGORIES
 
-    images = stimuli.images[:n_images]
-    truth = np.asarray(stimuli.category[:n_images])
+    images = all_images[:n_images]
+    truth = np.asarray(category[:n_images])
     prompts = encoder.encode_text([CATEGORY_PROMPTS[c] for c in CATEGORIES], normalize=True)
     captured_in = torch.from_numpy(loaded.inputs[:n_images])
     captured_out = torch.from_numpy((loaded.targets if transcoder else loaded.inputs)[:n_images])
@@ -368,6 +507,10 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
         from neurodecode.cli.analyze_sae_vision import run_vision_tokens
 
         return run_vision_tokens(cfg, config)
+    if cfg["e2e"] is not None:
+        from neurodecode.cli.analyze_sae_e2e import run_e2e
+
+        return run_e2e(cfg, config)
     run_dir, data_cfg, sae_cfg = cfg["run_dir"], cfg["data"], dict(cfg["sae"])
     training, evaluation = cfg["training"], cfg["evaluation"]
     transcoder = bool(sae_cfg.get("transcoder", False))
