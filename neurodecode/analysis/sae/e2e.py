@@ -26,7 +26,9 @@ folder (:func:`save_e2e_sae` records the objective, layer and coefficients in th
 ``metadata.training``); only the training path differs: :class:`E2ETrainingModule` subclasses the
 Lightning module of :mod:`neurodecode.analysis.sae.training` and :func:`train_e2e_sae` fits it.
 :func:`e2e_evaluation` reports what Braun et al. compare at equal L0: downstream KL, the task
-accuracy with and without the replacement, FVU at the layer, and L0.
+accuracy with and without the replacement, FVU at the layer, and L0. From the command line:
+``neurodecode analyze sae`` with an ``e2e`` section (:mod:`neurodecode.cli.analyze_sae_e2e`,
+``experiments/sae_e2e.yaml``) trains one in a CLIP image tower.
 """
 
 from __future__ import annotations
