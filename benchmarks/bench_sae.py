@@ -219,9 +219,12 @@ def _import_sparse_coder() -> tuple[Any, Any]:
     """
     import importlib
     import importlib.util
+    import os
     import sys
     import types
 
+    if not torch.cuda.is_available():  # its Triton kernels need a GPU; the CPU path is torch's
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
     try:
         from sparsify import SparseCoder, SparseCoderConfig
 

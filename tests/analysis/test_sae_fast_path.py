@@ -214,3 +214,45 @@ def test_bfloat16_selection_keeps_exact_values_and_the_exact_picks_where_rows_ha
         assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-3), key
     with pytest.raises(InvalidInputError, match="selection_precision"):
         create_sae("topk", 4, 8, selection_precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("options", "transcoder"),
+    [({"k": 5}, False), ({"k": 5, "selection_precision": "bfloat16"}, False), ({"k": 4}, True)],
+)
+def test_written_gradients_equal_the_autograd_gradients(options, transcoder):
+    torch.manual_seed(3)
+    kwargs = {"transcoder": True, "d_out": 11} if transcoder else {}
+    sae = create_sae("topk", 16, 96, dead_window=10**9, **options, **kwargs)
+    with torch.no_grad():  # every term non-trivial: biases, scales, a transcoder's centre
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(-6.0, 1.0)  # some picked pre-activations are negative: the ReLU
+        sae.input_scale.fill_(1.3)
+        sae.output_scale.fill_(0.7 if transcoder else 1.3)
+        sae.input_centre.normal_()
+    twin = copy.deepcopy(sae)
+    x = torch.randn(70, 16)
+    target = torch.randn(70, 11) if transcoder else None
+    loss = twin.training_loss(x, target)["loss"]
+    loss.backward()
+    written = sae.write_training_gradients(x, target)
+    assert written is not None
+    assert torch.allclose(written, loss.detach(), rtol=1e-6)
+    for (name, p), q in zip(twin.named_parameters(), sae.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+        assert p.grad.abs().max() > 0, name  # the comparison is not between zeros
+        # optimisers (torch's fused Adam) read a gradient in the parameter's strides
+        assert q.grad.stride() == q.stride(), name
+    assert torch.equal(twin.rows_since_fired, sae.rows_since_fired)
+    fired = twin.rows_since_fired == 0
+    assert 0 < fired.sum() < 96 and sae.b_enc.grad[~fired].abs().max() == 0
+
+
+def test_written_gradients_defer_to_autograd_for_auxk_and_skip_connections():
+    x = torch.randn(32, 8)
+    near_dead = create_sae("topk", 8, 24, k=2, dead_window=40)
+    assert near_dead.write_training_gradients(x) is not None  # 32 rows: nothing can be dead
+    # after 64 rows a latent may be dead, as the autograd path would count before its AuxK
+    assert near_dead.write_training_gradients(x) is None
+    skip = create_sae("topk", 8, 24, k=2, transcoder=True, d_out=6, skip_connection=True)
+    assert skip.write_training_gradients(x, torch.randn(32, 6)) is None

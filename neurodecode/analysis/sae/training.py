@@ -117,7 +117,8 @@ class SAETrainingModule(pl.LightningModule):
         """Train for ``steps`` steps in a plain loop, Lightning's automatic optimisation unrolled.
 
         Per step, in Lightning's order: the loss of :meth:`training_step` (nothing logged),
-        ``zero_grad``, backward, :meth:`on_before_optimizer_step` (the decoder-parallel
+        ``zero_grad``, backward (or the SAE's own ``write_training_gradients``, where it has
+        one and the step allows it: the same gradients without autograd), :meth:`on_before_optimizer_step` (the decoder-parallel
         gradient removed), gradient-norm clipping at ``gradient_clip`` over every parameter,
         the optimiser step, the per-step scheduler step and :meth:`on_train_batch_end` (decoder
         rows renormalised); the module goes back to the CPU at the end, as Lightning's teardown
@@ -156,9 +157,13 @@ class SAETrainingModule(pl.LightningModule):
                 else:
                     batch = batch.to(device, non_blocking=True)
                 x, target = self._split(batch)
-                loss = self.sae.training_loss(x, target)["loss"]
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # an SAE that can write its own gradients does (the same values, fewer kernels)
+                write = getattr(self.sae, "write_training_gradients", None)
+                if write is None or write(x, target) is None:
+                    loss = self.sae.training_loss(x, target)["loss"]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 self.on_before_optimizer_step(optimizer)
                 if gradient_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
