@@ -128,7 +128,17 @@ def test_geometric_median_known_cases():
 
 def test_initialisation_sets_b_dec_scale_and_encoder_as_decoder_transpose():
     sae = create_sae("topk", 2, 6, k=2)
-    assert torch.allclose(sae.W_enc, sae.W_dec.T)
+    # TopK's tied encoder starts with entries of RMS 1/64: scale sqrt(d_in) / 64
+    assert sae.encoder_init_scale == pytest.approx(np.sqrt(2) / 64)
+    assert torch.allclose(sae.W_enc, sae.encoder_init_scale * sae.W_dec.T)
+    assert create_sae("topk", 8192, 4, k=2).encoder_init_scale == 1.0  # at most 1
+    unit = create_sae("relu_l1", 2, 6)  # no rule: the plain transpose
+    assert torch.allclose(unit.W_enc, unit.W_dec.T)
+    chosen = create_sae("topk", 2, 6, k=2, encoder_init_scale=0.5)
+    assert torch.allclose(chosen.W_enc, 0.5 * chosen.W_dec.T)
+    assert create_sae(**chosen.config()).encoder_init_scale == 0.5  # saved with the config
+    with pytest.raises(InvalidInputError, match="encoder_init_scale"):
+        create_sae("topk", 2, 6, k=2, encoder_init_scale=0.0)
     assert torch.allclose(sae.decoder_norms(), torch.ones(6))
     points = torch.tensor([[0.0, 0.0], [1.0, 0.1], [-1.0, 0.1]])
     sae.initialize_from_sample(points)

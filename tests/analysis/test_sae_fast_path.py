@@ -223,7 +223,7 @@ def test_bfloat16_selection_keeps_exact_values_and_the_exact_picks_where_rows_ha
 def test_written_gradients_equal_the_autograd_gradients(options, transcoder):
     torch.manual_seed(3)
     kwargs = {"transcoder": True, "d_out": 11} if transcoder else {}
-    sae = create_sae("topk", 16, 96, dead_window=10**9, **options, **kwargs)
+    sae = create_sae("topk", 16, 96, dead_window=10**9, encoder_init_scale=1.0, **options, **kwargs)
     with torch.no_grad():  # every term non-trivial: biases, scales, a transcoder's centre
         sae.b_dec.normal_()
         sae.b_enc.normal_(-6.0, 1.0)  # some picked pre-activations are negative: the ReLU

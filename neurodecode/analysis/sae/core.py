@@ -148,6 +148,13 @@ class SparseAutoencoder(PretrainedMixin, nn.Module):
         normalised activations have ``E||x||² = d``.
     dead_window : int
         A latent that has not fired in this many training rows counts as dead (AuxK target).
+    encoder_init_scale : float, optional
+        An SAE's encoder starts as ``encoder_init_scale · W_decᵀ`` (the tied initialisation of
+        Gao et al. 2024, scaled as in Anthropic's April 2024 update). Default: the
+        architecture's ``encoder_init_rms`` rule when it has one (encoder entries of RMS
+        ``encoder_init_rms``, i.e. ``min(1, encoder_init_rms · sqrt(d_in))``), else 1. Adam moves
+        every entry by about the learning rate per step whatever its size, so smaller entries
+        learn faster early on. Transcoders (``d_in != d_out``) start from a random encoder.
     **hyperparameters
         The subclass's ``hyperparameters`` (see each class).
     """
@@ -155,6 +162,9 @@ class SparseAutoencoder(PretrainedMixin, nn.Module):
     architecture: ClassVar[str] = ""
     #: name -> default of the architecture-specific options.
     hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: RMS of the tied encoder's entries at initialisation (``None``: scale 1); see
+    #: ``encoder_init_scale``.
+    encoder_init_rms: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -167,6 +177,7 @@ class SparseAutoencoder(PretrainedMixin, nn.Module):
         unit_norm_decoder: bool = True,
         normalize_activations: bool = True,
         dead_window: int = 10_000_000,
+        encoder_init_scale: float | None = None,
         **hyperparameters: Any,
     ) -> None:
         super().__init__()
@@ -192,8 +203,14 @@ class SparseAutoencoder(PretrainedMixin, nn.Module):
         decoder = torch.randn(self.n_latents, self.d_out)
         decoder = decoder / torch.linalg.vector_norm(decoder, dim=1, keepdim=True)
         self.W_dec = nn.Parameter(decoder)
+        if encoder_init_scale is None:
+            rms = self.encoder_init_rms
+            encoder_init_scale = 1.0 if rms is None else min(1.0, rms * math.sqrt(self.d_in))
+        if not encoder_init_scale > 0:
+            raise InvalidInputError(f"encoder_init_scale must be > 0; got {encoder_init_scale}.")
+        self.encoder_init_scale = float(encoder_init_scale)
         if self.d_in == self.d_out:
-            encoder = decoder.T.clone()
+            encoder = decoder.T.clone() * self.encoder_init_scale
         else:
             encoder = torch.randn(self.d_in, self.n_latents) / math.sqrt(self.d_in)
         self.W_enc = nn.Parameter(encoder)
@@ -219,6 +236,7 @@ class SparseAutoencoder(PretrainedMixin, nn.Module):
             "unit_norm_decoder": self.unit_norm_decoder,
             "normalize_activations": self.normalize_activations,
             "dead_window": self.dead_window,
+            "encoder_init_scale": self.encoder_init_scale,
             **self.options,
         }
         if self.transcoder:
