@@ -79,10 +79,42 @@ def _fused_rows(runs: Path, result: dict) -> dict:
     fused = {}
     for head in result:
         head_file = runs / head / "test_scores.npy"
-        if head in HEADS and head_file.is_file():
+        if head.split("-seed")[0] in HEADS and head_file.is_file():
             both = fused_identification([np.load(head_file), likelihoods], 300, 30, seed=0)
             fused[head] = _rounded({k: both[k] for k in (*TOP1, "brain_to_image_top5")})
     return fused
+
+
+def _ensemble(args: argparse.Namespace) -> dict:
+    """Average the unit-normalised embeddings of several finished fits (same head, other seeds)
+    and score the average like one head: validation n-way and test 300-way top-1, cosine."""
+    from neurodecode.evaluate.retrieval import cosine_scores, n_way_identification
+
+    def mean_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        runs = [np.load(args.runs / run / f"{name}_embeddings.npy") for run in args.ensemble]
+        targets = [np.load(args.runs / run / f"{name}_targets.npy") for run in args.ensemble]
+        if any(not np.array_equal(t, targets[0]) for t in targets):
+            raise SystemExit(f"--ensemble: the runs' {name} targets differ (other splits?)")
+        unit = [r / np.linalg.norm(r, axis=1, keepdims=True) for r in runs]
+        return np.mean(unit, axis=0), targets[0]
+
+    row = {"members": list(args.ensemble)}
+    for name, n_way in (("validation", None), ("test", 300)):
+        embeddings, targets = mean_of(name)
+        n = len(targets) if n_way is None else min(n_way, len(targets))
+        scores = cosine_scores(embeddings, targets)
+        row[name] = {
+            "n_way": n,
+            **_rounded(
+                {k: v for k, v in n_way_identification(scores, n, 30, seed=0).items() if k in TOP1}
+            ),
+        }
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result.setdefault("ensembles", {})["+".join(args.ensemble)] = row
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(row, indent=1), flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -102,6 +134,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the YAML's")
     parser.add_argument("--runs", type=Path, default=Path("runs/rich_head"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed_everything (model init, dropout); the "
+        "datamodule's seed, hence the held-out images, stays the YAML's. Result key: HEAD-seedN",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="fit nothing: average the unit-normalised embeddings saved by earlier fits (result "
+        "keys, e.g. demo demo-seed1) and score the ensemble on validation and test",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -122,9 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"fused with enc-id (rich): {result['fused_with_encid_rich']}", flush=True)
         return result
+    if args.ensemble:
+        return _ensemble(args)
     if args.head is None:
         args.head = DEFAULT_HEAD
     config_file, overrides, data_overrides = HEADS[args.head]
+    key = args.head if args.seed is None else f"{args.head}-seed{args.seed}"
     experiment = load_config(config_file, required=("model", "data", "trainer"))
     experiment["model"].setdefault("init_args", {}).update(overrides)
     init = experiment["data"].setdefault("init_args", {})
@@ -135,7 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
         experiment["trainer"]["max_epochs"] = args.max_epochs
     if args.batch_size is not None:
         init["batch_size"] = args.batch_size
-    out = args.runs / args.head
+    if args.seed is not None:
+        experiment["seed_everything"] = args.seed
+    out = args.runs / key
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.head}: fitting {config_file.name} {overrides} -> {out}", flush=True)
     model, datamodule, training = fit_experiment(experiment, out)
@@ -148,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     val_emb = model.embed(val.data, subject).cpu().numpy()
     n_val = len(val)
     validation = n_way_identification(cosine_scores(val_emb, val_targets), n_val, 30, seed=0)
+    np.save(out / "validation_embeddings.npy", val_emb.reshape(n_val, -1))
+    np.save(out / "validation_targets.npy", val_targets)
 
     t0 = time.perf_counter()
     sharedix = np.asarray(read_ground_truth(args.data).sharedix)
@@ -157,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     targets = datamodule.test_targets[perm].reshape(len(perm), -1)
     scores = cosine_scores(test_emb[perm].reshape(len(perm), -1), targets)
     np.save(out / "test_scores.npy", np.asarray(scores))
+    np.save(out / "test_embeddings.npy", test_emb[perm].reshape(len(perm), -1))
+    np.save(out / "test_targets.npy", targets)
     if (
         args.head.startswith("rich") or args.head == "demo"
     ):  # the rich space's encoding identification, for the fused rows
@@ -180,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
         np.save(args.runs / "encid_rich_test_scores.npy", likelihoods)
 
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result[args.head] = {
+    result[key] = {
+        "seed_everything": experiment.get("seed_everything"),
         "experiment": str(config_file.relative_to(REPO)),
         "model_overrides": overrides,
         "data_overrides": data_overrides,
@@ -195,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["fused_with_encid_rich"] = _fused_rows(args.runs, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result[args.head], indent=1), flush=True)
+    print(json.dumps(result[key], indent=1), flush=True)
     print(f"fused with enc-id (rich): {result.get('fused_with_encid_rich')}", flush=True)
     return result
 
