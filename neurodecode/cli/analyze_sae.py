@@ -510,7 +510,7 @@ def run_sae(config: dict[str, Any], config_path: Path | None = None) -> Path:
     if cfg["e2e"] is not None:
         from neurodecode.cli.analyze_sae_e2e import run_e2e
 
-        return run_e2e(cfg, config)
+        return run_e2e(cfg, config, _clip_encoder, clip_images)
     run_dir, data_cfg, sae_cfg = cfg["run_dir"], cfg["data"], dict(cfg["sae"])
     training, evaluation = cfg["training"], cfg["evaluation"]
     transcoder = bool(sae_cfg.get("transcoder", False))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,12 @@ def zero_shot_logits(encoder: Any, logit_scale: float | None = None) -> tuple[An
     return forward, scale
 
 
-def run_e2e(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
+def run_e2e(
+    cfg: dict[str, Any],
+    config: dict[str, Any],
+    open_encoder: Callable[[dict[str, Any]], Any],
+    read_images: Callable[[dict[str, Any], int], tuple],
+) -> Path:
     """Train, save and score an end-to-end SAE as the validated ``cfg`` says; the run folder.
 
     Parameters
@@ -104,6 +110,11 @@ def run_e2e(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         (``data.source`` is ``clip``).
     config : dict
         The config as read (written to ``run_dir/config.yaml``).
+    open_encoder, read_images : callable
+        The ``clip`` source's readers, given by the caller (``neurodecode.cli.analyze_sae``):
+        ``open_encoder(cfg["data"])`` gives the CLIP image encoder (``.model``,
+        ``.image_size``); ``read_images(cfg["data"], image_size)`` gives (images, category,
+        captions, ids).
 
     Returns
     -------
@@ -132,7 +143,6 @@ def run_e2e(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
     from neurodecode.analysis.sae.metrics import evaluate_reconstruction
     from neurodecode.analysis.sae.pathology import kl_divergence, replaced_activations
     from neurodecode.analysis.sae.training import ArrayActivationDataModule, encode_rows, train_sae
-    from neurodecode.cli.analyze_sae import _clip_encoder, clip_images
     from neurodecode.plotting.sae_dashboard import latent_dashboard
     from neurodecode.sim.stimuli import CATEGORIES
 
@@ -149,11 +159,11 @@ def run_e2e(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
             f"an e2e run scores held-out images: evaluation.eval_fraction is {eval_fraction}; "
             "expected a fraction in (0, 1)."
         )
-    encoder = _clip_encoder(data)
+    encoder = open_encoder(data)
     network = encoder.model.eval()
     _check_modules(network, [layer], "data.layer")
     _check_modules(network, e2e["later_layers"], "e2e.later_layers")
-    images, category, captions, ids = clip_images(data, encoder.image_size)
+    images, category, captions, ids = read_images(data, encoder.image_size)
     n = len(images)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
