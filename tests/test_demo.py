@@ -123,3 +123,25 @@ def test_feature_oracle_encoder_takes_the_kernel_only_where_it_predicts_better()
     r = [np.corrcoef(predicted[:, v], truth[:, v])[0, 1] for v in range(2)]
     assert kernel_fraction == 0.5  # the linear voxel keeps its linear fit
     assert r[0] > 0.99 and r[1] > 0.7  # a linear ridge gets ~0 on the nonlinear one
+
+
+def test_demo_fits_the_subjects_the_world_has(tmp_path, capsys):
+    import pytest
+
+    from neurodecode.cli.demo import subjects_in_world
+    from neurodecode.data.nsd import BETAS_SUBDIR, find_nsd_subjects
+    from neurodecode.validation import InvalidInputError
+
+    assert find_nsd_subjects(tmp_path) == []
+    (tmp_path / "nsddata_betas/ppdata/subj01" / BETAS_SUBDIR).mkdir(parents=True)
+    (tmp_path / "nsddata_betas/ppdata/subj03").mkdir(parents=True)  # no betas folder
+    assert find_nsd_subjects(tmp_path) == ["subj01"]
+    args = {"subjects": ["subj01", "subj02"], "eval_subject": "subj01"}
+    subjects_in_world(args, tmp_path)
+    assert args["subjects"] == ["subj01"]
+    assert "has no subj02: fitting on subj01" in capsys.readouterr().out
+    both = {"subjects": ["subj01"]}
+    subjects_in_world(both, tmp_path)  # nothing missing: unchanged, silent
+    assert both == {"subjects": ["subj01"]} and capsys.readouterr().out == ""
+    with pytest.raises(InvalidInputError, match="evaluates subj02"):
+        subjects_in_world({"subjects": ["subj02"]}, tmp_path)

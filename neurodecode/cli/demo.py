@@ -68,6 +68,34 @@ def demo_target(data_args: dict) -> tuple[str | None, str]:
     return None, fit_on
 
 
+def subjects_in_world(data_args: dict, root: Path) -> None:
+    """Fit on the experiment's subjects that the world at ``root`` has (``data_args`` edited).
+
+    The demo's experiment trains on two subjects; a world written with one (``n_subjects: 1``)
+    fits the evaluated subject alone, and says so in one line. A world without the evaluated
+    subject is an error.
+    """
+    from neurodecode.data.nsd import find_nsd_subjects
+    from neurodecode.validation import InvalidInputError
+
+    present = set(find_nsd_subjects(root))
+    subjects = [str(s) for s in (data_args.get("subjects") or ["subj01"])]
+    eval_subject = str(data_args.get("eval_subject") or subjects[0])
+    if eval_subject not in present:
+        raise InvalidInputError(
+            f"the experiment evaluates {eval_subject} but {root} holds betas of "
+            f"{sorted(present) or 'no subject'} (expected nsddata_betas/ppdata/{eval_subject}/)."
+        )
+    missing = [s for s in subjects if s not in present]
+    if missing:
+        kept = [s for s in subjects if s in present]
+        print(
+            f"    {root} has no {', '.join(missing)}: fitting on {', '.join(kept)} "
+            f"(the experiment names {', '.join(subjects)})"
+        )
+        data_args["subjects"] = kept
+
+
 def fit_key(experiment: dict, data: Path, store_path: Path, model_name: str, layer: str) -> str:
     """16 hex digits naming everything the demo's fit depends on: the experiment (with its data
     paths), the simulated world's files (size and modification time of its ground truth and
@@ -113,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     steps("fit", "Fit the decoder of the experiment (LightningCLI, as `neurodecode fit`)")
+    subjects_in_world(data_args, args.data)
     data_args.update(
         root=str(args.data),
         feature_store=str(store_path),

@@ -123,6 +123,22 @@ def subject_index(subject: str) -> int:
     return int(match.group(1)) - 1
 
 
+def find_nsd_subjects(root: str | Path) -> list[str]:
+    """Subjects (``"subj01"`` ...) with a betas folder under ``root``, sorted; empty if none.
+
+    A subject counts when ``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR``
+    exists (its sessions are checked when read).
+    """
+    folder = Path(root) / "nsddata_betas/ppdata"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if re.fullmatch(r"subj\d\d", p.name) and (p / BETAS_SUBDIR).is_dir()
+    )
+
+
 def session_files(root: str | Path, subject: str) -> dict[int, Path]:
     """``{session number: betas file}`` for the sessions present (HDF5 preferred over NIfTI)."""
     folder = Path(root) / "nsddata_betas/ppdata" / subject / BETAS_SUBDIR
