@@ -256,3 +256,8 @@ def test_written_gradients_defer_to_autograd_for_auxk_and_skip_connections():
     assert near_dead.write_training_gradients(x) is None
     skip = create_sae("topk", 8, 24, k=2, transcoder=True, d_out=6, skip_connection=True)
     assert skip.write_training_gradients(x, torch.randn(32, 6)) is None
+
+
+def test_written_gradients_defer_to_autograd_below_float32():
+    sae = create_sae("topk", 8, 24, k=2).to(torch.bfloat16)
+    assert sae.write_training_gradients(torch.randn(16, 8, dtype=torch.bfloat16)) is None

@@ -358,8 +358,9 @@ class TopKSAE(_AuxKMixin):
         sorted by latent. Small SAEs spend most of an autograd step in per-operation overhead;
         this path has about a third of the operations.
 
-        Returns ``None`` (nothing written) when the step needs autograd: a skip connection, or
-        latents that may be dead (the AuxK term) — the caller then calls :meth:`training_loss`.
+        Returns ``None`` (nothing written) when the step needs autograd: a skip connection,
+        latents that may be dead (the AuxK term), or weights in a precision other than float32
+        / float64 (the sparse products' dtypes) — the caller then calls :meth:`training_loss`.
 
         Parameters
         ----------
@@ -376,7 +377,9 @@ class TopKSAE(_AuxKMixin):
         if self.transcoder and target is None:
             raise InvalidInputError("a transcoder needs a `target` batch.")
         # the autograd path counts this batch before its AuxK test: so does this one
-        if self.skip_connection or self._may_have_dead(more_rows=x.shape[0]):
+        if self.W_enc.dtype not in (torch.float32, torch.float64) or self.skip_connection:
+            return None
+        if self._may_have_dead(more_rows=x.shape[0]):
             return None
         xn = x * self.input_scale
         tn = (x if target is None else target) * self.output_scale
@@ -414,7 +417,7 @@ class TopKSAE(_AuxKMixin):
         def by_latent(weights: Tensor) -> Tensor:
             return _csr_matrix(crow_t, rows_t, weights[order], (self.n_latents, n_rows))
 
-        self.W_dec.grad = by_latent(values.reshape(-1)) @ grad_out
+        self.W_dec.grad = _in_layout_of(self.W_dec, by_latent(values.reshape(-1)) @ grad_out)
         self.W_enc.grad = _in_layout_of(self.W_enc, (by_latent(grad_pre) @ centred).t())
         grad_b_enc = torch.zeros_like(self.b_enc).index_add_(0, flat, grad_pre)
         self.b_enc.grad = grad_b_enc
