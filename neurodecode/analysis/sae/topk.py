@@ -211,6 +211,15 @@ def _csr_matrix(crow: Tensor, columns: Tensor, values: Tensor, shape: tuple[int,
         return torch.sparse_csr_tensor(crow, columns, values, shape, check_invariants=False)
 
 
+def _picks_pattern(index: Tensor, n_columns: int, dtype: torch.dtype) -> Tensor:
+    """(batch, n_columns) CSR matrix of zeros at ``index``'s entries (``index``: (batch, m)):
+    the pattern a sampled product (``torch.sparse.sampled_addmm``) fills."""
+    n_rows, m = index.shape
+    crow = torch.arange(0, n_rows * m + 1, m, device=index.device)
+    zeros = torch.zeros(n_rows * m, dtype=dtype, device=index.device)
+    return _csr_matrix(crow, index.reshape(-1), zeros, (n_rows, n_columns))
+
+
 def exact_preactivations(centred: Tensor, W_enc: Tensor, b_enc: Tensor, index: Tensor) -> Tensor:
     """``(centred @ W_enc + b_enc).gather(-1, index)`` without the dense product.
 
@@ -232,10 +241,7 @@ def exact_preactivations(centred: Tensor, W_enc: Tensor, b_enc: Tensor, index: T
     n_rows, m = index.shape
     if n_rows == 0 or m == 0:
         return centred.new_zeros(n_rows, m)
-    crow = torch.arange(0, n_rows * m + 1, m, device=index.device)
-    pattern = _csr_matrix(
-        crow, index.reshape(-1), centred.new_zeros(n_rows * m), (n_rows, W_enc.shape[1])
-    )
+    pattern = _picks_pattern(index, W_enc.shape[1], centred.dtype)
     picked = torch.sparse.sampled_addmm(pattern, centred, W_enc, beta=0.0).values()
     return picked.view(n_rows, m) + b_enc[index]
 
@@ -317,14 +323,7 @@ class TopKSAE(_AuxKMixin):
         k = min(int(self.options["k"]), self.n_latents)
         with torch.no_grad():
             centred = xn - centre
-            if self.options["selection_precision"] == "bfloat16":
-                scores = torch.addmm(
-                    self.b_enc.to(torch.bfloat16),
-                    centred.to(torch.bfloat16),
-                    self.W_enc.to(torch.bfloat16),
-                )
-            else:
-                scores = torch.addmm(self.b_enc, centred, self.W_enc)
+            scores = self._selection_scores(centred)
             index, picked = self._select(centred, scores, k)
         values = gathered_activations(
             xn, centre, self.W_enc, self.b_enc, None, index, picked=picked
@@ -387,14 +386,7 @@ class TopKSAE(_AuxKMixin):
         k = min(int(self.options["k"]), self.n_latents)
         n_rows = x.shape[0]
         centred = xn - centre
-        if self.options["selection_precision"] == "bfloat16":
-            scores = torch.addmm(
-                self.b_enc.to(torch.bfloat16),
-                centred.to(torch.bfloat16),
-                self.W_enc.to(torch.bfloat16),
-            )
-        else:
-            scores = torch.addmm(self.b_enc, centred, self.W_enc)
+        scores = self._selection_scores(centred)
         index, picked = self._select(centred, scores, k)
         del scores
         values = picked.clamp_min(0.0)
@@ -403,8 +395,7 @@ class TopKSAE(_AuxKMixin):
         loss = error.pow(2).sum() / n_rows
         grad_out = error.mul_(2.0 / n_rows)  # d loss / d output, (batch, d_out)
         flat = index.reshape(-1)
-        crow = torch.arange(0, flat.numel() + 1, index.shape[1], device=x.device)
-        pattern = _csr_matrix(crow, flat, values.new_zeros(flat.numel()), (n_rows, self.n_latents))
+        pattern = _picks_pattern(index, self.n_latents, values.dtype)
         grad_values = torch.sparse.sampled_addmm(pattern, grad_out, self.W_dec.t(), beta=0.0)
         grad_pre = grad_values.values().mul_(values.reshape(-1) > 0)  # through the ReLU
         # the picks sorted by latent: a (n_latents, batch) CSR matrix per weight
@@ -427,6 +418,18 @@ class TopKSAE(_AuxKMixin):
         self.b_dec.grad = grad_b_dec
         self._count_rows(index, values > 0)
         return loss
+
+    @torch.no_grad()
+    def _selection_scores(self, centred: Tensor) -> Tensor:
+        """Dense pre-activations (batch, n_latents) that pick the latents: in the encoder's
+        precision, or in bfloat16 with ``selection_precision="bfloat16"``."""
+        if self.options["selection_precision"] == "bfloat16":
+            return torch.addmm(
+                self.b_enc.to(torch.bfloat16),
+                centred.to(torch.bfloat16),
+                self.W_enc.to(torch.bfloat16),
+            )
+        return torch.addmm(self.b_enc, centred, self.W_enc)
 
     def _count_rows(self, index: Tensor, active: Tensor) -> None:
         """Advance ``rows_since_fired`` by the batch and zero it where a latent fired.

@@ -160,10 +160,8 @@ class SAETrainingModule(pl.LightningModule):
                 optimizer.zero_grad(set_to_none=True)
                 # an SAE that can write its own gradients does (the same values, fewer kernels)
                 write = getattr(self.sae, "write_training_gradients", None)
-                if write is None or write(x, target) is None:
-                    loss = self.sae.training_loss(x, target)["loss"]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                if write is None or write(x, target) is None:  # None: nothing was written
+                    self.sae.training_loss(x, target)["loss"].backward()
                 self.on_before_optimizer_step(optimizer)
                 if gradient_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
