@@ -131,6 +131,46 @@ def test_stream_yields_every_token_row_of_the_images():
     assert len(counts) == 48 and counts.min() >= 9 and counts.max() <= 11
 
 
+def test_stream_runs_the_tower_once_when_a_pass_fits_in_the_buffer():
+    # one class-token row per image: 10 images fit a 16-row buffer, so the rows of the first pass
+    # are reshuffled for every later pass instead of running the tower again
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.nn.Identity()
+            self.calls = 0
+
+        def forward(self, ids):
+            self.calls += 1
+            patch = torch.arange(3.0).expand(len(ids), 3)
+            return self.block(torch.stack([ids[:, None].expand(-1, 3).float(), patch], -1))
+
+    ids = torch.arange(10.0)
+    tower = Tokens()
+
+    def batches(i):
+        return ids[i * 4 : (i + 1) * 4] if i < 3 else None
+
+    stream = VisionTokenStream(
+        tower, "block", batches, batch_size=4, tokens="cls", buffer_rows=16, seed=1
+    )
+    drawn = [b for _, b in zip(range(50), stream)]  # 200 rows = 20 passes of 10 images
+    rows = torch.cat(drawn)
+    assert tower.calls == 3  # one pass of three image batches
+    assert rows.shape == (200, 2) and bool((rows[:, 1] == 0).all())  # class tokens only
+    _, counts = np.unique(rows[:, 0].numpy(), return_counts=True)
+    np.testing.assert_array_equal(counts, np.full(10, 20))  # every image once per pass
+    assert not torch.equal(rows[:10, 0].sort().values, rows[:10, 0])  # shuffled, not in order
+    # a batch larger than one pass is filled from the next passes
+    wide = VisionTokenStream(
+        Tokens(), "block", batches, batch_size=25, tokens="cls", buffer_rows=32
+    )
+    first = next(iter(wide))
+    assert first.shape == (25, 2)
+    _, counts = np.unique(first[:20, 0].numpy(), return_counts=True)
+    assert len(counts) == 10 and counts.max() == 2
+
+
 def test_vision_token_sae_runs_through_the_cli(tmp_path):
     config = {
         "run_dir": str(tmp_path / "run"),

@@ -113,7 +113,10 @@ class VisionTokenStream(IterableDataset):
         See :func:`select_tokens`.
     buffer_rows : int
         About the most rows held: image batches are added until half of it is full, then
-        batches are drawn at random from it until about a quarter remains.
+        batches are drawn at random from it until about a quarter remains. When one pass over
+        all images gives at most ``buffer_rows`` rows (e.g. ``tokens="cls"``: one row per
+        image), the rows of the first pass are kept and reshuffled for every later pass, and
+        the model is not run again (its activations are deterministic in eval mode).
     seed : int
     """
 
@@ -158,6 +161,8 @@ class VisionTokenStream(IterableDataset):
         generator = torch.Generator().manual_seed(self.seed)
         fill = max(self.batch_size, self.buffer_rows // 2)
         buffer = torch.empty(0)
+        first_pass: list[Tensor] | None = []  # every row of the first pass, while they fit
+        n_first = 0
         i = 0
         while True:
             pixels = self.image_batches(i)
@@ -165,18 +170,39 @@ class VisionTokenStream(IterableDataset):
             if pixels is None:
                 if i == 1:
                     raise InvalidInputError("the image stream gave no images.")
+                if first_pass is not None:
+                    # the whole image set fits in the buffer (e.g. one class token per image):
+                    # later passes would give the same rows, so stop running the tower
+                    yield from self._epochs(torch.cat(first_pass), generator)
                 i = 0  # next pass over the images
                 continue
             new = self.rows(pixels)
+            if first_pass is not None:
+                n_first += new.shape[0]
+                if n_first <= self.buffer_rows:
+                    first_pass.append(new)
+                else:
+                    first_pass = None
             buffer = new if buffer.numel() == 0 else torch.cat([buffer, new])
-            if buffer.shape[0] < fill:
-                continue
+            if buffer.shape[0] < fill or first_pass is not None:
+                continue  # (while the first pass may still fit, rows wait for it to end)
             # shuffle, draw batches, keep about half a buffer of rows to mix with the next images
             buffer = buffer[torch.randperm(buffer.shape[0], generator=generator)]
             n_draw = max(1, (buffer.shape[0] - fill // 2) // self.batch_size)
             for b in range(n_draw):
                 yield buffer[b * self.batch_size : (b + 1) * self.batch_size]
             buffer = buffer[n_draw * self.batch_size :]
+
+    def _epochs(self, rows: Tensor, generator: torch.Generator) -> Iterator[Tensor]:
+        """Endless batches from cached ``rows`` (N, D): each pass a new random order, every row
+        once per pass (a pass shorter than a batch is repeated to fill it)."""
+        carry = rows[:0]
+        while True:
+            order = torch.cat([carry, rows[torch.randperm(len(rows), generator=generator)]])
+            n_full = len(order) // self.batch_size
+            for b in range(n_full):
+                yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            carry = order[n_full * self.batch_size :]
 
 
 @torch.no_grad()
