@@ -14,7 +14,9 @@ SAE config (every section's keys are checked; unknown keys are errors)::
       architecture: topk             # relu_l1 | topk | batchtopk | jumprelu | gated | prolu |
                                      # matryoshka_batchtopk | switch
       n_latents: 512
-      ...                            # shared SAE options and the architecture's hyperparameters
+      ...                            # shared SAE options (transcoder, skip_connection,
+                                     # unit_norm_decoder, normalize_activations, dead_window,
+                                     # encoder_init_scale) and the architecture's hyperparameters
     training: {steps: 2000, batch_size: 512, lr: 1.0e-3, ...}
     evaluation: {eval_fraction: 0.1, dense_threshold: 0.1, dashboard_latents: 6, ...}
     export_saelens: false            # also write run_dir/saelens/ (SAELens's cfg.json +
@@ -23,7 +25,8 @@ SAE config (every section's keys are checked; unknown keys are errors)::
 
 ``source: vision_tokens`` (:mod:`neurodecode.cli.analyze_sae_vision`) trains on a ViT layer's
 patch (or class, or all) tokens streamed image batch by batch, and names latents after the
-planted category, colour or position they detect (``latent_labels.json``), e.g.
+planted category, colour or position they detect (``latent_labels.json``) and, for patch tokens,
+lists the latents whose peak patch follows the object (``object_tracking.json``), e.g.
 ``data: {source: vision_tokens, model_name: sim-clip-vit-tiny, layer: transformer.resblocks.0,
 tokens: patch}``.
 
@@ -152,6 +155,7 @@ def validate_sae_config(config: dict[str, Any], where: str = "config") -> dict[s
         "unit_norm_decoder",
         "normalize_activations",
         "dead_window",
+        "encoder_init_scale",
     )
     check_keys(
         f"{where} section 'sae' ({architecture})",

@@ -59,6 +59,21 @@ def test_analyze_sae_runs_end_to_end(tmp_path):
         torch.testing.assert_close(read_saelens(run / "saelens").encode(x), sae.eval().encode(x))
 
 
+def test_the_encoder_init_scale_is_a_config_option(tmp_path):
+    # the default (TopK: RMS 1/64 entries) and a YAML value reach the SAE and its saved config
+    config = _tiny_config(tmp_path / "run")
+    config["sae"]["encoder_init_scale"] = 0.5
+    config["training"]["steps"] = 5
+    path = tmp_path / "sae.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["analyze", "sae", "--config", str(path)]) == 0
+    saved = json.loads((tmp_path / "run" / "sae" / "config.json").read_text())
+    assert json.dumps(saved).count('"encoder_init_scale": 0.5') == 1
+    assert (
+        validate_sae_config(_tiny_config(tmp_path / "r"))["sae"].get("encoder_init_scale") is None
+    )
+
+
 def test_analyze_sae_transcoder_from_arrays(tmp_path):
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(300, 2, 6)).astype(np.float32)  # (stimuli, tokens, d)
