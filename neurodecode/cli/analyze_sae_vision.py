@@ -140,14 +140,19 @@ def _encoder(data: dict[str, Any]) -> Any:
     return load_clip(data["model_name"], data["pretrained"])
 
 
-def _dashboard_latents(labels: dict[str, Any] | None, n: int) -> list[int] | None:
-    """Up to ``n`` latents: the best matched one of each attribute in turn, then the next."""
+def _dashboard_latents(
+    labels: dict[str, Any] | None, n: int, tracking: list[int] = ()
+) -> list[int] | None:
+    """Up to ``n`` latents: the best matched one of each attribute in turn (object-tracking
+    latents count as one more attribute), then the next."""
     if labels is None:
         return None
     by_attribute: dict[str, list[int]] = {}
     for row in labels["latents"]:
         if row["matched"]:
             by_attribute.setdefault(row["attribute"], []).append(row["latent"])
+    if tracking:
+        by_attribute["tracks the object"] = list(tracking)
     chosen: list[int] = []
     while len(chosen) < n and any(by_attribute.values()):
         for queue in by_attribute.values():
@@ -176,6 +181,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
         image_latent_statistics,
         label_latents,
         merge_labels,
+        object_tracking_latents,
         patch_of_position,
         region_of_position,
     )
@@ -320,6 +326,25 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
             row["peak_token_share"] = float(column.max() / total[row["latent"]])
         metrics["labels"] = {k: v for k, v in labels.items() if k != "latents"}
         (run_dir / "latent_labels.json").write_text(json.dumps(labels["latents"], indent=1) + "\n")
+    tracking = None
+    square = patch_grid is not None and patch_grid[0] == patch_grid[1]
+    if attributes is not None and square and data["tokens"] == "patch":
+        # position as where a latent fires: its peak patch follows the object's centre
+        tracking = object_tracking_latents(
+            stats["argmax_token"],
+            stats["image_max"],
+            attributes["position"],
+            patch_grid[0],
+            n_shuffles=int(data["n_shuffles"]),
+            seed=seed,
+        )
+        metrics["object_tracking"] = {
+            **{k: v for k, v in tracking.items() if k != "latents"},
+            "best": tracking["latents"][:5],
+        }
+        (run_dir / "object_tracking.json").write_text(
+            json.dumps(tracking["latents"], indent=1) + "\n"
+        )
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
 
     patch_index = None
@@ -333,9 +358,18 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
             + ("" if r["matched"] else " (no match)")
             for r in labels["latents"]
         }
+    tracking_ids = [r["latent"] for r in tracking["latents"] if r["tracking"]] if tracking else []
+    if titles is not None:
+        for r in tracking["latents"] if tracking else []:
+            if r["tracking"]:
+                own = titles.get(r["latent"], "").split("\n")[0]
+                titles[r["latent"]] = (
+                    f"tracks object {r['hit_rate']:.0%} (shuffled {r['control_mean']:.0%})"
+                    + (f"\n{own}" if own else "")
+                )
     figure = latent_dashboard(
         stats["image_max"],
-        latent_ids=_dashboard_latents(labels, int(evaluation["dashboard_latents"])),
+        latent_ids=_dashboard_latents(labels, int(evaluation["dashboard_latents"]), tracking_ids),
         images=images,
         captions=captions,
         n_top=int(evaluation["dashboard_top"]),
@@ -350,5 +384,7 @@ def run_vision_tokens(cfg: dict[str, Any], config: dict[str, Any]) -> Path:
     line = ", ".join(f"{k}={v:.4g}" for k, v in summary.items())
     if labels is not None:
         line += ", matched " + ", ".join(f"{k} {v}" for k, v in labels["matched"].items())
+    if tracking is not None:
+        line += f", tracking the object {tracking['n_tracking']} of {tracking['n_scored']}"
     print(f"wrote {run_dir}: {line}")
     return run_dir

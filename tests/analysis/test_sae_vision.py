@@ -14,6 +14,7 @@ from neurodecode.analysis.sae.vision import (
     auroc_table,
     label_latents,
     merge_labels,
+    object_tracking_latents,
     patch_of_position,
     region_of_position,
     select_tokens,
@@ -96,6 +97,34 @@ def test_a_side_detector_is_labelled_by_its_region():
     assert result["matched"]["vertical"] == 0
     with pytest.raises(InvalidInputError, match="edges"):
         region_of_position(position, edges=(0.6, 0.4))
+
+
+def test_object_tracking_finds_the_latent_whose_peak_follows_the_object():
+    # planted on an 8 x 8 grid: latent 0 peaks at the object's patch (or a neighbour), latent 1
+    # always at patch 27 (a position code, blind to the object), latent 2 anywhere; latent 3 fires
+    # on too few images to be scored
+    rng = np.random.default_rng(4)
+    n, grid = 400, 8
+    position = rng.uniform(0.25, 0.75, size=(n, 2))
+    row, col = np.divmod(patch_of_position(position, grid), grid)
+    jitter = rng.integers(-1, 2, size=(n, 2))
+    follower = np.clip(row + jitter[:, 0], 0, 7) * grid + np.clip(col + jitter[:, 1], 0, 7)
+    peaks = np.stack([follower, np.full(n, 27), rng.integers(0, 64, n), rng.integers(0, 64, n)], 1)
+    maxima = np.ones((n, 4))
+    maxima[20:, 3] = 0
+    result = object_tracking_latents(peaks, maxima, position, grid, min_images=50, n_shuffles=10)
+    rows = {r["latent"]: r for r in result["latents"]}
+    assert set(rows) == {0, 1, 2} and result["n_tracking"] == 1
+    assert rows[0]["tracking"] and rows[0]["hit_rate"] == 1.0 and rows[0]["gain"] > 0.5
+    assert result["latents"][0]["latent"] == 0
+    # the fixed-patch latent hits objects near patch 27 as often as the shuffled control does
+    assert not rows[1]["tracking"] and rows[1]["hit_rate"] == pytest.approx(rows[1]["control_mean"])
+    assert not rows[2]["tracking"] and abs(rows[2]["gain"]) < 0.1
+    assert 0.1 < result["chance"] < 0.15  # 9 of 64 patches around an object in the middle
+    with pytest.raises(InvalidInputError, match="outside"):
+        object_tracking_latents(peaks + 64, maxima, position, grid)
+    with pytest.raises(InvalidInputError, match="one object position"):
+        object_tracking_latents(peaks, maxima, position[:10], grid)
 
 
 def test_patch_of_position_and_token_selection():
@@ -203,6 +232,11 @@ def test_vision_token_sae_runs_through_the_cli(tmp_path):
     ]
     assert planted, "no latent matched a planted category, colour or position"
     assert all(r["auroc"] > control[r["attribute"]] for r in planted)
+    tracking = json.loads((run / "object_tracking.json").read_text())
+    summary = metrics["object_tracking"]
+    assert summary["n_scored"] == len(tracking) and summary["radius"] == 1
+    assert summary["n_tracking"] == sum(r["tracking"] for r in tracking)
+    assert all(r["tracking"] <= (r["hit_rate"] > r["control_max"]) for r in tracking)
     assert (run / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -287,6 +287,119 @@ def patch_of_position(position: np.ndarray, grid: int) -> np.ndarray:
     return cells[:, 1] * grid + cells[:, 0]
 
 
+def object_tracking_latents(
+    argmax_token: np.ndarray,
+    image_max: np.ndarray,
+    position: np.ndarray,
+    grid: int,
+    radius: int = 1,
+    min_images: int = 50,
+    min_gain: float = 0.25,
+    n_shuffles: int = 20,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Latents whose peak patch follows the object: where they fire says where the object is.
+
+    A patch-token latent can encode position without any single patch being its preference: it
+    fires on the object wherever the object is, so its per-image maximum ignores position (the
+    AUROC labels of :func:`label_latents` miss it) while its *peak patch* tracks the object's
+    centre. For each latent, over the images it fires on, the hit rate is the fraction whose peak
+    patch lies within ``radius`` patches (Chebyshev distance) of the patch holding the object's
+    centre; the control re-pairs the same peaks with the positions of other images it fires on
+    (``n_shuffles`` permutations), which keeps the latent's own spatial preference and breaks
+    only the link to the object.
+
+    Parameters
+    ----------
+    argmax_token : ndarray of int, shape (n_images, n_latents)
+        Patch index (raster order over a ``grid x grid`` patch grid, class token dropped) where
+        each latent peaks in each image (:func:`image_latent_statistics`, ``tokens="patch"``).
+    image_max : ndarray, shape (n_images, n_latents)
+        The peak values; a latent fires on an image when its peak is > 0.
+    position : ndarray, shape (n_images, 2)
+        Object centre (x, y) in [0, 1] image coordinates, y down.
+    grid : int
+        Patches per side.
+    radius : int
+        Largest distance, in patches, of a hit.
+    min_images : int
+        Latents firing on fewer images are not scored.
+    min_gain : float
+        A latent is *tracking* when its hit rate beats every shuffle and exceeds the shuffles'
+        mean by at least this much.
+    n_shuffles, seed
+        Control permutations and their seed.
+
+    Returns
+    -------
+    dict
+        ``latents``: list of ``{latent, n_images, hit_rate, control_mean, control_max, gain,
+        tracking}`` for the scored latents, highest gain first; ``n_tracking``; ``n_scored``;
+        ``radius``; ``chance``: the hit rate of a peak patch drawn uniformly over the grid,
+        averaged over the object positions.
+    """
+    peaks = np.asarray(argmax_token, dtype=np.int64)
+    maxima = np.asarray(image_max)
+    if peaks.ndim != 2 or maxima.shape != peaks.shape:
+        raise InvalidInputError(
+            f"argmax_token has shape {peaks.shape} and image_max {maxima.shape}; expected the "
+            "same (n_images, n_latents) shape."
+        )
+    object_patch = patch_of_position(position, grid)
+    if len(object_patch) != len(peaks):
+        raise InvalidInputError(
+            f"position has {len(object_patch)} rows for {len(peaks)} images; expected one "
+            "object position per image."
+        )
+    if int(peaks.max(initial=0)) >= grid * grid or int(peaks.min(initial=0)) < 0:
+        raise InvalidInputError(
+            f"argmax_token holds patch indices outside 0..{grid * grid - 1} for grid={grid}; "
+            "expected patch tokens only (tokens='patch')."
+        )
+    obj_row, obj_col = np.divmod(object_patch, grid)
+
+    def hits(peak: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        peak_row, peak_col = np.divmod(peak, grid)
+        return np.maximum(np.abs(peak_row - row), np.abs(peak_col - col)) <= radius
+
+    cells = np.arange(grid * grid)
+    chance = float(
+        np.mean([hits(cells, r, c).mean() for r, c in zip(obj_row, obj_col, strict=True)])
+    )
+    rng = np.random.default_rng(seed)
+    rows = []
+    for latent in range(peaks.shape[1]):
+        fired = np.flatnonzero(maxima[:, latent] > 0)
+        if len(fired) < min_images:
+            continue
+        peak = peaks[fired, latent]
+        rate = float(hits(peak, obj_row[fired], obj_col[fired]).mean())
+        shuffled = []
+        for _ in range(n_shuffles):
+            other = rng.permutation(fired)
+            shuffled.append(float(hits(peak, obj_row[other], obj_col[other]).mean()))
+        control_mean, control_max = float(np.mean(shuffled)), float(np.max(shuffled))
+        rows.append(
+            {
+                "latent": latent,
+                "n_images": len(fired),
+                "hit_rate": rate,
+                "control_mean": control_mean,
+                "control_max": control_max,
+                "gain": rate - control_mean,
+                "tracking": bool(rate > control_max and rate - control_mean >= min_gain),
+            }
+        )
+    rows.sort(key=lambda r: -r["gain"])
+    return {
+        "latents": rows,
+        "n_tracking": sum(r["tracking"] for r in rows),
+        "n_scored": len(rows),
+        "radius": int(radius),
+        "chance": chance,
+    }
+
+
 def region_of_position(
     position: np.ndarray, edges: tuple[float, float] = (0.4, 0.6)
 ) -> dict[str, np.ndarray]:
