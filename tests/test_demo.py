@@ -83,6 +83,17 @@ def test_demo_runs_end_to_end_on_tiny(tmp_path, capsys):
     # keys in the decoder's rich space, values in sim-clip's (what the generator needs)
     assert condition.unit_pool.shape[1] > condition.unit_values.shape[1]
     assert str(recon["condition_temperature"]) in recon["condition_temperature_validation"]
+    # sampling and guidance chosen with the blend on validation images, saved for `reconstruct`
+    assert len(recon["sampling_validation"]) == 4  # (mean, nearest) x (1.5, 3)
+    assert (condition.sampling, condition.guidance_scale) == (
+        recon["sampling"],
+        recon["guidance_scale"],
+    )
+    best = max(recon["sampling_validation"].values(), key=lambda row: row["clip_2way"])
+    assert best["blend"] == recon["blend"]
+    # the generator's ceiling: the same generation from the true embeddings
+    assert "generator_true_embedding" in recon["ceiling"]
+    assert "| generator given the true embeddings (ceiling of the semantic part) |" in report
     captions = metrics["captions"]  # brain -> caption: ours, the shuffled control, the ceiling
     for key in ("decoded", "shuffled", "true_embedding"):
         assert 0 <= captions[key]["category_hit_rate"] <= 1

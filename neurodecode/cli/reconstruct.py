@@ -130,14 +130,34 @@ def run(args: argparse.Namespace) -> int:
         projection = load_condition(condition_dir)
         print(
             f"condition: retrieval output projected onto {projection.n_pool} training images' "
-            f"embeddings ({condition_dir}, temperature {projection.temperature:g})"
+            f"embeddings ({condition_dir}, temperature {projection.temperature:g}; "
+            + (
+                "each sample conditioned on one of the nearest images' embeddings"
+                if projection.sampling == "nearest"
+                else "every sample conditioned on the projection"
+            )
+            + (
+                ""
+                if projection.guidance_scale is None
+                else f", guidance {projection.guidance_scale:g}"
+            )
+            + ")"
         )
 
         def decoder_embed(batch: torch.Tensor) -> torch.Tensor:
             return projection(decoder.embed(batch, subject))
 
+        condition_args = {"guidance_scale": projection.guidance_scale}
+        if projection.sampling != "mean":
+
+            def sample_conditions(batch: torch.Tensor) -> torch.Tensor:
+                return projection.sample_conditions(decoder.embed(batch, subject), args.num_samples)
+
+            condition_args["sample_conditions"] = sample_conditions
+
     else:
         print("condition: samples of the decoder's diffusion prior")
+        condition_args = {}
 
         def decoder_embed(batch: torch.Tensor) -> torch.Tensor:
             return decoder.embed(
@@ -165,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         select_with=embed_images,
         batch_size=16,
         **lowlevel_args,
+        **condition_args,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(brain), desc="reconstruct", unit="trial")

@@ -6,7 +6,10 @@ default its retrieval output projected onto the embeddings of the subject's trai
 pathway (a closed-form ridge from voxels to a 16 px image, fitted on the repeat-averaged training
 trials) gives a blurry image; the embedded default generator draws ``num_samples`` images per
 trial by img2img from that blurry image at ``strength`` and keeps the one whose sim-clip embedding
-is closest to the predicted one (MindEye's best-of-n); the kept image is blended with the blurry
+is closest to the predicted one (MindEye's best-of-n). With the projection, what conditions the
+samples (the projection itself, or each sample the embedding of one of the ``num_samples``
+training images nearest to the decoded output) and the classifier-free guidance are chosen on the
+validation images (:data:`SAMPLING_GRID`, :data:`GUIDANCE_GRID`). The kept image is blended with the blurry
 one, as MindEye2 does to keep the low-level information; by default only in luminance
 (``blend_mode="luminance"``: light/dark layout from the blurry image, colours from the generated
 one). ``blend`` is chosen on the held-out *validation* images (never the test trials) by
@@ -31,6 +34,11 @@ from neurodecode.validation import InvalidInputError, check_option
 #: demo's validation images (never the test trials) among 0.3, 0.45, 0.6, 0.8 and 1.0
 #: (``benchmarks/README.md`` has the comparison).
 DEFAULT_STRENGTH = 0.45
+#: What conditions a trial's samples, searched on the validation images (see
+#: :meth:`neurodecode.reconstruct.conditioning.ImageManifoldProjection.sample_conditions`).
+SAMPLING_GRID = ("mean", "nearest")
+#: Classifier-free guidance searched on the validation images (the generator's default is 1.5).
+GUIDANCE_GRID = (1.5, 3.0)
 #: Blend weights searched on the validation images.
 BLEND_GRID = tuple(round(float(w), 2) for w in np.linspace(0.0, 1.0, 11))
 #: Side (px) of the low-level pathway's blurry image.
@@ -241,6 +249,8 @@ def reconstruct_and_score(
     blend: float | None = None,
     blend_mode: str = "luminance",
     condition: str = "manifold",
+    sampling: str | None = None,
+    guidance_scale: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Reconstruct the eval subject's test trials, score them and their controls, save a figure.
@@ -264,17 +274,32 @@ def reconstruct_and_score(
         images by :func:`choose_temperature`), or samples of the diffusion prior (MindEye1/2). On
         the default world's validation images the projection gave sim-clip 2-way 0.757 vs the
         prior's 0.708 (benchmarks/README.md, 2026-12-05).
+    sampling : {"mean", "nearest"}, optional
+        With ``condition="manifold"``: every sample conditioned on the projection, or each on one
+        of the ``num_samples`` nearest training images' embeddings (the projection still picks
+        the best). ``None`` chooses among :data:`SAMPLING_GRID` on the validation images.
+    guidance_scale : float, optional
+        Classifier-free guidance; ``None`` chooses among :data:`GUIDANCE_GRID` on the validation
+        images (``condition="manifold"``) or keeps the generator's default (``"prior"``).
+
+    Every choice made on the validation images (sampling and guidance jointly with the blend)
+    takes the candidate whose blend chosen by :func:`choose_blend` has the best CLIP 2-way; ties go
+    to the earlier candidate in grid order.
 
     Returns
     -------
     dict
         ``pixcorr``, ``ssim``, ``clip_2way`` (and the other available network metrics),
         ``controls.shuffled`` and ``controls.mean_image`` with the same keys, ``lowlevel`` (the
-        blurry image alone, same keys), ``strength``, ``blend``, ``blend_validation`` (the
-        validation scores per weight), ``networks``, ``n_trials``, ``table`` (markdown), with
-        ``condition="manifold"`` ``condition_temperature`` and
-        ``condition_temperature_validation`` (:func:`choose_temperature`), and, on a simulated
-        root, ``ceiling.lowlevel_noise_free`` (:func:`noise_free_lowlevel`, same keys).
+        blurry image alone, same keys), ``ceiling.generator_true_embedding`` (the same
+        generation from the test images' true embeddings, same low-level images and settings,
+        same keys), ``strength``, ``blend``, ``sampling``, ``guidance_scale``,
+        ``sampling_validation`` (each candidate's chosen blend and validation scores),
+        ``blend_validation`` (the chosen candidate's scores per weight), ``networks``,
+        ``n_trials``, ``table`` (markdown), with ``condition="manifold"``
+        ``condition_temperature`` and ``condition_temperature_validation``
+        (:func:`choose_temperature`), and, on a simulated root, ``ceiling.lowlevel_noise_free``
+        (:func:`noise_free_lowlevel`, same keys).
     """
     from neurodecode.data.nsd import read_stimuli
     from neurodecode.embedded.generator import get_sim_generator
@@ -282,6 +307,7 @@ def reconstruct_and_score(
     from neurodecode.plotting.reconstructions import plot_reconstructions
     from neurodecode.reconstruct.conditioning import (
         CONDITION_FOLDER,
+        SAMPLINGS,
         ImageManifoldProjection,
         save_condition,
     )
@@ -291,7 +317,7 @@ def reconstruct_and_score(
         LowLevelPathway,
         save_lowlevel,
     )
-    from neurodecode.reconstruct.reconstructor import Reconstructor
+    from neurodecode.reconstruct.reconstructor import Reconstructor, blend_images, select_best
 
     def embed_images(images: np.ndarray) -> torch.Tensor:
         return encoder.encode_image(images)
@@ -300,6 +326,9 @@ def reconstruct_and_score(
         uint8 = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return encoder.encode_image(uint8)
 
+    check_option("condition", condition, ("manifold", "prior"))
+    if sampling is not None:
+        check_option("sampling", sampling, SAMPLINGS)
     generator = get_sim_generator(embed_images, preset=preset, embed_key=str(encoder.settings))
     k = datamodule.eval_index
     subject = datamodule.eval_subject
@@ -307,7 +336,6 @@ def reconstruct_and_score(
     averaged = train.average_repeats()
     lowlevel = fit_lowlevel(averaged.data, read_stimuli(data_root, averaged.stimulus_id))
 
-    check_option("condition", condition, ("manifold", "prior"))
     temperature_scores = None
     if condition == "manifold":
         # one target embedding per training image of the eval subject (its repeats share it)
@@ -328,11 +356,27 @@ def reconstruct_and_score(
             pool,
             values,
         )
-        projection = ImageManifoldProjection.from_pool(pool, temperature, values=values)
-        save_condition(projection, Path(out) / "decoder" / CONDITION_FOLDER)
+        candidates = [
+            (mode, scale)
+            for mode in ([sampling] if sampling is not None else SAMPLING_GRID)
+            for scale in ([guidance_scale] if guidance_scale is not None else GUIDANCE_GRID)
+        ]
+        projections = {  # the same softmax projection; they differ in sample_conditions
+            mode: ImageManifoldProjection.from_pool(pool, temperature, values=values, sampling=mode)
+            for mode in SAMPLINGS
+        }
 
         def decoder_embed(brain: torch.Tensor) -> torch.Tensor:
-            return projection(model.embed(brain, subject))
+            return projections["mean"](model.embed(brain, subject))
+
+        def conditions_of(mode: str):
+            if mode == "mean":
+                return None
+
+            def sample_conditions(brain: torch.Tensor) -> torch.Tensor:
+                return projections[mode].sample_conditions(model.embed(brain, subject), num_samples)
+
+            return sample_conditions
 
     else:
         if getattr(model, "prior", None) is None:
@@ -340,69 +384,117 @@ def reconstruct_and_score(
                 "condition='prior' needs a decoder trained with a diffusion prior; this one has "
                 "none (use condition='manifold')."
             )
+        if sampling not in (None, "mean"):
+            raise InvalidInputError(
+                f"sampling={sampling!r} needs condition='manifold' (the prior's samples are the "
+                "conditions)."
+            )
+        candidates = [("mean", guidance_scale)]
 
         def decoder_embed(brain: torch.Tensor) -> torch.Tensor:
             g = torch.Generator().manual_seed(seed)
             return model.embed(brain, subject, output="prior", generator=g)
+
+        def conditions_of(mode: str):
+            return None
+
+    def reconstructor_for(mode: str, scale: float | None, weight: float = 0.0) -> Reconstructor:
+        return Reconstructor(
+            decoder_embed,
+            generator,
+            lowlevel=lowlevel.decode,
+            strength=strength,
+            blend=weight,
+            blend_mode=blend_mode,
+            num_samples=num_samples,
+            select_with=embed_images,
+            sample_conditions=conditions_of(mode),
+            guidance_scale=scale,
+        )
 
     train_images = images_to_tensor(
         read_stimuli(data_root, np.unique(train.stimulus_id)[:500]), size=generator.image_size
     )
     mean_image = train_images.mean(0)
     blend_scores = None
-    if blend is None:
+    candidate_scores = None
+    chosen = candidates[0]
+    if blend is None or len(candidates) > 1:
         val = datamodule.val_set.trials[0]
-        chooser = Reconstructor(
-            decoder_embed,
-            generator,
-            lowlevel=lowlevel.decode,
-            strength=strength,
-            num_samples=num_samples,
-            select_with=embed_images,
-        )
-        with _trial_bar(len(val), "reconstruct (validation, to choose the blend)") as bar:
-            val_recon = chooser.reconstruct(
-                val.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
+        val_stimuli = read_stimuli(data_root, val.stimulus_id)
+        candidate_scores, per_candidate = {}, {}
+        for mode, scale in candidates:
+            name = f"{mode}, guidance {'default' if scale is None else f'{scale:g}'}"
+            with _trial_bar(len(val), f"reconstruct (validation: {name})") as bar:
+                val_recon = reconstructor_for(mode, scale).reconstruct(
+                    val.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
+                )
+            weight, scores = choose_blend(
+                val_recon.images,
+                val_recon.lowlevel,
+                val_stimuli,
+                clip_fn,
+                mean_image,
+                blend_mode,
+                grid=BLEND_GRID if blend is None else (float(blend),),
             )
-        blend, blend_scores = choose_blend(
-            val_recon.images,
-            val_recon.lowlevel,
-            read_stimuli(data_root, val.stimulus_id),
-            clip_fn,
-            mean_image,
-            blend_mode,
+            per_candidate[(mode, scale)] = (weight, scores)
+            candidate_scores[name] = {"blend": weight, **scores[weight]}
+        chosen = max(
+            candidates, key=lambda c: per_candidate[c][1][per_candidate[c][0]]["clip_2way"]
         )
+        blend, blend_scores = per_candidate[chosen]
+    sampling, guidance_scale = chosen
+    if condition == "manifold":
+        projection = ImageManifoldProjection.from_pool(
+            pool, temperature, values=values, sampling=sampling, guidance_scale=guidance_scale
+        )
+        save_condition(projection, Path(out) / "decoder" / CONDITION_FOLDER)
     save_lowlevel(
         LowLevelPathway(lowlevel, subject, strength, blend, blend_mode),
         Path(out) / "decoder" / LOWLEVEL_FOLDER,
     )
 
-    reconstructor = Reconstructor(
-        decoder_embed,
-        generator,
-        lowlevel=lowlevel.decode,
-        strength=strength,
-        blend=blend,
-        blend_mode=blend_mode,
-        num_samples=num_samples,
-        select_with=embed_images,
-    )
+    reconstructor = reconstructor_for(sampling, guidance_scale, blend)
     test = datamodule.test_trials
     stimuli = read_stimuli(data_root, test.stimulus_id)
     with _trial_bar(len(test), "reconstruct (test trials)") as bar:
         ours = reconstructor.reconstruct(
             test.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
         )
+    # The generator's ceiling: the same generation (low-level images, strength, guidance,
+    # best-of-n, blend) from the test images' true embeddings instead of the decoded ones.
+    true_embeds = torch.as_tensor(embed_images(stimuli)).float()
+    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    parts = []
+    with _trial_bar(
+        len(test), "generate from the true embeddings (the generator's ceiling)"
+    ) as bar:
+        for start in range(0, len(test), 64):
+            rows = slice(start, start + 64)
+            samples = generator.generate(
+                true_embeds[rows],
+                init_images=ours.lowlevel[rows],
+                strength=strength,
+                num_samples=num_samples,
+                generator=torch.Generator().manual_seed(seed + start),
+                **extra,
+            ).cpu()
+            parts.append(select_best(samples, true_embeds[rows], embed_images)[0])
+            bar.update(len(parts[-1]))
+    from_truth = blend_images(torch.cat(parts), ours.lowlevel, blend, blend_mode)
     # The shuffled-trial control: each stimulus is paired with the reconstruction of another
     # trial. A permutation of the reconstructions is exactly that (the same pipeline on other
     # trials' data), without generating every image a second time.
     shuffled_rows = np.random.default_rng(seed).permutation(len(test))
     mean_images = mean_image[None].expand(len(test), -1, -1, -1)
+    generator_ceiling = "generator given the true embeddings (ceiling of the semantic part)"
     methods = {
         "reconstruction": ours.images,
         "low-level alone": ours.lowlevel,
         "shuffled trials": ours.images[torch.as_tensor(shuffled_rows)],
         "mean training image": mean_images,
+        generator_ceiling: from_truth,
     }
     ceiling_name = "low-level from noise-free responses (sim-only ceiling)"
     if (Path(data_root) / "ground_truth.h5").exists():
@@ -426,12 +518,18 @@ def reconstruct_and_score(
         "mean_image": scored["mean training image"].values,
     }
     result["lowlevel"] = scored["low-level alone"].values
+    result["ceiling"] = {"generator_true_embedding": scored[generator_ceiling].values}
     if ceiling_name in scored:
-        result["ceiling"] = {"lowlevel_noise_free": scored[ceiling_name].values}
+        result["ceiling"]["lowlevel_noise_free"] = scored[ceiling_name].values
     result["strength"] = float(strength)
     result["blend"] = float(blend)
     result["blend_mode"] = blend_mode
     result["condition"] = condition
+    result["sampling"] = sampling
+    result["guidance_scale"] = guidance_scale
+    result["num_samples"] = int(num_samples)
+    if candidate_scores is not None:
+        result["sampling_validation"] = candidate_scores
     if temperature_scores is not None:
         result["condition_temperature"] = projection.temperature
         result["condition_temperature_validation"] = temperature_scores
@@ -439,9 +537,16 @@ def reconstruct_and_score(
         result["blend_validation"] = {str(w): s for w, s in blend_scores.items()}
     result["networks"] = scored["reconstruction"].networks
     result["n_trials"] = len(test)
+    conditioned = (
+        "each sample conditioned on one of the nearest training images' embeddings"
+        if sampling == "nearest"
+        else "every sample conditioned on the decoded embedding"
+    )
+    guidance = "the generator's default" if guidance_scale is None else f"{guidance_scale:g}"
     result["table"] = metric_table(scored) + (
-        f"\n\nimg2img strength {strength:g} from the low-level image; the final image blends "
-        f"the generated one with the low-level one ({blend_mode}, weight {blend:g}: MindEye2-style "
-        "blend, weight chosen on the validation images)."
+        f"\n\nimg2img strength {strength:g} from the low-level image; best of {num_samples} "
+        f"samples, {conditioned}; classifier-free guidance {guidance}; the final image blends "
+        f"the generated one with the low-level one ({blend_mode}, weight {blend:g}: "
+        "MindEye2-style blend). Sampling, guidance and blend chosen on the validation images."
     )
     return result

@@ -12,6 +12,13 @@ averaged with those weights::
 
 ``|e|`` the pool's mean norm. With the training images as the pool, the result is a weighted
 average of the embeddings of images the subject saw that look most like the decoded one.
+
+The same pool gives per-sample conditions (``sampling="nearest"``,
+:meth:`ImageManifoldProjection.sample_conditions`): sample ``i`` of ``n`` is conditioned on the
+embedding of the ``i``-th most similar training image, and the reconstructor keeps the sample
+closest to the projection. Each condition is then a real image embedding (an average of several
+is not one, and a generator draws it less sharply), while the selection still follows the
+averaged evidence.
 :class:`ImageManifoldProjection` holds the pool and ``T`` and is saved beside a decoder
 (``<decoder>/condition/``) so that ``neurodecode reconstruct`` conditions as the demo did.
 """
@@ -26,8 +33,10 @@ import torch
 from torch import nn
 
 from neurodecode.pretrained import PretrainedMixin, load_pretrained, save_pretrained
-from neurodecode.validation import InvalidInputError
+from neurodecode.validation import InvalidInputError, check_option
 
+#: How the samples of one trial are conditioned (:meth:`ImageManifoldProjection.sample_conditions`).
+SAMPLINGS = ("mean", "nearest")
 #: Folder of the projection inside a saved decoder.
 CONDITION_FOLDER = "condition"
 #: Softmax temperature on cosine similarity. Chosen on the demo's validation images (never the
@@ -98,6 +107,12 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         Length of the output rows when the averaged embeddings live in another space than the
         pool the decoded rows are compared with (``from_pool(..., values=...)``); ``None``: the
         pool itself is averaged and the output has the input's shape.
+    sampling : {"mean", "nearest"}
+        What conditions each of a trial's samples (:meth:`sample_conditions`): the projection
+        itself, or the ``i``-th most similar pool image's embedding for sample ``i``.
+    guidance_scale : float, optional
+        Classifier-free guidance to sample with (chosen with ``sampling`` on validation images by
+        ``neurodecode demo``); ``None``: the generator's default.
 
     Build one with :meth:`from_pool`; the pool (and values) are buffers, saved with the module.
     """
@@ -108,22 +123,34 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         dim: int,
         temperature: float = DEFAULT_TEMPERATURE,
         value_dim: int | None = None,
+        sampling: str = "mean",
+        guidance_scale: float | None = None,
     ):
         super().__init__()
         if not temperature > 0:
             raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
+        check_option("sampling", sampling, SAMPLINGS)
+        if guidance_scale is not None and not guidance_scale >= 1.0:
+            raise InvalidInputError(
+                f"guidance_scale={guidance_scale!r}; expected None or a number >= 1 (1 = none)."
+            )
         self.n_pool, self.dim, self.temperature = int(n_pool), int(dim), float(temperature)
         self.value_dim = None if value_dim is None else int(value_dim)
+        self.sampling = sampling
+        self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         self.register_buffer("unit_pool", torch.zeros(self.n_pool, self.dim))
         if self.value_dim is not None:
             self.register_buffer("unit_values", torch.zeros(self.n_pool, self.value_dim))
         self.register_buffer("scale", torch.ones(()))
 
     def get_config(self) -> dict[str, Any]:
-        """Init arguments (pool size, embedding length, temperature, value length)."""
+        """Init arguments (pool size, embedding length, temperature, value length, sampling)."""
         config = {"n_pool": self.n_pool, "dim": self.dim, "temperature": self.temperature}
         if self.value_dim is not None:
             config["value_dim"] = self.value_dim
+        config["sampling"] = self.sampling
+        if self.guidance_scale is not None:
+            config["guidance_scale"] = self.guidance_scale
         return config
 
     @classmethod
@@ -132,6 +159,8 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         pool: np.ndarray | torch.Tensor,
         temperature: float = DEFAULT_TEMPERATURE,
         values: np.ndarray | torch.Tensor | None = None,
+        sampling: str = "mean",
+        guidance_scale: float | None = None,
     ) -> ImageManifoldProjection:
         """A projection onto ``pool`` (or onto ``values``, weighted by similarity to ``pool``).
 
@@ -146,6 +175,8 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
             ``pool`` (e.g. the sim-clip embeddings of the training images of a head trained on
             the rich target ``pooled+rectified8``). The output is their weighted average,
             scaled to their mean norm. Default: ``pool``.
+        sampling, guidance_scale
+            See the class.
         """
         pool_t = cls._checked_rows(pool, "pool")
         value_t = None if values is None else cls._checked_rows(values, "values")
@@ -154,7 +185,12 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
                 f"values has {len(value_t)} rows; expected one per pool row ({len(pool_t)})."
             )
         module = cls(
-            len(pool_t), pool_t.shape[1], temperature, None if value_t is None else value_t.shape[1]
+            len(pool_t),
+            pool_t.shape[1],
+            temperature,
+            None if value_t is None else value_t.shape[1],
+            sampling,
+            guidance_scale,
         )
         module.unit_pool.copy_(unit_rows(pool_t))
         out_rows = pool_t if value_t is None else value_t
@@ -176,6 +212,48 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
             raise InvalidInputError(f"{name} has non-finite values or an all-zero row.")
         return rows_t
 
+    def _flat(self, embeddings: torch.Tensor) -> torch.Tensor:
+        flat = embeddings.reshape(embeddings.shape[0], -1).to(self.unit_pool)
+        if flat.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"embeddings have {flat.shape[1]} values per row; the projection's pool has "
+                f"{self.dim}."
+            )
+        return flat
+
+    @torch.no_grad()
+    def sample_conditions(self, embeddings: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """One condition per sample of each trial.
+
+        Parameters
+        ----------
+        embeddings : Tensor, shape (B, D) or (B, ...) with ``D`` elements per row
+            Decoded embeddings.
+        num_samples : int
+            Samples per trial (at most the pool's size with ``sampling="nearest"``).
+
+        Returns
+        -------
+        Tensor, shape (B, num_samples, D_out)
+            ``sampling="mean"``: the projection, repeated. ``"nearest"``: row ``i`` is the
+            embedding (value) of the pool image with the ``i``-th highest cosine similarity to the
+            decoded row, scaled to the pool's (values') mean norm.
+        """
+        if num_samples < 1:
+            raise InvalidInputError(f"num_samples={num_samples!r}; expected >= 1.")
+        if self.sampling == "mean":
+            projected = self(embeddings).reshape(len(embeddings), 1, -1)
+            return projected.expand(-1, num_samples, -1)
+        if num_samples > self.n_pool:
+            raise InvalidInputError(
+                f"num_samples={num_samples} nearest pool images asked for; the pool has "
+                f"{self.n_pool}."
+            )
+        directions = unit_rows(self._flat(embeddings))
+        nearest = (directions @ self.unit_pool.T).topk(num_samples, dim=1).indices
+        values = self.unit_values if self.value_dim is not None else self.unit_pool
+        return values[nearest] * self.scale
+
     @torch.no_grad()
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Project decoded embeddings.
@@ -190,12 +268,7 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
             On the pool's (or values') manifold, scaled to its mean norm.
         """
         shape = embeddings.shape
-        flat = embeddings.reshape(shape[0], -1).to(self.unit_pool)
-        if flat.shape[1] != self.dim:
-            raise InvalidInputError(
-                f"embeddings have {flat.shape[1]} values per row; the projection's pool has "
-                f"{self.dim}."
-            )
+        flat = self._flat(embeddings)
         values = self.unit_values if self.value_dim is not None else None
         projected = softmax_manifold_average(
             flat, self.unit_pool, self.temperature, unit_values=values

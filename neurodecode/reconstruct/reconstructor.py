@@ -169,6 +169,14 @@ class Reconstructor:
         Passed to the generator (its default otherwise).
     batch_size : int
         Trials per generator call.
+    sample_conditions : callable, optional
+        ``brain (B, V) -> embeddings (B, num_samples, D)``: a condition per sample (e.g. the
+        nearest training images' embeddings, :meth:`neurodecode.reconstruct.conditioning.
+        ImageManifoldProjection.sample_conditions`); ``decoder_embed_fn``'s output then only
+        picks the best sample. Default: every sample is conditioned on ``decoder_embed_fn``'s.
+    guidance_scale : float, optional
+        Classifier-free guidance passed to generators that take it (the embedded
+        :class:`~neurodecode.embedded.generator.SimGenerator`); their default otherwise.
     """
 
     def __init__(
@@ -183,6 +191,8 @@ class Reconstructor:
         batch_size: int = 64,
         blend: float = 0.0,
         blend_mode: str = "rgb",
+        sample_conditions: DecoderEmbedFn | None = None,
+        guidance_scale: float | None = None,
     ):
         if not 0.0 <= strength <= 1.0:
             raise InvalidInputError(f"strength={strength!r} is not valid; expected [0, 1].")
@@ -201,24 +211,43 @@ class Reconstructor:
         self.select_with = select_with
         self.num_inference_steps = num_inference_steps
         self.batch_size = batch_size
+        self.sample_conditions = sample_conditions
+        self.guidance_scale = guidance_scale
 
     @torch.no_grad()
     def _batch(self, brain: torch.Tensor, seed: torch.Generator | None) -> Reconstruction:
         embeds = torch.as_tensor(self.decoder_embed_fn(brain)).float()
         init = self.lowlevel(brain).float() if self.lowlevel is not None else None
-        kwargs = (
-            {}
-            if self.num_inference_steps is None
-            else {"num_inference_steps": self.num_inference_steps}
-        )
-        samples = self.generator.generate(
-            embeds,
-            init_images=init,
-            strength=self.strength,
-            num_samples=self.num_samples,
-            generator=seed,
-            **kwargs,
-        ).cpu()
+        kwargs = {}
+        if self.num_inference_steps is not None:
+            kwargs["num_inference_steps"] = self.num_inference_steps
+        if self.guidance_scale is not None:
+            kwargs["guidance_scale"] = self.guidance_scale
+        if self.sample_conditions is None:
+            samples = self.generator.generate(
+                embeds,
+                init_images=init,
+                strength=self.strength,
+                num_samples=self.num_samples,
+                generator=seed,
+                **kwargs,
+            ).cpu()
+        else:  # one condition per sample: one generator draw of each
+            conditions = torch.as_tensor(self.sample_conditions(brain)).float()
+            if conditions.shape[:2] != (len(brain), self.num_samples) or conditions.ndim != 3:
+                raise InvalidInputError(
+                    f"sample_conditions gave shape {tuple(conditions.shape)}; expected "
+                    f"({len(brain)}, {self.num_samples}, D): one embedding per sample."
+                )
+            samples = self.generator.generate(
+                conditions.flatten(0, 1),
+                init_images=None if init is None else init.repeat_interleave(self.num_samples, 0),
+                strength=self.strength,
+                num_samples=1,
+                generator=seed,
+                **kwargs,
+            ).cpu()
+            samples = samples.view(len(brain), self.num_samples, *samples.shape[2:])
         if self.select_with is not None and self.num_samples > 1:
             best, index, scores = select_best(samples, embeds, self.select_with)
         else:

@@ -117,3 +117,36 @@ def test_the_demo_chooses_the_temperature_that_identifies_validation_images():
     assert temperature != 100.0  # a flat softmax averages every image: near chance
     assert scores[str(temperature)] == max(scores.values()) > 0.9
     assert scores["100.0"] < scores[str(temperature)] - 0.2
+
+
+def test_nearest_sampling_conditions_each_sample_on_one_of_the_nearest_images(tmp_path):
+    keys, values = _pool(d=40, seed=2), _pool(d=16, seed=3)
+    nearest = ImageManifoldProjection.from_pool(
+        keys, temperature=0.02, values=values, sampling="nearest", guidance_scale=3.0
+    )
+    x = torch.randn(3, 40)
+    conditions = nearest.sample_conditions(x, 4)
+    assert conditions.shape == (3, 4, 16)
+    unit_keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    order = np.argsort(-(x.numpy() @ unit_keys.T), axis=1)[:, :4]  # most similar first
+    scale = np.linalg.norm(values, axis=1).mean()
+    expected = values[order] / np.linalg.norm(values[order], axis=2, keepdims=True) * scale
+    np.testing.assert_allclose(conditions.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # the projection (what picks the best sample) is the same as with sampling="mean"
+    mean = ImageManifoldProjection.from_pool(keys, temperature=0.02, values=values)
+    torch.testing.assert_close(nearest(x), mean(x))
+    torch.testing.assert_close(mean.sample_conditions(x, 2), mean(x)[:, None].expand(-1, 2, -1))
+
+    loaded = load_condition(save_condition(nearest, tmp_path / "condition"))
+    assert (loaded.sampling, loaded.guidance_scale) == ("nearest", 3.0)
+    torch.testing.assert_close(loaded.sample_conditions(x, 4), conditions)
+    # folders written before these options load as the projection for every sample
+    old = mean.get_config()
+    del old["sampling"]
+    assert ImageManifoldProjection(**old).sampling == "mean"
+    with pytest.raises(InvalidInputError, match="pool has 50"):
+        nearest.sample_conditions(x, 51)
+    with pytest.raises(InvalidInputError, match="sampling"):
+        ImageManifoldProjection.from_pool(keys, sampling="closest")
+    with pytest.raises(InvalidInputError, match="guidance_scale"):
+        ImageManifoldProjection.from_pool(keys, guidance_scale=0.5)

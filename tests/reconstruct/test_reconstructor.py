@@ -130,3 +130,42 @@ def test_reconstructor_blends_the_selected_sample_with_the_lowlevel_image():
     # selected flat colours, half-way to grey; the raw samples stay unblended
     torch.testing.assert_close(recon.images[:, :, 0, 0], 0.5 * COLOURS[[0, 1, 2]] + 0.25)
     assert torch.equal(recon.samples[:, 0, :, 0, 0], COLOURS[[0, 0, 0]])
+
+
+class EchoGenerator(ColourGenerator):
+    """Each sample is a flat image of its condition (the first three values, clipped)."""
+
+    def generate(self, image_embeds, init_images=None, num_samples=1, guidance_scale=None, **kw):
+        self.calls.append(dict(embeds=image_embeds, init=init_images, guidance=guidance_scale))
+        flat = image_embeds[:, None, :3, None, None].clamp(0, 1)
+        return flat.expand(len(image_embeds), num_samples, 3, 8, 8).clone()
+
+
+def test_reconstructor_conditions_each_sample_on_its_own_embedding():
+    brain = torch.randn(2, 10)
+    # trial 0: its second condition is what the decoder predicts; trial 1: its third
+    per_sample = torch.stack([COLOURS[[0, 2, 1]], COLOURS[[3, 1, 0]]])
+    predicted = torch.stack([COLOURS[2], COLOURS[0]])
+    blur = torch.full((2, 3, 4, 4), 0.5)
+    generator = EchoGenerator()
+    recon = Reconstructor(
+        lambda b: predicted[: len(b)],
+        generator,
+        lowlevel=lambda b: blur[: len(b)],
+        num_samples=3,
+        select_with=mean_colour,
+        sample_conditions=lambda b: per_sample[: len(b)],
+        guidance_scale=2.5,
+    ).reconstruct(brain)
+    assert recon.selected.tolist() == [1, 2]
+    torch.testing.assert_close(recon.samples[:, :, :, 0, 0], per_sample)
+    call = generator.calls[0]  # one draw per condition, each with its trial's init image
+    assert call["embeds"].shape == (6, 3) and call["init"].shape == (6, 3, 4, 4)
+    assert call["guidance"] == 2.5
+    with pytest.raises(InvalidInputError, match="one embedding per sample"):
+        Reconstructor(
+            lambda b: predicted[: len(b)],
+            generator,
+            num_samples=2,
+            sample_conditions=lambda b: per_sample[: len(b)],
+        ).reconstruct(brain)
