@@ -148,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
             return projection(decoder.embed(batch, subject))
 
         condition_args = {"guidance_scale": projection.guidance_scale}
+        if projection.sampling == "nearest" and args.num_samples > projection.n_pool:
+            raise InvalidInputError(
+                f"--num-samples {args.num_samples} is more than the {projection.n_pool} training "
+                f"images of {condition_dir} (sampling: nearest conditions each sample on one of "
+                "them); expected at most that many."
+            )
         if projection.sampling != "mean":
 
             def sample_conditions(batch: torch.Tensor) -> torch.Tensor:

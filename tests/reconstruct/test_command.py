@@ -231,3 +231,29 @@ def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_pa
             "manifold",
             "--debug",
         )
+
+
+def test_saved_nearest_sampling_and_guidance_are_used(tiny_decoder, tmp_path, capsys):
+    import shutil
+
+    from neurodecode.embedded.clip import get_sim_clip
+    from neurodecode.reconstruct.conditioning import (
+        CONDITION_FOLDER,
+        ImageManifoldProjection,
+        save_condition,
+    )
+
+    decoder = tmp_path / "decoder"
+    shutil.copytree(tiny_decoder, decoder)
+    dim = get_sim_clip("tiny", progress=False).embed_dim
+    pool = np.random.default_rng(3).normal(size=(5, dim))
+    projection = ImageManifoldProjection.from_pool(pool, sampling="nearest", guidance_scale=2.0)
+    save_condition(projection, decoder / CONDITION_FOLDER)
+    np.save(tmp_path / "brain.npy", np.random.default_rng(4).normal(size=(2, 12)).astype("f4"))
+    assert _run(decoder, tmp_path / "brain.npy", tmp_path / "out", "--num-samples", "3") == 0
+    printed = capsys.readouterr().out
+    assert "each sample conditioned on one of the nearest images' embeddings" in printed
+    assert "guidance 2" in printed
+    assert len(list((tmp_path / "out").glob("recon_*.png"))) == 2
+    with pytest.raises(InvalidInputError, match="--num-samples 6 is more than the 5 training"):
+        _run(decoder, tmp_path / "brain.npy", tmp_path / "o", "--num-samples", "6", "--debug")
