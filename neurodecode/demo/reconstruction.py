@@ -511,7 +511,13 @@ def reconstruct_and_score(
         networks=networks,
         size=int(stimuli.shape[1]),  # PixCorr/SSIM at the stimuli's own size (NSD's is 425)
     )
-    plot_reconstructions(stimuli, ours.lowlevel, ours.images, Path(out) / "reconstruction.png")
+    plot_reconstructions(
+        stimuli,
+        ours.lowlevel,
+        ours.images,
+        Path(out) / "reconstruction.png",
+        extra_columns={"true embedding\n(ceiling)": from_truth},
+    )
     result = dict(scored["reconstruction"].values)
     result["controls"] = {
         "shuffled": scored["shuffled trials"].values,

@@ -33,6 +33,7 @@ def plot_reconstructions(
     path: str | Path,
     n_rows: int = 8,
     titles: tuple[str, str, str] = ("stimulus", "low-level", "reconstruction"),
+    extra_columns: dict | None = None,
 ) -> Path:
     """Save a grid of test stimuli beside their low-level and final reconstructions.
 
@@ -49,6 +50,9 @@ def plot_reconstructions(
         Trials shown (the first ``n_rows``).
     titles : tuple of str
         Column titles.
+    extra_columns : dict, optional
+        Title -> images (same forms and trial order), shown after the reconstructions (e.g. the
+        generator's output from the true embeddings, the ceiling of the reconstruction).
 
     Returns
     -------
@@ -64,10 +68,13 @@ def plot_reconstructions(
         names.append(titles[1])
     columns.append(_as_hwc(recons, "recons"))
     names.append(titles[2])
+    for title, images in (extra_columns or {}).items():
+        columns.append(_as_hwc(images, str(title)))
+        names.append(str(title))
     n = min(len(c) for c in columns)
     if n == 0 or any(len(c) != len(columns[0]) for c in columns):
         raise InvalidInputError(
-            f"stimuli, lowlevel and recons have {[len(c) for c in columns]} images; expected the "
+            f"the columns {names} have {[len(c) for c in columns]} images; expected the "
             "same non-zero number, in trial order."
         )
     rows = min(n, n_rows)

@@ -93,7 +93,17 @@ def test_plot_reconstructions_writes_a_figure(tmp_path):
     recons = torch.rand(3, 3, 8, 8)
     path = plot_reconstructions(stimuli, torch.rand(3, 3, 8, 8), recons, tmp_path / "f.png")
     assert path.stat().st_size > 1000
-    plot_reconstructions(stimuli, None, recons, tmp_path / "g.png", n_rows=2)
+    narrow = plot_reconstructions(stimuli, None, recons, tmp_path / "g.png", n_rows=2)
+    wide = plot_reconstructions(
+        stimuli, None, recons, tmp_path / "w.png", n_rows=2, extra_columns={"ceiling": recons}
+    )
+    from PIL import Image
+
+    assert Image.open(wide).size[0] == pytest.approx(1.5 * Image.open(narrow).size[0], abs=2)
+    with pytest.raises(InvalidInputError, match="ceiling"):
+        plot_reconstructions(
+            stimuli, None, recons, tmp_path / "x.png", extra_columns={"ceiling": recons[:1]}
+        )
     with pytest.raises(InvalidInputError, match="same non-zero number"):
         plot_reconstructions(stimuli, None, recons[:2], tmp_path / "h.png")
 
