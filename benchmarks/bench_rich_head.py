@@ -142,6 +142,14 @@ def main(argv: list[str] | None = None) -> dict:
         "datamodule's seed, hence the held-out images, stays the YAML's. Result key: HEAD-seedN",
     )
     parser.add_argument(
+        "--data-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a datamodule argument (YAML value), e.g. repeat_average=0.5; the result "
+        "key gets -KEYVALUE appended",
+    )
+    parser.add_argument(
         "--ensemble",
         nargs="+",
         default=None,
@@ -174,12 +182,22 @@ def main(argv: list[str] | None = None) -> dict:
     if args.head is None:
         args.head = DEFAULT_HEAD
     config_file, overrides, data_overrides = HEADS[args.head]
+    import yaml
+
+    data_args = {}
+    for item in args.data_arg:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--data-arg {item!r}: expected KEY=VALUE")
+        data_args[name] = yaml.safe_load(value)
     key = args.head if args.seed is None else f"{args.head}-seed{args.seed}"
+    key += "".join(f"-{name}{value}" for name, value in data_args.items())
     experiment = load_config(config_file, required=("model", "data", "trainer"))
     experiment["model"].setdefault("init_args", {}).update(overrides)
     init = experiment["data"].setdefault("init_args", {})
     init.update(root=str(args.data), feature_store=str(args.store), val_images=args.val_images)
     init.update(data_overrides)
+    init.update(data_args)
     experiment["trainer"]["enable_progress_bar"] = False  # one line per epoch instead
     if args.max_epochs is not None:
         experiment["trainer"]["max_epochs"] = args.max_epochs
@@ -240,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed_everything": experiment.get("seed_everything"),
         "experiment": str(config_file.relative_to(REPO)),
         "model_overrides": overrides,
-        "data_overrides": data_overrides,
+        "data_overrides": {**data_overrides, **data_args},
         "target_space": space,
         "target_dims": int(np.prod(datamodule.geometry["target_shape"])),
         "training": training,

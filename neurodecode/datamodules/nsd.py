@@ -41,11 +41,28 @@ class BrainFeatureDataset(Dataset):
         Per subject, (n_i, *target_shape) float32 aligned with the trials.
     subject_indices : list of int
         The subject index of each entry (position in the model's subject order).
+    repeat_average : float in [0, 1]
+        Probability that an item's brain data is the average of all of its subject's trials of
+        the same stimulus in this set instead of the single trial (a training augmentation that
+        shows the network the less noisy, repeat-averaged input it is evaluated on; 0: never).
+        The draws are a function of ``(seed, epoch)``, so an epoch's items are the same when a
+        run is resumed.
+    seed : int
+    epoch_source : callable, optional
+        Returns the current epoch (default: 0).
     """
 
     def __init__(
-        self, trials: list[TrialSet], targets: list[np.ndarray], subject_indices: list[int]
+        self,
+        trials: list[TrialSet],
+        targets: list[np.ndarray],
+        subject_indices: list[int],
+        repeat_average: float = 0.0,
+        seed: int = 0,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
+        if not 0.0 <= repeat_average <= 1.0:
+            raise InvalidInputError(f"repeat_average={repeat_average!r}; expected [0, 1].")
         self.trials, self.targets, self.subject_indices = trials, targets, subject_indices
         self.offsets = np.cumsum([0] + [len(t) for t in trials])
         self.subject_of = (
@@ -53,6 +70,24 @@ class BrainFeatureDataset(Dataset):
             if trials
             else np.array([], dtype=int)
         )
+        self.repeat_average = float(repeat_average)
+        self.seed = int(seed)
+        self.epoch_source = epoch_source
+        self._averages: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._draws: tuple[int, np.ndarray] | None = None  # (epoch, one uniform draw per item)
+
+    def _averaged(self, k: int, i: int) -> np.ndarray:
+        """The mean of subject ``k``'s trials of trial ``i``'s stimulus (computed once)."""
+        if self._averages is None:
+            self._averages = []
+            for trials in self.trials:
+                ids, row_of = np.unique(trials.stimulus_id, return_inverse=True)
+                sums = np.zeros((len(ids), *trials.data.shape[1:]), dtype=np.float64)
+                np.add.at(sums, row_of, trials.data)
+                counts = np.bincount(row_of, minlength=len(ids)).reshape(-1, *[1] * (sums.ndim - 1))
+                self._averages.append(((sums / counts).astype(np.float32), row_of))
+        means, row_of = self._averages[k]
+        return means[row_of[i]]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -60,8 +95,15 @@ class BrainFeatureDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         k = int(self.subject_of[index])
         i = index - int(self.offsets[k])
+        brain = self.trials[k].data[i]
+        if self.repeat_average > 0:
+            epoch = self.epoch_source() if self.epoch_source is not None else 0
+            if self._draws is None or self._draws[0] != epoch:
+                self._draws = (epoch, np.random.default_rng((self.seed, epoch)).random(len(self)))
+            if self._draws[1][index] < self.repeat_average:
+                brain = self._averaged(k, i)
         return {
-            "brain": torch.from_numpy(np.asarray(self.trials[k].data[i], dtype=np.float32)),
+            "brain": torch.from_numpy(np.asarray(brain, dtype=np.float32)),
             "target": torch.from_numpy(np.asarray(self.targets[k][i], dtype=np.float32)),
             "subject": torch.tensor(self.subject_indices[k], dtype=torch.long),
             "stimulus_id": torch.tensor(int(self.trials[k].stimulus_id[i]), dtype=torch.long),
@@ -229,6 +271,10 @@ class NSDDataModule(L.LightningDataModule):
     val_images : int
         Training images of the eval subject held out (all their repeats, averaged) for validation.
     batch_size, num_workers, seed : int
+    repeat_average : float in [0, 1]
+        Training augmentation: the probability that a training item is the average of its
+        image's repeats instead of one trial (:class:`BrainFeatureDataset`); 0 (default) trains
+        on single trials only, as MindEye does. ``train_set.trials`` keep the single trials.
     prepared : str or dict of str, optional
         Train from ``neurodecode prepare nsd`` caches instead of ``root``: a cache folder (one
         subject), a folder holding ``<subject>/`` cache folders, or ``{subject: cache folder}``.
@@ -250,8 +296,11 @@ class NSDDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         prepared: str | dict[str, str] | None = None,
+        repeat_average: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= repeat_average <= 1.0:
+            raise InvalidInputError(f"repeat_average={repeat_average!r}; expected [0, 1].")
         self.save_hyperparameters()
         self.root = None if root is None else Path(root)
         self.store_path = None if feature_store is None else Path(feature_store)
@@ -398,7 +447,12 @@ class NSDDataModule(L.LightningDataModule):
                 train_targets.append(self.targets_of(train.stimulus_id))
             train_sets.append(train)
         self.train_set = BrainFeatureDataset(
-            train_sets, train_targets, list(range(len(train_sets)))
+            train_sets,
+            train_targets,
+            list(range(len(train_sets))),
+            repeat_average=hp.repeat_average,
+            seed=hp.seed,
+            epoch_source=self._current_epoch,
         )
         self.val_set = BrainFeatureDataset(val_sets, val_targets, [self.eval_index])
         self.test_set = BrainFeatureDataset(

@@ -83,3 +83,33 @@ def test_subject_sampler_covers_everything_once():
 def test_errors(tiny_nsd, id_store):
     with pytest.raises(InvalidInputError, match="eval_subject"):
         NSDDataModule(str(tiny_nsd), str(id_store), subjects=["subj01"], eval_subject="subj02")
+
+
+def test_repeat_average_augmentation_mixes_single_trials_and_image_averages(tiny_nsd, id_store):
+    def items(p, epoch=0):
+        dm = NSDDataModule(
+            str(tiny_nsd), str(id_store), "ids", "image", val_images=5, repeat_average=p
+        )
+        dm.setup("fit")
+        dm.train_set.epoch_source = lambda: epoch
+        return dm.train_set, [dm.train_set[i]["brain"].numpy() for i in range(len(dm.train_set))]
+
+    dataset, single = items(0.0)
+    trials = dataset.trials[0]
+    np.testing.assert_array_equal(np.stack(single), trials.data)
+    _, averaged = items(1.0)
+    for i in (0, 7, len(trials) - 1):  # every item is the mean of its image's training trials
+        same = trials.stimulus_id == trials.stimulus_id[i]
+        assert same.sum() > 1
+        np.testing.assert_allclose(averaged[i], trials.data[same].mean(0), rtol=1e-5, atol=1e-6)
+    _, half = items(0.5)
+    is_average = np.array([not np.array_equal(h, s) for h, s in zip(half, single, strict=True)])
+    assert 0.35 < is_average.mean() < 0.65
+    _, again = items(0.5)  # the same items for the same (seed, epoch): a resumed run replays them
+    np.testing.assert_array_equal(np.stack(again), np.stack(half))
+    _, next_epoch = items(0.5, epoch=1)
+    assert not np.array_equal(np.stack(next_epoch), np.stack(half))
+    # the ladder and the pools read the single trials whatever the augmentation
+    assert len(dataset.trials[0]) == len(trials)
+    with pytest.raises(InvalidInputError, match="repeat_average"):
+        NSDDataModule(str(tiny_nsd), str(id_store), "ids", "image", repeat_average=1.5)
