@@ -74,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
     import neurodecode
     from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.embedded.generator import get_sim_generator
-    from neurodecode.reconstruct.conditioning import CONDITION_FOLDER, load_condition
+    from neurodecode.reconstruct.conditioning import (
+        CONDITION_FOLDER,
+        SAMPLING_WORDS,
+        load_condition,
+    )
     from neurodecode.reconstruct.generators import tensor_to_images
     from neurodecode.reconstruct.lowlevel import LOWLEVEL_FOLDER, load_lowlevel
     from neurodecode.reconstruct.reconstructor import Reconstructor
@@ -131,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"condition: retrieval output projected onto {projection.n_pool} training images' "
             f"embeddings ({condition_dir}, temperature {projection.temperature:g}; "
-            + (
-                "each sample conditioned on one of the nearest images' embeddings"
-                if projection.sampling == "nearest"
-                else "every sample conditioned on the projection"
-            )
+            f"{SAMPLING_WORDS[projection.sampling]}"
             + (
                 ""
                 if projection.guidance_scale is None

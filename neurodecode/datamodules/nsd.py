@@ -80,12 +80,11 @@ class BrainFeatureDataset(Dataset):
         """The mean of subject ``k``'s trials of trial ``i``'s stimulus (computed once)."""
         if self._averages is None:
             self._averages = []
-            for trials in self.trials:
-                ids, row_of = np.unique(trials.stimulus_id, return_inverse=True)
-                sums = np.zeros((len(ids), *trials.data.shape[1:]), dtype=np.float64)
-                np.add.at(sums, row_of, trials.data)
-                counts = np.bincount(row_of, minlength=len(ids)).reshape(-1, *[1] * (sums.ndim - 1))
-                self._averages.append(((sums / counts).astype(np.float32), row_of))
+            for trials in self.trials:  # one subject each
+                averaged = trials.average_repeats()
+                order = np.argsort(averaged.stimulus_id)
+                found = np.searchsorted(averaged.stimulus_id, trials.stimulus_id, sorter=order)
+                self._averages.append((averaged.data, order[found]))
         means, row_of = self._averages[k]
         return means[row_of[i]]
 

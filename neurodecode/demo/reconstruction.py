@@ -307,6 +307,7 @@ def reconstruct_and_score(
     from neurodecode.plotting.reconstructions import plot_reconstructions
     from neurodecode.reconstruct.conditioning import (
         CONDITION_FOLDER,
+        SAMPLING_WORDS,
         SAMPLINGS,
         ImageManifoldProjection,
         save_condition,
@@ -317,7 +318,7 @@ def reconstruct_and_score(
         LowLevelPathway,
         save_lowlevel,
     )
-    from neurodecode.reconstruct.reconstructor import Reconstructor, blend_images, select_best
+    from neurodecode.reconstruct.reconstructor import Reconstructor
 
     def embed_images(images: np.ndarray) -> torch.Tensor:
         return encoder.encode_image(images)
@@ -361,20 +362,18 @@ def reconstruct_and_score(
             for mode in ([sampling] if sampling is not None else SAMPLING_GRID)
             for scale in ([guidance_scale] if guidance_scale is not None else GUIDANCE_GRID)
         ]
-        projections = {  # the same softmax projection; they differ in sample_conditions
-            mode: ImageManifoldProjection.from_pool(pool, temperature, values=values, sampling=mode)
-            for mode in SAMPLINGS
-        }
+        projection = ImageManifoldProjection.from_pool(pool, temperature, values=values)
 
         def decoder_embed(brain: torch.Tensor) -> torch.Tensor:
-            return projections["mean"](model.embed(brain, subject))
+            return projection(model.embed(brain, subject))
 
         def conditions_of(mode: str):
             if mode == "mean":
                 return None
 
             def sample_conditions(brain: torch.Tensor) -> torch.Tensor:
-                return projections[mode].sample_conditions(model.embed(brain, subject), num_samples)
+                decoded = model.embed(brain, subject)
+                return projection.sample_conditions(decoded, num_samples, sampling=mode)
 
             return sample_conditions
 
@@ -398,11 +397,13 @@ def reconstruct_and_score(
         def conditions_of(mode: str):
             return None
 
-    def reconstructor_for(mode: str, scale: float | None, weight: float = 0.0) -> Reconstructor:
+    def reconstructor_for(
+        mode: str, scale: float | None, weight: float = 0.0, embed=None, low=None
+    ) -> Reconstructor:
         return Reconstructor(
-            decoder_embed,
+            embed or decoder_embed,
             generator,
-            lowlevel=lowlevel.decode,
+            lowlevel=low or lowlevel.decode,
             strength=strength,
             blend=weight,
             blend_mode=blend_mode,
@@ -445,10 +446,8 @@ def reconstruct_and_score(
         )
         blend, blend_scores = per_candidate[chosen]
     sampling, guidance_scale = chosen
-    if condition == "manifold":
-        projection = ImageManifoldProjection.from_pool(
-            pool, temperature, values=values, sampling=sampling, guidance_scale=guidance_scale
-        )
+    if condition == "manifold":  # saved with the choice, so `reconstruct` samples the same way
+        projection.set_sampling(sampling, guidance_scale)
         save_condition(projection, Path(out) / "decoder" / CONDITION_FOLDER)
     save_lowlevel(
         LowLevelPathway(lowlevel, subject, strength, blend, blend_mode),
@@ -463,26 +462,24 @@ def reconstruct_and_score(
             test.data, generator=torch.Generator().manual_seed(seed), progress=bar.update
         )
     # The generator's ceiling: the same generation (low-level images, strength, guidance,
-    # best-of-n, blend) from the test images' true embeddings instead of the decoded ones.
+    # best-of-n, blend) from the test images' true embeddings instead of the decoded ones. Its
+    # "brain" rows are the trial indices, which look up both inputs.
     true_embeds = torch.as_tensor(embed_images(stimuli)).float()
-    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
-    parts = []
+    ceiling = reconstructor_for(
+        "mean",
+        guidance_scale,
+        blend,
+        embed=lambda rows: true_embeds[rows[:, 0].long()],
+        low=lambda rows: ours.lowlevel[rows[:, 0].long()],
+    )
     with _trial_bar(
         len(test), "generate from the true embeddings (the generator's ceiling)"
     ) as bar:
-        for start in range(0, len(test), 64):
-            rows = slice(start, start + 64)
-            samples = generator.generate(
-                true_embeds[rows],
-                init_images=ours.lowlevel[rows],
-                strength=strength,
-                num_samples=num_samples,
-                generator=torch.Generator().manual_seed(seed + start),
-                **extra,
-            ).cpu()
-            parts.append(select_best(samples, true_embeds[rows], embed_images)[0])
-            bar.update(len(parts[-1]))
-    from_truth = blend_images(torch.cat(parts), ours.lowlevel, blend, blend_mode)
+        from_truth = ceiling.reconstruct(
+            torch.arange(len(test), dtype=torch.float32)[:, None],
+            generator=torch.Generator().manual_seed(seed),
+            progress=bar.update,
+        ).images
     # The shuffled-trial control: each stimulus is paired with the reconstruction of another
     # trial. A permutation of the reconstructions is exactly that (the same pipeline on other
     # trials' data), without generating every image a second time.
@@ -543,11 +540,7 @@ def reconstruct_and_score(
         result["blend_validation"] = {str(w): s for w, s in blend_scores.items()}
     result["networks"] = scored["reconstruction"].networks
     result["n_trials"] = len(test)
-    conditioned = (
-        "each sample conditioned on one of the nearest training images' embeddings"
-        if sampling == "nearest"
-        else "every sample conditioned on the decoded embedding"
-    )
+    conditioned = SAMPLING_WORDS[sampling] if condition == "manifold" else "the prior's samples"
     guidance = "the generator's default" if guidance_scale is None else f"{guidance_scale:g}"
     result["table"] = metric_table(scored) + (
         f"\n\nimg2img strength {strength:g} from the low-level image; best of {num_samples} "

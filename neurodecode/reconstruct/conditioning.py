@@ -37,6 +37,11 @@ from neurodecode.validation import InvalidInputError, check_option
 
 #: How the samples of one trial are conditioned (:meth:`ImageManifoldProjection.sample_conditions`).
 SAMPLINGS = ("mean", "nearest")
+#: How each sampling reads in printed summaries.
+SAMPLING_WORDS = {
+    "mean": "every sample conditioned on the projection",
+    "nearest": "each sample conditioned on one of the nearest training images' embeddings",
+}
 #: Folder of the projection inside a saved decoder.
 CONDITION_FOLDER = "condition"
 #: Softmax temperature on cosine similarity. Chosen on the demo's validation images (never the
@@ -129,19 +134,23 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         super().__init__()
         if not temperature > 0:
             raise InvalidInputError(f"temperature={temperature!r}; expected a positive number.")
+        self.n_pool, self.dim, self.temperature = int(n_pool), int(dim), float(temperature)
+        self.value_dim = None if value_dim is None else int(value_dim)
+        self.set_sampling(sampling, guidance_scale)
+        self.register_buffer("unit_pool", torch.zeros(self.n_pool, self.dim))
+        if self.value_dim is not None:
+            self.register_buffer("unit_values", torch.zeros(self.n_pool, self.value_dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def set_sampling(self, sampling: str, guidance_scale: float | None = None) -> None:
+        """Record how samples are drawn (saved in the config; see the class)."""
         check_option("sampling", sampling, SAMPLINGS)
         if guidance_scale is not None and not guidance_scale >= 1.0:
             raise InvalidInputError(
                 f"guidance_scale={guidance_scale!r}; expected None or a number >= 1 (1 = none)."
             )
-        self.n_pool, self.dim, self.temperature = int(n_pool), int(dim), float(temperature)
-        self.value_dim = None if value_dim is None else int(value_dim)
         self.sampling = sampling
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
-        self.register_buffer("unit_pool", torch.zeros(self.n_pool, self.dim))
-        if self.value_dim is not None:
-            self.register_buffer("unit_values", torch.zeros(self.n_pool, self.value_dim))
-        self.register_buffer("scale", torch.ones(()))
 
     def get_config(self) -> dict[str, Any]:
         """Init arguments (pool size, embedding length, temperature, value length, sampling)."""
@@ -222,7 +231,9 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         return flat
 
     @torch.no_grad()
-    def sample_conditions(self, embeddings: torch.Tensor, num_samples: int) -> torch.Tensor:
+    def sample_conditions(
+        self, embeddings: torch.Tensor, num_samples: int, sampling: str | None = None
+    ) -> torch.Tensor:
         """One condition per sample of each trial.
 
         Parameters
@@ -231,6 +242,8 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
             Decoded embeddings.
         num_samples : int
             Samples per trial (at most the pool's size with ``sampling="nearest"``).
+        sampling : {"mean", "nearest"}, optional
+            Default: the projection's own ``sampling``.
 
         Returns
         -------
@@ -241,7 +254,9 @@ class ImageManifoldProjection(PretrainedMixin, nn.Module):
         """
         if num_samples < 1:
             raise InvalidInputError(f"num_samples={num_samples!r}; expected >= 1.")
-        if self.sampling == "mean":
+        sampling = self.sampling if sampling is None else sampling
+        check_option("sampling", sampling, SAMPLINGS)
+        if sampling == "mean":
             projected = self(embeddings).reshape(len(embeddings), 1, -1)
             return projected.expand(-1, num_samples, -1)
         if num_samples > self.n_pool:

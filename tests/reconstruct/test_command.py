@@ -202,7 +202,8 @@ def test_lowlevel_with_wrong_voxel_count_is_one_clear_error(tiny_decoder, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_path, capsys):
+def _decoder_with_condition(tiny_decoder, tmp_path, **projection_options):
+    """A copy of the tiny decoder with a condition/ folder (a 5-image pool) and a brain.npy."""
     import shutil
 
     from neurodecode.embedded.clip import get_sim_clip
@@ -216,8 +217,14 @@ def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_pa
     shutil.copytree(tiny_decoder, decoder)
     dim = get_sim_clip("tiny", progress=False).embed_dim
     pool = np.random.default_rng(3).normal(size=(5, dim))
-    save_condition(ImageManifoldProjection.from_pool(pool), decoder / CONDITION_FOLDER)
+    projection = ImageManifoldProjection.from_pool(pool, **projection_options)
+    save_condition(projection, decoder / CONDITION_FOLDER)
     np.save(tmp_path / "brain.npy", np.random.default_rng(4).normal(size=(2, 12)).astype("f4"))
+    return decoder
+
+
+def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_path, capsys):
+    decoder = _decoder_with_condition(tiny_decoder, tmp_path)
     assert _run(decoder, tmp_path / "brain.npy", tmp_path / "out") == 0
     assert "projected onto 5 training images' embeddings" in capsys.readouterr().out
     assert _run(decoder, tmp_path / "brain.npy", tmp_path / "p", "--condition", "prior") == 0
@@ -234,25 +241,12 @@ def test_saved_condition_is_used_and_prior_can_be_asked_for(tiny_decoder, tmp_pa
 
 
 def test_saved_nearest_sampling_and_guidance_are_used(tiny_decoder, tmp_path, capsys):
-    import shutil
-
-    from neurodecode.embedded.clip import get_sim_clip
-    from neurodecode.reconstruct.conditioning import (
-        CONDITION_FOLDER,
-        ImageManifoldProjection,
-        save_condition,
+    decoder = _decoder_with_condition(
+        tiny_decoder, tmp_path, sampling="nearest", guidance_scale=2.0
     )
-
-    decoder = tmp_path / "decoder"
-    shutil.copytree(tiny_decoder, decoder)
-    dim = get_sim_clip("tiny", progress=False).embed_dim
-    pool = np.random.default_rng(3).normal(size=(5, dim))
-    projection = ImageManifoldProjection.from_pool(pool, sampling="nearest", guidance_scale=2.0)
-    save_condition(projection, decoder / CONDITION_FOLDER)
-    np.save(tmp_path / "brain.npy", np.random.default_rng(4).normal(size=(2, 12)).astype("f4"))
     assert _run(decoder, tmp_path / "brain.npy", tmp_path / "out", "--num-samples", "3") == 0
     printed = capsys.readouterr().out
-    assert "each sample conditioned on one of the nearest images' embeddings" in printed
+    assert "each sample conditioned on one of the nearest training images' embeddings" in printed
     assert "guidance 2" in printed
     assert len(list((tmp_path / "out").glob("recon_*.png"))) == 2
     with pytest.raises(InvalidInputError, match="--num-samples 6 is more than the 5 training"):

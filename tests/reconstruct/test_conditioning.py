@@ -136,6 +136,10 @@ def test_nearest_sampling_conditions_each_sample_on_one_of_the_nearest_images(tm
     mean = ImageManifoldProjection.from_pool(keys, temperature=0.02, values=values)
     torch.testing.assert_close(nearest(x), mean(x))
     torch.testing.assert_close(mean.sample_conditions(x, 2), mean(x)[:, None].expand(-1, 2, -1))
+    # a call may ask for the other sampling; set_sampling records the choice that is saved
+    torch.testing.assert_close(mean.sample_conditions(x, 4, sampling="nearest"), conditions)
+    mean.set_sampling("nearest", 3.0)
+    assert (mean.get_config()["sampling"], mean.get_config()["guidance_scale"]) == ("nearest", 3.0)
 
     loaded = load_condition(save_condition(nearest, tmp_path / "condition"))
     assert (loaded.sampling, loaded.guidance_scale) == ("nearest", 3.0)
