@@ -92,6 +92,18 @@ class SimGeneratorConfig:
         Default classifier-free guidance at sampling (1 = none).
     num_inference_steps : int
         Default DDIM steps at sampling.
+    hint_size : int
+        Side (px) of the *low-level hint*, a blurry image that conditions the UNet beside the
+        embedding (concatenated to its input, upsampled, with a channel saying it is present);
+        0 = none. At sampling the ``init_images`` are the hint (the low-level pathway's blurry
+        reconstruction). In training the hint is the clean image shrunk to ``hint_size`` (area),
+        its contrast scaled toward its mean by a factor drawn in ``[hint_contrast_min, 1]`` and
+        Gaussian noise of a standard deviation drawn in ``[0, hint_noise_max]`` added, as a
+        decoder's blurry image is a shrunk, noisy copy of the stimulus.
+    hint_contrast_min, hint_noise_max : float
+        Range of that degradation (contrast factor; noise std in [0, 1] image units).
+    hint_dropout : float
+        Probability that a training image gets no hint (so the generator also works without one).
     """
 
     image_size: int = 32
@@ -111,10 +123,18 @@ class SimGeneratorConfig:
     seed: int = 0
     guidance_scale: float = 1.5
     num_inference_steps: int = 10
+    hint_size: int = 0
+    hint_contrast_min: float = 0.3
+    hint_noise_max: float = 0.15
+    hint_dropout: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """JSON-ready dict (tuples become lists). Without a hint (``hint_size=0``) the hint fields
+        are left out, so generators trained before the hint existed keep their cache keys."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        if not self.hint_size:
+            values = {k: v for k, v in values.items() if not k.startswith("hint_")}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SimGeneratorConfig:
@@ -164,12 +184,13 @@ class ConditionedUNet(PretrainedMixin, nn.Module):
         self.recipe = config
         self.embed_dim = embed_dim
         self.coarse_size = config.coarse_size
+        self.hint_size = int(config.hint_size)
         channels = tuple(config.block_out_channels)
         time_dim = channels[0] * 4
         levels = len(channels)
         self.unet = UNet2DModel(
             sample_size=config.image_size,
-            in_channels=6,
+            in_channels=6 + (4 if self.hint_size else 0),
             out_channels=3,
             block_out_channels=channels,
             layers_per_block=config.layers_per_block,
@@ -194,17 +215,80 @@ class ConditionedUNet(PretrainedMixin, nn.Module):
         """Init arguments (the embedding length and the whole recipe), as JSON types."""
         return {"embed_dim": int(self.embed_dim), "config": self.recipe.to_dict()}
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor):
+    def hint_channels(
+        self, hint: torch.Tensor | None, n: int, size: int, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The low-level hint as UNet input channels: ``(N, 4, size, size)``.
+
+        Parameters
+        ----------
+        hint : Tensor, shape (N, 3, h, w), in [0, 1], or None
+            Blurry images (resized to ``hint_size``, then upsampled bilinearly); ``None``
+            means no hint for any row.
+        n, size : int
+            Rows and side of the UNet input.
+        present : Tensor of bool, shape (N,), optional
+            Rows that get their hint (the others get none); default all.
+
+        Returns
+        -------
+        Tensor
+            The hint in [-1, 1] (zero where absent) and a channel that is 1 where present.
+        """
+        device = self.null_embed.device
+        if hint is None:
+            return torch.zeros(n, 4, size, size, device=device)
+        hint = hint.float().to(device)
+        if hint.shape[-1] != self.hint_size:
+            hint = resize_images(hint, self.hint_size)
+        hint = F.interpolate(hint.clamp(0, 1) * 2 - 1, size=(size, size), mode="bilinear")
+        mask = torch.ones(n, 1, size, size, device=device)
+        if present is not None:
+            mask = mask * present.to(device).float().view(n, 1, 1, 1)
+        return torch.cat([hint * mask, mask], dim=1)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: torch.Tensor,
+        hint: torch.Tensor | None = None,
+    ):
         """Predict the target for ``noisy`` (N, 3, H, W) at ``timesteps`` (N,) given ``cond`` (N, D).
 
         ``cond`` is an already normalised embedding (:meth:`normalise`) or the null embedding.
+        ``hint`` (N, 4, H, W) is :meth:`hint_channels`' output (only with ``hint_size``; default no
+        hint).
         """
         n, _, h, w = noisy.shape
         coarse = self.to_coarse(cond).view(n, 3, self.coarse_size, self.coarse_size)
         coarse = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        inputs = [noisy, coarse]
+        if self.hint_size:
+            inputs.append(self.hint_channels(None, n, h) if hint is None else hint.to(noisy))
         return self.unet(
-            torch.cat([noisy, coarse], dim=1), timesteps, class_labels=self.to_class(cond)
+            torch.cat(inputs, dim=1), timesteps, class_labels=self.to_class(cond)
         ).sample
+
+
+def degrade_to_hint(
+    images: torch.Tensor, config: SimGeneratorConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Training hints: ``images`` (N, 3, H, W) in [0, 1] -> (N, 3, hint_size, hint_size) in [0, 1].
+
+    Shrunk (antialiased, as :meth:`ConditionedUNet.hint_channels` shrinks), contrast scaled toward each image's mean by a factor drawn uniformly in
+    ``[hint_contrast_min, 1]``, Gaussian noise of a std drawn uniformly in ``[0, hint_noise_max]``
+    added (see :class:`SimGeneratorConfig`).
+    """
+    n = len(images)
+    small = resize_images(images.float(), config.hint_size)
+    mean = small.mean(dim=(1, 2, 3), keepdim=True)
+    draws = torch.rand(n, 2, generator=generator).to(small)
+    contrast = config.hint_contrast_min + (1 - config.hint_contrast_min) * draws[:, 0]
+    noise_std = config.hint_noise_max * draws[:, 1]
+    noise = torch.randn(small.shape, generator=generator).to(small)
+    hint = mean + contrast.view(n, 1, 1, 1) * (small - mean) + noise_std.view(n, 1, 1, 1) * noise
+    return hint.clamp(0, 1)
 
 
 def _train_scheduler(config: SimGeneratorConfig) -> DDPMScheduler:
@@ -249,7 +333,16 @@ class SimGeneratorModule(L.LightningModule):
             0, self.config.num_train_timesteps, (len(clean),), device=clean.device
         )
         noisy = self.noise_scheduler.add_noise(clean, noise, steps)
-        prediction = self.model(noisy, steps, cond)
+        hint = None
+        if self.config.hint_size:
+            present = torch.rand(len(clean), device=clean.device) >= self.config.hint_dropout
+            hint = self.model.hint_channels(
+                degrade_to_hint(images, self.config).to(clean),
+                len(clean),
+                clean.shape[-1],
+                present,
+            )
+        prediction = self.model(noisy, steps, cond, hint)
         if self.config.prediction_type == "sample":
             target = clean
         elif self.config.prediction_type == "epsilon":
@@ -310,6 +403,9 @@ class SimGenerator:
         ----------
         image_embeds : Tensor, shape (N, D)
         init_images : Tensor, shape (N, 3, h, w), in [0, 1], optional
+            The start of img2img and, for a generator trained with a low-level hint
+            (``config.hint_size``), also the hint that conditions every step, whatever
+            ``strength``.
         strength : float in [0, 1]
             Fraction of the DDIM steps run from the noised init image.
         num_samples : int
@@ -351,6 +447,11 @@ class SimGenerator:
         else:
             sample = noise
         null = self.model.null_embed.expand_as(cond)
+        hint = None
+        if self.model.hint_size and init_images is not None:
+            hint = self.model.hint_channels(
+                init_images.repeat_interleave(num_samples, dim=0), len(cond), size
+            )
         # NHWC convolutions: the same images to float32 rounding (1e-6), 12-18 % less sampling
         # time on CPU (oneDNN); benchmarks/README.md. Training keeps the default layout (no gain).
         self.model.unet.to(memory_format=torch.channels_last)
@@ -358,14 +459,18 @@ class SimGenerator:
         for start in range(0, len(sample), batch_size):
             part = slice(start, start + batch_size)
             x, c, u = sample[part], cond[part], null[part]
+            hint_part = None if hint is None else hint[part]
             x = x.contiguous(memory_format=torch.channels_last)
             for t in timesteps:
                 t_batch = t.expand(len(x))
                 if guidance == 1.0:
-                    pred = self.model(x, t_batch, c)
-                else:
+                    pred = self.model(x, t_batch, c, hint_part)
+                else:  # guidance on the embedding only: both halves see the hint
                     both = self.model(
-                        torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([c, u])
+                        torch.cat([x, x]),
+                        torch.cat([t_batch, t_batch]),
+                        torch.cat([c, u]),
+                        None if hint_part is None else torch.cat([hint_part, hint_part]),
                     )
                     pred_c, pred_u = both.chunk(2)
                     pred = pred_u + guidance * (pred_c - pred_u)
