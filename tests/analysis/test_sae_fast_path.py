@@ -1,8 +1,8 @@
 """The fast TopK training path computes what the reference path does (tiny, seconds).
 
 Two-stage top-k selection, the sparse encoder/decoder, AuxK over the dead columns only, the
-host-side dead-latent bound, contiguous batches and the Trainer-free loop each against the
-straightforward computation they replace.
+host-side dead-latent bound, contiguous batches, the Trainer-free loop and its Adam step each
+against the straightforward computation they replace.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from neurodecode.analysis.sae import topk as topk_module
 from neurodecode.analysis.sae.core import create_sae
 from neurodecode.analysis.sae.topk import gathered_activations, sparse_decode, topk_indices
 from neurodecode.analysis.sae.training import (
     ArrayActivationDataModule,
     RandomRowBatches,
+    _adam_step,
     train_sae,
 )
 from neurodecode.validation import InvalidInputError
@@ -38,6 +40,28 @@ def test_topk_indices_pick_the_values_of_a_full_topk(n_rows, n_columns, k):
     got = pre.gather(-1, index).sort(-1).values
     want = pre.topk(k, dim=-1).values.sort(-1).values
     assert torch.equal(got, want)
+
+
+def test_topk_indices_on_the_float_bits_keep_the_float_order_of_every_row():
+    torch.manual_seed(9)
+    pre = torch.randn(12, 512)
+    pre[0] = -torch.rand(512)  # no positive entry: the float top-k of this row
+    pre[1, 5:] = -1.0  # five positive entries, then ties below zero
+    pre[2, :300] = 0.0
+    pre[2, 300:] = -0.0  # zeros of both signs are equal values
+    pre[3, :4] = float("inf")
+    pre[3, 4:9] = -float("inf")
+    pre[4, 10:20] = 1e-40  # subnormal values
+    for row in range(12):
+        got = pre.gather(-1, topk_indices(pre, 8)).sort(-1).values
+        want = pre.topk(8, dim=-1).values.sort(-1).values
+        assert torch.equal(got[row], want[row]), row
+    for nan in (float("nan"), -float("nan")):  # torch counts every NaN as largest
+        with_nan = pre.clone()
+        with_nan[5, 7] = nan
+        index = topk_indices(with_nan, 8)
+        assert torch.isnan(with_nan[5, index[5]]).sum() == 1
+        assert torch.equal(index[6].sort().values, pre[6].topk(8).indices.sort().values)
 
 
 def test_sparse_decode_equals_the_dense_product():
@@ -216,11 +240,16 @@ def test_bfloat16_selection_keeps_exact_values_and_the_exact_picks_where_rows_ha
         create_sae("topk", 4, 8, selection_precision="int8")
 
 
+@pytest.mark.parametrize("sorted_picks", [False, True])
 @pytest.mark.parametrize(
     ("options", "transcoder"),
     [({"k": 5}, False), ({"k": 5, "selection_precision": "bfloat16"}, False), ({"k": 4}, True)],
 )
-def test_written_gradients_equal_the_autograd_gradients(options, transcoder):
+def test_written_gradients_equal_the_autograd_gradients(
+    options, transcoder, sorted_picks, monkeypatch
+):
+    if sorted_picks:  # the large-SAE way: the picks sorted by latent, sparse-dense products
+        monkeypatch.setattr(topk_module, "_INDEX_ADD_TERMS", 0)
     torch.manual_seed(3)
     kwargs = {"transcoder": True, "d_out": 11} if transcoder else {}
     sae = create_sae("topk", 16, 96, dead_window=10**9, encoder_init_scale=1.0, **options, **kwargs)
@@ -261,3 +290,30 @@ def test_written_gradients_defer_to_autograd_for_auxk_and_skip_connections():
 def test_written_gradients_defer_to_autograd_below_float32():
     sae = create_sae("topk", 8, 24, k=2).to(torch.bfloat16)
     assert sae.write_training_gradients(torch.randn(16, 8, dtype=torch.bfloat16)) is None
+
+
+@pytest.mark.parametrize("fused", [True, None])
+def test_plain_adam_step_equals_the_optimizer_step(fused):
+    torch.manual_seed(8)
+    shapes = [(24, 6), (6, 24), (24,), (6,)]
+    stepped = [torch.nn.Parameter(torch.randn(*shape)) for shape in shapes]
+    plain = [torch.nn.Parameter(p.detach().clone()) for p in stepped]
+    optimizers = [torch.optim.Adam(ps, lr=1e-2, fused=fused) for ps in (stepped, plain)]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1 / (s + 1)) for o in optimizers]
+    calls = []  # Adam.step runs its hooks: only the first plain step goes through it
+    optimizers[1].register_step_post_hook(lambda *args: calls.append(1))
+    for step in range(6):
+        for p, q in zip(stepped, plain, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        if step == 3:  # a parameter without a gradient is skipped, as Adam.step skips it
+            stepped[2].grad = plain[2].grad = None
+        optimizers[0].step()
+        _adam_step(optimizers[1])  # the first step creates the state through Adam.step
+        for scheduler in schedulers:
+            scheduler.step()
+    assert len(calls) == 1
+    for p, q in zip(stepped, plain, strict=True):
+        assert torch.equal(p, q)
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(optimizers[0].state[p][key], optimizers[1].state[q][key]), key

@@ -12,6 +12,7 @@ tests and for comparison) up to float rounding, at one dense matmul per step ins
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -82,6 +83,28 @@ def _group_size(n_columns: int, k: int) -> int:
     return best
 
 
+def _row_topk(values: Tensor, k: int) -> Tensor:
+    """``values.topk(k, dim=-1, sorted=False).indices`` (the same values; ties in any order).
+
+    Float32 on the CPU: the top-k of the values' bits read as int32, the same order as the
+    floats' among entries with the sign bit clear (+0, positive, +inf, +NaN) and below all
+    of them for the rest, so exact on every row with ``k`` such entries (its k-th key is
+    non-negative); other rows, and any input with a NaN (torch counts every NaN as largest,
+    a sign-set NaN too), take the float top-k. An integer comparison has no NaN test, so it
+    is faster than the float selection (benchmarks/README.md, SAE training speed).
+    """
+    if values.dtype != torch.float32 or values.device.type != "cpu" or values.numel() == 0:
+        return values.topk(k, dim=-1, sorted=False).indices
+    if bool(torch.isnan(values.amax())):
+        return values.topk(k, dim=-1, sorted=False).indices
+    keys, index = values.view(torch.int32).topk(k, dim=-1, sorted=False)
+    short = keys.amin(-1) < 0  # fewer than k entries with the sign bit clear
+    if bool(short.any()):
+        rows = short.nonzero().squeeze(1)
+        index[rows] = values[rows].topk(k, dim=-1, sorted=False).indices
+    return index
+
+
 def topk_indices(pre: Tensor, k: int) -> Tensor:
     """Column indices of the ``k`` largest entries of each row, in no particular order.
 
@@ -92,7 +115,8 @@ def topk_indices(pre: Tensor, k: int) -> Tensor:
     and there are fewer than ``k`` such groups, so all are kept; the kept groups' maxima supply
     the entries equal to it. The selected *values* are those of ``pre.topk(k)`` (an index may
     differ only between entries of equal value) at a cheaper pass: a max over the row and two
-    short selections instead of one selection over all columns.
+    short selections instead of one selection over all columns. Float32 selections on the CPU
+    compare the values' bits as integers (:func:`_row_topk`; exact, a quarter faster).
 
     Parameters
     ----------
@@ -107,12 +131,12 @@ def topk_indices(pre: Tensor, k: int) -> Tensor:
     n_rows, n_columns = pre.shape
     width = _group_size(n_columns, k)
     if width == 0:
-        return pre.topk(k, dim=-1, sorted=False).indices
+        return _row_topk(pre, k)
     groups = pre.view(n_rows, n_columns // width, width)
-    kept = groups.amax(-1).topk(k, dim=-1, sorted=False).indices  # (batch, k)
+    kept = _row_topk(groups.amax(-1), k)  # (batch, k)
     columns = (kept[:, :, None] * width + torch.arange(width, device=pre.device)).view(n_rows, -1)
     candidates = pre.gather(-1, columns)
-    return columns.gather(-1, candidates.topk(k, dim=-1, sorted=False).indices)
+    return columns.gather(-1, _row_topk(candidates, k))
 
 
 class _GatheredEncoder(torch.autograd.Function):
@@ -258,6 +282,43 @@ def _in_layout_of(parameter: Tensor, grad: Tensor) -> Tensor:
     return torch.empty_like(parameter).copy_(grad)
 
 
+#: :meth:`TopKSAE.write_training_gradients` adds the picks' rank-one gradient terms into their
+#: latents' rows (:func:`_rows_by_latent`) on the CPU when there are at most this many entries
+#: (batch·k·d), and sorts the picks by latent for two sparse-dense products
+#: (:func:`_latent_major`) above (where the rank-one terms' temporary makes it slower; measured
+#: in benchmarks/README.md, SAE training speed) and on other devices (where ``index_add_`` sums
+#: in no fixed order).
+_INDEX_ADD_TERMS = 1 << 20
+
+
+def _rows_by_latent(weights: Tensor, rows: Tensor, index: Tensor, n_latents: int) -> Tensor:
+    """``out[l] = Σ weights[r, j] · rows[r]`` over the picks ``index[r, j] == l``: (n_latents, d).
+
+    The product of the transposed (batch, n_latents) matrix whose only entries are the picks
+    with ``rows``, as one ``index_add_`` of the ``batch·m`` rank-one rows, so the picks need no
+    sort by latent (``weights``, ``index``: (batch, m); ``rows``: (batch, d)). Its
+    ``batch·m·d`` temporary makes it the faster way for small products only
+    (``_INDEX_ADD_TERMS``).
+    """
+    n_rows, m = weights.shape
+    terms = (weights[:, :, None] * rows[:, None, :]).view(n_rows * m, rows.shape[1])
+    out = rows.new_zeros(n_latents, rows.shape[1])
+    return out.index_add_(0, index.reshape(-1), terms)
+
+
+def _latent_major(index: Tensor, n_latents: int) -> Callable[[Tensor], Tensor]:
+    """The picks ``index`` (batch, m) sorted by latent, once: a function taking weights
+    (batch, m) to the (n_latents, batch) CSR matrix with ``weights[r, j]`` at
+    ``(index[r, j], r)``, whose products with dense (batch, d) rows sum the picks per latent."""
+    flat = index.reshape(-1)
+    order = torch.argsort(flat)
+    crow = torch.zeros(n_latents + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(torch.bincount(flat, minlength=n_latents), 0, out=crow[1:])
+    rows = order.div(index.shape[1], rounding_mode="floor")
+    shape = (n_latents, index.shape[0])
+    return lambda weights: _csr_matrix(crow, rows, weights.reshape(-1)[order], shape)
+
+
 def sparse_decode(values: Tensor, index: Tensor, W_dec: Tensor) -> Tensor:
     """``Σ_j values[:, j] · W_dec[index[:, j]]``, shape (batch, d_out), via ``embedding_bag``.
 
@@ -353,9 +414,11 @@ class TopKSAE(_AuxKMixin):
         to float rounding) and the same dead-latent bookkeeping, in a handful of kernels: the
         dense product picks the latents, the decoder is an ``embedding_bag``, the gradient of
         the picked pre-activations is a sampled product (``g_out @ W_decᵀ`` at the picks only),
-        and the encoder and decoder gradients are two sparse-dense products over the picks
-        sorted by latent. Small SAEs spend most of an autograd step in per-operation overhead;
-        this path has about a third of the operations.
+        and the encoder and decoder gradients are, for small SAEs, one ``index_add_`` each of
+        the picks' rank-one terms into their latents' rows, and for large ones two
+        sparse-dense products over the picks sorted by latent (``_INDEX_ADD_TERMS``). Small
+        SAEs spend most of an autograd step in per-operation overhead; this path has about a
+        third of the operations.
 
         Returns ``None`` (nothing written) when the step needs autograd: a skip connection,
         latents that may be dead (the AuxK term), or weights in a precision other than float32
@@ -395,28 +458,29 @@ class TopKSAE(_AuxKMixin):
         loss = error.pow(2).sum() / n_rows
         grad_out = error.mul_(2.0 / n_rows)  # d loss / d output, (batch, d_out)
         flat = index.reshape(-1)
+        active = picked > 0
         pattern = _picks_pattern(index, self.n_latents, values.dtype)
         grad_values = torch.sparse.sampled_addmm(pattern, grad_out, self.W_dec.t(), beta=0.0)
-        grad_pre = grad_values.values().mul_(values.reshape(-1) > 0)  # through the ReLU
-        # the picks sorted by latent: a (n_latents, batch) CSR matrix per weight
-        order = torch.argsort(flat)
-        counts = torch.bincount(flat, minlength=self.n_latents)
-        crow_t = torch.zeros(self.n_latents + 1, dtype=torch.long, device=x.device)
-        torch.cumsum(counts, 0, out=crow_t[1:])
-        rows_t = order.div(index.shape[1], rounding_mode="floor")
-
-        def by_latent(weights: Tensor) -> Tensor:
-            return _csr_matrix(crow_t, rows_t, weights[order], (self.n_latents, n_rows))
-
-        self.W_dec.grad = _in_layout_of(self.W_dec, by_latent(values.reshape(-1)) @ grad_out)
-        self.W_enc.grad = _in_layout_of(self.W_enc, (by_latent(grad_pre) @ centred).t())
-        grad_b_enc = torch.zeros_like(self.b_enc).index_add_(0, flat, grad_pre)
+        grad_pre = grad_values.values().view_as(values).mul_(active)  # through the ReLU
+        n_latents = self.n_latents
+        terms = index.numel() * max(grad_out.shape[1], centred.shape[1])
+        if x.device.type == "cpu" and terms <= _INDEX_ADD_TERMS:
+            # each pick's rank-one term added into its latent's row: no sort of the picks
+            grad_w_dec = _rows_by_latent(values, grad_out, index, n_latents)
+            grad_w_enc_t = _rows_by_latent(grad_pre, centred, index, n_latents)
+        else:  # the picks sorted by latent once, then two sparse-dense products
+            by_latent = _latent_major(index, n_latents)
+            grad_w_dec = by_latent(values) @ grad_out
+            grad_w_enc_t = by_latent(grad_pre) @ centred
+        self.W_dec.grad = _in_layout_of(self.W_dec, grad_w_dec)
+        self.W_enc.grad = _in_layout_of(self.W_enc, grad_w_enc_t.t())
+        grad_b_enc = torch.zeros_like(self.b_enc).index_add_(0, flat, grad_pre.reshape(-1))
         self.b_enc.grad = grad_b_enc
         grad_b_dec = grad_out.sum(0)
         if not self.transcoder:  # b_dec is also the encoder's centre
             grad_b_dec -= self.W_enc @ grad_b_enc
         self.b_dec.grad = grad_b_dec
-        self._count_rows(index, values > 0)
+        self._count_rows(index, active)
         return loss
 
     @torch.no_grad()

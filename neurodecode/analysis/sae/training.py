@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 from torch.utils.data import DataLoader, IterableDataset
 
 from neurodecode.analysis.sae.core import SparseAutoencoder
@@ -118,12 +119,14 @@ class SAETrainingModule(pl.LightningModule):
 
         Per step, in Lightning's order: the loss of :meth:`training_step` (nothing logged),
         ``zero_grad``, backward (or the SAE's own ``write_training_gradients``, where it has
-        one and the step allows it: the same gradients without autograd), :meth:`on_before_optimizer_step` (the decoder-parallel
-        gradient removed), gradient-norm clipping at ``gradient_clip`` over every parameter,
-        the optimiser step, the per-step scheduler step and :meth:`on_train_batch_end` (decoder
-        rows renormalised); the module goes back to the CPU at the end, as Lightning's teardown
-        does. Equal to ``Trainer(max_steps=steps, gradient_clip_val=gradient_clip).fit`` on the
-        same batches (tested), without the Trainer's per-step hooks, start-up and teardown.
+        one and the step allows it: the same gradients without autograd),
+        :meth:`on_before_optimizer_step` (the decoder-parallel gradient removed), gradient-norm
+        clipping at ``gradient_clip`` over every parameter, the optimiser step (for Adam, its
+        update without the per-call overhead: :func:`_adam_step`), the per-step scheduler step
+        and :meth:`on_train_batch_end` (decoder rows renormalised); the module goes back to the
+        CPU at the end, as Lightning's teardown does. Equal to ``Trainer(max_steps=steps,
+        gradient_clip_val=gradient_clip).fit`` on the same batches (tested), without the
+        Trainer's per-step hooks, start-up and teardown.
 
         Parameters
         ----------
@@ -165,7 +168,7 @@ class SAETrainingModule(pl.LightningModule):
                 self.on_before_optimizer_step(optimizer)
                 if gradient_clip:
                     torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
-                optimizer.step()
+                _adam_step(optimizer)
                 scheduler.step()
                 self.on_train_batch_end(None, batch, step)
                 self._plain_steps = step + 1
@@ -191,6 +194,57 @@ class SAETrainingModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _adam_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``; for a :class:`torch.optim.Adam`, its update without the call's
+    per-step overhead.
+
+    The update is torch's public functional ``torch.optim.adam.adam`` on the optimizer's own
+    state and hyperparameters: the call ``Adam.step`` makes, with the same arguments, so the
+    same parameters and state. Left out is what ``Adam.step`` does around it on every call: the
+    accelerator graph-capture check, which on a CUDA build with CUDA not initialised (training
+    on the CPU) asks NVML for the GPU count — Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``
+    when it is imported, so every step tries to load the NVML library —, the profiler record
+    and the step hooks (none are registered on the plain loop's own optimizer; global
+    optimizer hooks are not called); for a small SAE on the CPU that is most of the
+    optimiser's time (benchmarks/README.md, SAE training speed). Anything else — another
+    optimizer, a parameter without state (the first step creates it), AMSGrad, capturable or
+    differentiable groups — takes ``optimizer.step()``.
+    """
+    if type(optimizer) is not torch.optim.Adam:
+        optimizer.step()
+        return
+    updates = []
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        states = [optimizer.state.get(p) for p in params]
+        if group["amsgrad"] or group["capturable"] or group["differentiable"] or not all(states):
+            optimizer.step()
+            return
+        updates.append((group, params, states))
+    with torch.no_grad():
+        for group, params, states in updates:
+            beta1, beta2 = group["betas"]
+            adam(
+                params,
+                [p.grad for p in params],
+                [state["exp_avg"] for state in states],
+                [state["exp_avg_sq"] for state in states],
+                [],
+                [state["step"] for state in states],
+                foreach=group["foreach"],
+                fused=group["fused"],
+                has_complex=any(torch.is_complex(p) for p in params),
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+            )
 
 
 class RandomRowBatches(IterableDataset):
@@ -226,8 +280,10 @@ class RandomRowBatches(IterableDataset):
             block = self.batch_size * self.BLOCK_BATCHES
             for first in range(0, usable, block):
                 index = order[first : min(first + block, usable)]
-                inputs = self.inputs[index]
-                targets = None if self.targets is None else self.targets[index]
+                # index_select: the rows `self.inputs[index]` gives, faster on the CPU
+                index = index.to(self.inputs.device)
+                inputs = self.inputs.index_select(0, index)
+                targets = None if self.targets is None else self.targets.index_select(0, index)
                 for start in range(0, index.shape[0], self.batch_size):
                     stop = start + self.batch_size
                     if targets is None:
