@@ -297,7 +297,10 @@ def test_plain_adam_step_equals_the_optimizer_step(fused):
     torch.manual_seed(8)
     shapes = [(24, 6), (6, 24), (24,), (6,)]
     stepped = [torch.nn.Parameter(torch.randn(*shape)) for shape in shapes]
+    # stored as a transpose, as the TopK encoder is: Adam runs on contiguous views of it
+    stepped.append(torch.nn.Parameter(torch.randn(24, 6).t()))
     plain = [torch.nn.Parameter(p.detach().clone()) for p in stepped]
+    assert plain[-1].stride() == stepped[-1].stride() == (1, 6)
     optimizers = [torch.optim.Adam(ps, lr=1e-2, fused=fused) for ps in (stepped, plain)]
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1 / (s + 1)) for o in optimizers]
     calls = []  # Adam.step runs its hooks: only the first plain step goes through it
@@ -317,3 +320,21 @@ def test_plain_adam_step_equals_the_optimizer_step(fused):
         assert torch.equal(p, q)
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(optimizers[0].state[p][key], optimizers[1].state[q][key]), key
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_plain_clipping_equals_clip_grad_norm(scale):
+    from neurodecode.analysis.sae.training import _clip_grad_norm
+
+    torch.manual_seed(4)
+    clipped = [torch.nn.Parameter(torch.randn(5, 7)), torch.nn.Parameter(torch.randn(7))]
+    plain = [torch.nn.Parameter(p.detach().clone()) for p in clipped]
+    for p, q in zip(clipped, plain, strict=True):
+        p.grad = torch.randn_like(p) * scale
+        q.grad = p.grad.clone()
+    want = torch.nn.utils.clip_grad_norm_(clipped, 1.0)
+    got = _clip_grad_norm(plain, 1.0)
+    assert torch.equal(got, want)
+    for p, q in zip(clipped, plain, strict=True):
+        assert torch.equal(p.grad, q.grad)
+    assert (want > 1.0) == (scale > 1e-2)  # both cases are exercised

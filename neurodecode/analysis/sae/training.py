@@ -167,7 +167,7 @@ class SAETrainingModule(pl.LightningModule):
                     self.sae.training_loss(x, target)["loss"].backward()
                 self.on_before_optimizer_step(optimizer)
                 if gradient_clip:
-                    torch.nn.utils.clip_grad_norm_(parameters, gradient_clip)
+                    _clip_grad_norm(parameters, gradient_clip)
                 _adam_step(optimizer)
                 scheduler.step()
                 self.on_train_batch_end(None, batch, step)
@@ -226,11 +226,16 @@ def _adam_step(optimizer: torch.optim.Optimizer) -> None:
     with torch.no_grad():
         for group, params, states in updates:
             beta1, beta2 = group["betas"]
+            views = [
+                _contiguous_views(p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+                for p, state in zip(params, states, strict=True)
+            ]
+            params, grads, exp_avgs, exp_avg_sqs = (list(part) for part in zip(*views, strict=True))
             adam(
                 params,
-                [p.grad for p in params],
-                [state["exp_avg"] for state in states],
-                [state["exp_avg_sq"] for state in states],
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
                 [],
                 [state["step"] for state in states],
                 foreach=group["foreach"],
@@ -245,6 +250,35 @@ def _adam_step(optimizer: torch.optim.Optimizer) -> None:
                 eps=group["eps"],
                 maximize=group["maximize"],
             )
+
+
+def _contiguous_views(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The tensors, or their transposes where that makes all of them contiguous.
+
+    Adam is elementwise, so it may run on any views that pair the same elements; the fused
+    kernel copies a non-contiguous parameter and its state in and out on every step, e.g. the
+    TopK encoder, stored as the transpose of a contiguous (latents, d) matrix.
+    """
+    first = tensors[0]
+    if first.dim() == 2 and not first.is_contiguous() and first.t().is_contiguous():
+        if all(t.stride() == first.stride() and t.shape == first.shape for t in tensors):
+            return tuple(t.t() for t in tensors)
+    return tensors
+
+
+def _clip_grad_norm(parameters: list[Tensor], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_(parameters, max_norm)``, the same result, without its
+    multiplication of every gradient by 1 when the norm is already within ``max_norm`` (checked
+    on the CPU only: elsewhere the check would wait for the device).
+
+    Returns the total gradient norm (a 0-d tensor), as ``clip_grad_norm_`` does.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    if total.device.type == "cpu" and bool(max_norm / (total + 1e-6) >= 1.0):
+        return total  # clip_grad_norm_ would scale by its coefficient clamped to exactly 1
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    return total
 
 
 class RandomRowBatches(IterableDataset):
