@@ -184,6 +184,26 @@ def test_shrinkage_beats_diagonal_when_noise_is_correlated_and_ties_when_not():
     assert results["independent", "shrinkage"][1] > 0.9
 
 
+@pytest.mark.parametrize("n_images", [400, 50])  # V <= n and V > n: both Gram sides
+def test_truncated_rank_likelihood_equals_the_dense_inverse_of_its_covariance(n_images):
+    # the low-rank + tail form: the Woodbury-style quadratic form must equal the explicit
+    # inverse of Sigma = D (B diag(l) B^T + tail (I - B B^T)) D, padded columns included
+    world = planted_world(n_images=n_images, repeats=3, factors=4)
+    model = EncodingIdentification(geometry(120, 8), noise="shrinkage", noise_rank=7)
+    model.fit(world["X"], world["Y"], groups=world["ids"])
+    basis = model.noise_basis.double().numpy()
+    eigenvalues = model.noise_eigenvalues.double().numpy()
+    tail = float(model.noise_tail)
+    assert 0 < tail < 1 and len(eigenvalues) == 7
+    sd = model.noise_sd.double().numpy()
+    correlation = basis @ np.diag(eigenvalues) @ basis.T + tail * (np.eye(120) - basis @ basis.T)
+    sigma = np.outer(sd, sd) * correlation
+    diff = world["Y_test"][:, None, :] - model.predict(world["X_test"]).astype(np.float64)[None]
+    expected = -0.5 * 3 * np.einsum("icv,vw,icw->ic", diff, np.linalg.inv(sigma), diff)
+    ours = model.log_likelihood(world["Y_test"], world["X_test"], n_repeats=3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4)
+
+
 def test_truncated_rank_keeps_the_trace():
     world = planted_world(n_images=400, repeats=1, factors=2)
     model = EncodingIdentification(geometry(120, 8), noise="shrinkage", noise_rank=5)
