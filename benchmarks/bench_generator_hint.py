@@ -45,11 +45,8 @@ def parse_hint(spec: str, defaults) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from neurodecode.cli.config import load_config
-    from neurodecode.cli.demo import REPO, demo_target, fit_key, subjects_in_world
-    from neurodecode.cli.lightning import fit_experiment
+    from neurodecode.cli.demo import REPO, fit_demo_decoder
     from neurodecode.data.nsd import read_stimuli
-    from neurodecode.demo.decode import Steps, prepare_world
     from neurodecode.demo.reconstruction import choose_blend, choose_temperature, fit_lowlevel
     from neurodecode.embedded.clip import get_sim_clip
     from neurodecode.embedded.generator import PRESETS, get_sim_generator
@@ -75,25 +72,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    experiment = load_config(
-        REPO / "experiments/sim_retrieval_rich_both.yaml", required=("model", "data", "trainer")
-    )
-    data_args = experiment["data"].setdefault("init_args", {})
-    target_space, fit_on = demo_target(data_args)
-    store_path, model_name, layer, _ = prepare_world(
-        args.data, REPO / "datasets/sim/default.yaml", "default", Steps(), target_space, fit_on
-    )
-    subjects_in_world(data_args, args.data)
-    data_args.update(
-        root=str(args.data),
-        feature_store=str(store_path),
-        feature_model=model_name,
-        feature_layer=layer,
-    )
-    model, dm, _ = fit_experiment(
-        experiment,
+    model, dm, _, _ = fit_demo_decoder(
+        REPO / "experiments/sim_retrieval_rich_both.yaml",
+        args.data,
+        REPO / "datasets/sim/default.yaml",
+        "default",
         args.run,
-        resume_key=fit_key(experiment, args.data, store_path, model_name, layer),
     )
     model.eval()
     encoder = get_sim_clip("default", progress=False)

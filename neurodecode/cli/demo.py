@@ -119,12 +119,57 @@ def fit_key(experiment: dict, data: Path, store_path: Path, model_name: str, lay
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; returns 0 on success."""
+def fit_demo_decoder(
+    experiment_path: Path,
+    data: Path,
+    sim_config: Path,
+    clip_preset: str,
+    out: Path,
+    steps=None,
+    max_epochs: int | None = None,
+):
+    """The demo's world and decoder: simulate and embed what is missing, then fit the experiment
+    into ``out`` (or resume / reuse the fit of the same experiment on the same data, see
+    :func:`fit_key`).
+
+    Returns
+    -------
+    (model, datamodule, training, clip_metrics)
+        ``training`` as :func:`neurodecode.cli.lightning.fit_experiment` returns it;
+        ``clip_metrics`` sim-clip's own scores (:func:`neurodecode.demo.decode.prepare_world`).
+    """
     from neurodecode.cli.config import load_config
     from neurodecode.cli.lightning import fit_experiment
+    from neurodecode.demo.decode import Steps, prepare_world
+
+    steps = steps or Steps()
+    experiment = load_config(experiment_path, required=("model", "data", "trainer"))
+    data_args = experiment["data"].setdefault("init_args", {})
+    target_space, fit_on = demo_target(data_args)
+    store_path, model_name, layer, clip_metrics = prepare_world(
+        data, sim_config, clip_preset, steps, target_space, fit_on
+    )
+
+    steps("fit", "Fit the decoder of the experiment (LightningCLI, as `neurodecode fit`)")
+    subjects_in_world(data_args, data)
+    data_args.update(
+        root=str(data),
+        feature_store=str(store_path),
+        feature_model=model_name,
+        feature_layer=layer,
+    )
+    if max_epochs is not None:
+        experiment["trainer"]["max_epochs"] = max_epochs
+    model, datamodule, training = fit_experiment(
+        experiment, out, resume_key=fit_key(experiment, data, store_path, model_name, layer)
+    )
+    return model, datamodule, training, clip_metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0 on success."""
     from neurodecode.data.nsd import read_stimuli
-    from neurodecode.demo.decode import Steps, evaluate_decoder, prepare_world
+    from neurodecode.demo.decode import Steps, evaluate_decoder
     from neurodecode.demo.ladder import ladder_rows
     from neurodecode.demo.report import jsonable, report_markdown, summary_table
     from neurodecode.plotting.retrieval import plot_ladder, plot_retrieval_examples
@@ -133,25 +178,14 @@ def run(args: argparse.Namespace) -> int:
     steps = Steps()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    experiment = load_config(args.experiment, required=("model", "data", "trainer"))
-    data_args = experiment["data"].setdefault("init_args", {})
-    target_space, fit_on = demo_target(data_args)
-    store_path, model_name, layer, clip_metrics = prepare_world(
-        args.data, args.sim_config, args.clip_preset, steps, target_space, fit_on
-    )
-
-    steps("fit", "Fit the decoder of the experiment (LightningCLI, as `neurodecode fit`)")
-    subjects_in_world(data_args, args.data)
-    data_args.update(
-        root=str(args.data),
-        feature_store=str(store_path),
-        feature_model=model_name,
-        feature_layer=layer,
-    )
-    if args.max_epochs is not None:
-        experiment["trainer"]["max_epochs"] = args.max_epochs
-    model, datamodule, training = fit_experiment(
-        experiment, out, resume_key=fit_key(experiment, args.data, store_path, model_name, layer)
+    model, datamodule, training, clip_metrics = fit_demo_decoder(
+        args.experiment,
+        args.data,
+        args.sim_config,
+        args.clip_preset,
+        out,
+        steps,
+        args.max_epochs,
     )
     model.save_pretrained(out / "decoder")
 

@@ -271,9 +271,7 @@ class ConditionedUNet(PretrainedMixin, nn.Module):
         ).sample
 
 
-def degrade_to_hint(
-    images: torch.Tensor, config: SimGeneratorConfig, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def degrade_to_hint(images: torch.Tensor, config: SimGeneratorConfig) -> torch.Tensor:
     """Training hints: ``images`` (N, 3, H, W) in [0, 1] -> (N, 3, hint_size, hint_size) in [0, 1].
 
     Shrunk (antialiased, as :meth:`ConditionedUNet.hint_channels` shrinks), contrast scaled toward each image's mean by a factor drawn uniformly in
@@ -283,10 +281,10 @@ def degrade_to_hint(
     n = len(images)
     small = resize_images(images.float(), config.hint_size)
     mean = small.mean(dim=(1, 2, 3), keepdim=True)
-    draws = torch.rand(n, 2, generator=generator).to(small)
+    draws = torch.rand(n, 2).to(small)
     contrast = config.hint_contrast_min + (1 - config.hint_contrast_min) * draws[:, 0]
     noise_std = config.hint_noise_max * draws[:, 1]
-    noise = torch.randn(small.shape, generator=generator).to(small)
+    noise = torch.randn(small.shape).to(small)
     hint = mean + contrast.view(n, 1, 1, 1) * (small - mean) + noise_std.view(n, 1, 1, 1) * noise
     return hint.clamp(0, 1)
 
