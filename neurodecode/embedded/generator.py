@@ -393,7 +393,7 @@ class SimGenerator:
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         guidance_scale: float | None = None,
-        batch_size: int = 256,
+        batch_size: int = 16,
     ) -> torch.Tensor:
         """Generate images conditioned on ``image_embeds`` (see :class:`Generator`).
 
@@ -414,7 +414,9 @@ class SimGenerator:
         guidance_scale : float, optional
             Classifier-free guidance (default: the config's; 1 = none).
         batch_size : int
-            Images per network call.
+            Images per network call (twice that with guidance). The result does not depend on
+            it: all noise is drawn before the loop. Small calls keep the UNet's activations in
+            cache on a CPU (``benchmarks/bench_demo_time.py``, part ``sampling``).
 
         Returns
         -------
