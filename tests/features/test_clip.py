@@ -42,6 +42,19 @@ def test_random_init_is_seeded_and_preprocesses_as_open_clip(images):
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(2))
 
 
+def test_cpu_forward_in_small_calls_equals_one_call():
+    from neurodecode.features import clip
+
+    encoder = load_clip("sim-clip-tiny", None, seed=1)
+    many = generate_stimuli(clip.CPU_FORWARD_IMAGES + 5, size=32, seed=4).images
+    embeddings = encoder.encode_image(many)  # two forward calls, 32 + 5 images
+    with torch.no_grad():
+        whole = encoder.model.encode_image(encoder.preprocess_images(many))
+    assert embeddings.shape == (len(many), encoder.embed_dim)
+    torch.testing.assert_close(embeddings, whole, rtol=0, atol=1e-6)
+    assert encoder.encode_image(many[:0]).shape == (0, encoder.embed_dim)
+
+
 def test_local_checkpoint_round_trip(tmp_path, images):
     source = load_clip("sim-clip-tiny", None, seed=5)
     path = tmp_path / "weights.safetensors"
