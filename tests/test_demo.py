@@ -136,6 +136,37 @@ def test_feature_oracle_encoder_takes_the_kernel_only_where_it_predicts_better()
     assert r[0] > 0.99 and r[1] > 0.7  # a linear ridge gets ~0 on the nonlinear one
 
 
+def test_banded_feature_oracle_reads_a_named_target_by_its_pieces(tmp_path):
+    from types import SimpleNamespace
+
+    from neurodecode.demo.decode import target_bands
+    from neurodecode.features.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    ids = [str(i) for i in range(5)]
+    values = rng.normal(size=(5, 8)).astype(np.float32)
+    store = FeatureStore(tmp_path / "store.h5")
+    blocks = [["pooled", 2], ["opponent8", 3], ["contrast8", 1], ["energy8", 2]]
+    named = {"output": "target_space", "space": "pooled+rectified8", "blocks": blocks}
+    store.fill("targets", "pooled+rectified8", ids, lambda b: values[[int(i) for i in b]], named)
+    store.fill("sim", "image", ids, lambda b: values[[int(i) for i in b]], {"model": "x"})
+
+    def datamodule(model, layer):
+        def targets_of(asked):
+            return store.read(model, layer, asked)
+
+        hparams = SimpleNamespace(feature_model=model, feature_layer=layer)
+        return SimpleNamespace(hparams=hparams, store_path=store.path, targets_of=targets_of)
+
+    rich = datamodule("targets", "pooled+rectified8")
+    bands = target_bands(rich)(np.array([3, 1]))
+    assert list(bands) == ["pooled", "rectified8"]  # the name's pieces, in order
+    np.testing.assert_array_equal(bands["pooled"], values[[3, 1], :2])
+    np.testing.assert_array_equal(bands["rectified8"], values[[3, 1], 2:])
+    plain = datamodule("sim", "image")  # not a named target space: one block
+    assert target_bands(plain) is plain.targets_of
+
+
 def test_demo_fits_the_subjects_the_world_has(tmp_path, capsys):
     import pytest
 

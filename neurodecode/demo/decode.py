@@ -138,9 +138,58 @@ def prepare_world(
     return store_path, model_name, layer, clip_metrics
 
 
-def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> dict:
+def target_bands(datamodule):
+    """How the ladder's feature oracle reads the decoder's target: ``features_of(ids)``.
+
+    A named target space written by :func:`neurodecode.features.target_spaces.fill_target_space`
+    (e.g. ``pooled+rectified8``) records its elementary blocks and their widths; its feature
+    oracle then gets one band per ``+``-piece of the name (``pooled`` and ``rectified8``: one
+    penalty per piece and voxel, :func:`neurodecode.demo.ladder.banded_feature_oracle_predictions`),
+    as ``benchmarks/bench_targets.py`` measures the spaces: one penalty over all 1,088 features
+    lets the 960 pixel features drown the 128-d embedding, and understates what the space
+    carries. Any other entry is one block (``datamodule.targets_of``).
+
+    Returns
+    -------
+    callable
+        ``ids (n,) -> ndarray (n, ...)`` or ``-> {piece: ndarray (n, d_piece)}``.
+    """
+    from neurodecode.features.store import FeatureStore
+    from neurodecode.features.target_spaces import space_blocks
+
+    hp = datamodule.hparams
+    if getattr(datamodule, "store_path", None) is None:
+        return datamodule.targets_of
+    settings = FeatureStore(datamodule.store_path).settings(hp.feature_model, hp.feature_layer)
+    recorded = settings.get("blocks") if settings.get("output") == "target_space" else None
+    pieces = str(settings.get("space", "")).split("+")
+    if not recorded or len(pieces) < 2:
+        return datamodule.targets_of
+    widths = {str(name): int(width) for name, width in recorded}
+    order = [str(name) for name, _ in recorded]
+    columns, start = {}, 0
+    for name in order:
+        columns[name] = slice(start, start + widths[name])
+        start += widths[name]
+    bands = {piece: [columns[block] for block in space_blocks(piece)] for piece in pieces}
+
+    def features_of(ids: np.ndarray) -> dict[str, np.ndarray]:
+        flat = np.asarray(datamodule.targets_of(ids)).reshape(len(ids), -1)
+        return {piece: np.hstack([flat[:, c] for c in cols]) for piece, cols in bands.items()}
+
+    return features_of
+
+
+def evaluate_decoder(
+    model, datamodule, data: Path, with_prior: bool = True, banded_feature_oracle: bool = False
+) -> dict:
     """Score a trained decoder on the eval subject's averaged test trials against the ceiling
     ladder (:mod:`neurodecode.demo.ladder`), all rungs on the same trials and candidates.
+
+    ``banded_feature_oracle`` gives the feature oracle of a named target space one penalty per
+    ``+``-piece (:func:`target_bands`) instead of one over all its features: a fairer (higher)
+    bound, at several times the cost (about 3 more minutes for the default world on 2 cores;
+    benchmarks/README.md, 2026-12-07).
 
     Returns
     -------
@@ -174,7 +223,8 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
     train_ids = datamodule.train_set.trials[datamodule.eval_index].stimulus_id
     started = time.perf_counter()
     print("    ladder: oracle and feature oracle (sim-only, from the ground truth) ...", flush=True)
-    ladder = oracle_rungs(data, subject, {space: datamodule.targets_of}, train_ids, n_way)
+    features_of = target_bands(datamodule) if banded_feature_oracle else datamodule.targets_of
+    ladder = oracle_rungs(data, subject, {space: features_of}, train_ids, n_way)
     print(
         f"    ladder: encoding identification and ridge on {len(train_ids)} training images "
         f"(t+{time.perf_counter() - started:.0f} s) ...",
@@ -187,6 +237,7 @@ def evaluate_decoder(model, datamodule, data: Path, with_prior: bool = True) -> 
         "subject": subject,
         "n_way": n_way,
         "target_space": space,
+        "feature_oracle_estimator": "banded" if banded_feature_oracle else "single penalty",
         "ladder": ladder,
         "prior": prior_metrics,
         "ratio_to_oracle": ours / max(ladder["oracle"]["brain_to_image_top1"], 1e-9),

@@ -55,7 +55,10 @@ def report_markdown(m: dict, args: argparse.Namespace) -> str:
         "candidates, 30 draws), every rung on the same trials and candidates. The oracle is the "
         "true model; the feature oracle regresses the true noise-free responses on the target "
         "space (a diagnostic only the simulation allows): no decoder working through that space "
-        "can beat it.",
+        "can beat it. Its estimator here: "
+        + m.get("feature_oracle_estimator", "single penalty")
+        + " (`--banded-feature-oracle` gives each '+'-piece of a named target its own penalty, "
+        "a fairer and higher bound at several times the cost).",
         "",
         summary_table(m),
         "",
