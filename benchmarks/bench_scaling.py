@@ -14,8 +14,13 @@ sessions, everything else frozen), beside subj02's own encoding identification a
 the same trials. Every number is the same 300-way protocol on the repeat-averaged test trials
 of the shared images, both directions.
 
-Run: ``.venv/bin/python -m benchmarks.bench_scaling [--max-epochs N] [--sessions 1 2 5 all]``
-(prepares data/sim/default and sim-clip like ``make demo`` when the feature store is absent).
+``--experiment`` picks another decoder recipe (e.g. ``experiments/sim_retrieval_rich_both.yaml``,
+the demo's: its model, trainer and data settings — target entry, batch size, repeat averaging —
+with the subjects and sessions set as above).
+
+Run: ``.venv/bin/python -m benchmarks.bench_scaling [--experiment PATH] [--max-epochs N]
+[--sessions 1 2 5 all]`` (prepares data/sim/default, sim-clip and the experiment's target entry
+like ``make demo`` when they are absent).
 Writes ``benchmarks/results/scaling.json`` and ``benchmarks/results/scaling.png``.
 """
 
@@ -131,6 +136,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="feature store with sim-clip-default/image (default: <data>-features.h5; made "
         "with sim-clip like make demo when absent)",
     )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=REPO / "experiments/sim_retrieval.yaml",
+        help="the decoder's recipe (model, trainer, data settings)",
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="epochs of every fit")
     parser.add_argument(
         "--sessions", nargs="+", default=["1", "2", "5", "all"], help="subj01 session counts"
@@ -143,31 +154,41 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     sessions, new_sessions = _sessions(args.sessions), _sessions(args.new_subject_sessions)
+    from neurodecode.cli.demo import demo_target
+    from neurodecode.features.store import FeatureStore
+
+    single = yaml.safe_load(args.experiment.read_text())
+    recipe = dict(single["data"]["init_args"])
     store = args.features or args.data.with_name(args.data.name + "-features.h5")
-    model_name, layer = "sim-clip-default", "image"
-    if not store.is_file():
+    model_name = recipe.get("feature_model", "sim-clip-default")
+    layer = recipe.get("feature_layer", "image")
+    if not store.is_file() or (model_name, layer) not in FeatureStore(store):
         from neurodecode.demo.decode import prepare_world
 
+        target_space, fit_on = demo_target(recipe)
         store, model_name, layer, _ = prepare_world(
-            args.data, REPO / "datasets/sim/default.yaml", "default"
+            args.data, REPO / "datasets/sim/default.yaml", "default", None, target_space, fit_on
         )
-    single = yaml.safe_load((REPO / "experiments/sim_retrieval.yaml").read_text())
     new_cfg = yaml.safe_load((REPO / "experiments/sim_new_subject.yaml").read_text())
     trainer = dict(single["trainer"], enable_progress_bar=False)
     if args.max_epochs:
         trainer["max_epochs"] = args.max_epochs
     new_trainer = dict(accelerator="auto", devices=1, max_epochs=trainer["max_epochs"])
-    common = dict(
+    # the recipe's data settings, less what this bench sets (data, subjects, sessions)
+    set_here = ("root", "feature_store", "subjects", "eval_subject", "train_subjects")
+    common = {k: v for k, v in recipe.items() if k not in set_here and k != "max_train_sessions"}
+    common.update(
         root=str(args.data),
         feature_store=str(store),
         feature_model=model_name,
         feature_layer=layer,
-        batch_size=single["data"]["init_args"].get("batch_size", 32),
+        batch_size=recipe.get("batch_size", 32),
     )
     sharedix = np.asarray(read_ground_truth(args.data).sharedix)
-    runs = REPO / "runs/bench_scaling"
+    runs = REPO / "runs/bench_scaling" / args.experiment.stem
     result: dict = {
         "date": time.strftime("%Y-%m-%d"),
+        "experiment": str(args.experiment),
         "max_epochs": trainer["max_epochs"],
         "n_way": 300,
         "subj01": [],
