@@ -155,27 +155,20 @@ def target_bands(datamodule):
         ``ids (n,) -> ndarray (n, ...)`` or ``-> {piece: ndarray (n, d_piece)}``.
     """
     from neurodecode.features.store import FeatureStore
-    from neurodecode.features.target_spaces import space_blocks
+    from neurodecode.features.target_spaces import piece_columns
 
     hp = datamodule.hparams
     if getattr(datamodule, "store_path", None) is None:
         return datamodule.targets_of
     settings = FeatureStore(datamodule.store_path).settings(hp.feature_model, hp.feature_layer)
-    recorded = settings.get("blocks") if settings.get("output") == "target_space" else None
-    pieces = str(settings.get("space", "")).split("+")
-    if not recorded or len(pieces) < 2:
+    space = str(settings.get("space", ""))
+    if settings.get("output") != "target_space" or "+" not in space:
         return datamodule.targets_of
-    widths = {str(name): int(width) for name, width in recorded}
-    order = [str(name) for name, _ in recorded]
-    columns, start = {}, 0
-    for name in order:
-        columns[name] = slice(start, start + widths[name])
-        start += widths[name]
-    bands = {piece: [columns[block] for block in space_blocks(piece)] for piece in pieces}
+    columns = piece_columns(space, settings["blocks"])
 
     def features_of(ids: np.ndarray) -> dict[str, np.ndarray]:
         flat = np.asarray(datamodule.targets_of(ids)).reshape(len(ids), -1)
-        return {piece: np.hstack([flat[:, c] for c in cols]) for piece, cols in bands.items()}
+        return {piece: flat[:, c] for piece, c in columns.items()}
 
     return features_of
 

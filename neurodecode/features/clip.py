@@ -286,8 +286,7 @@ class ClipEncoder:
         chunk = CPU_FORWARD_IMAGES if small else max(len(pixels), 1)
         with torch.no_grad():
             forward = self.model.encode_image if self.output == "pooled" else self._image_tokens
-            parts = [forward(part) for part in pixels.split(chunk)]
-            out = torch.cat(parts) if len(parts) != 1 else parts[0]
+            out = torch.cat([forward(part) for part in pixels.split(chunk)])
         out = out.float()
         return torch.nn.functional.normalize(out, dim=-1) if normalize else out
 

@@ -88,6 +88,38 @@ def space_blocks(space: str) -> tuple[str, ...]:
     return tuple(blocks)
 
 
+def piece_columns(space: str, blocks: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+    """The columns of each ``+``-piece of a space in its standardised features.
+
+    Parameters
+    ----------
+    space : str
+        The space's name, e.g. ``"pooled+rectified8"``.
+    blocks : sequence of (str, int)
+        Its elementary blocks and their widths in concatenation order, as a store entry written
+        by :func:`fill_target_space` records them (``settings["blocks"]``).
+
+    Returns
+    -------
+    dict
+        Piece -> int ndarray of column indices, in the name's order (e.g. ``pooled`` -> 0..127,
+        ``rectified8`` -> 128..1087).
+    """
+    names = [str(name) for name, _ in blocks]
+    if tuple(names) != space_blocks(space):
+        raise InvalidInputError(
+            f"target space {space!r} has blocks {list(space_blocks(space))}; the recorded blocks "
+            f"are {names}."
+        )
+    edges = np.cumsum([0, *(int(width) for _, width in blocks)])
+    start = dict(zip(names, edges[:-1], strict=True))
+    stop = dict(zip(names, edges[1:], strict=True))
+    return {
+        piece: np.concatenate([np.arange(start[b], stop[b]) for b in space_blocks(piece)])
+        for piece in space.split("+")
+    }
+
+
 def compute_blocks(
     space: str, images: np.ndarray, embeddings: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:

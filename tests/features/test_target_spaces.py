@@ -10,6 +10,7 @@ import yaml
 from neurodecode.features.target_spaces import (
     compute_blocks,
     fit_target_space,
+    piece_columns,
     space_blocks,
     statistics_path,
     target_space_features,
@@ -34,6 +35,16 @@ def test_space_names_expand_groups_and_refuse_unknown_or_repeated_pieces():
         space_blocks("rectified8+contrast8")
     with pytest.raises(InvalidInputError, match="non-empty string"):
         space_blocks("")
+
+
+def test_piece_columns_follow_the_recorded_blocks_and_refuse_other_blocks():
+    blocks = [["pooled", 2], ["opponent8", 3], ["contrast8", 1], ["energy8", 2]]
+    columns = piece_columns("pooled+rectified8", blocks)
+    assert list(columns) == ["pooled", "rectified8"]
+    assert columns["pooled"].tolist() == [0, 1]
+    assert columns["rectified8"].tolist() == [2, 3, 4, 5, 6, 7]
+    with pytest.raises(InvalidInputError, match="recorded blocks"):
+        piece_columns("pooled+lowlevel8", blocks)
 
 
 def test_training_statistics_standardise_the_test_images_as_the_benchmarks_did(images):
